@@ -1,0 +1,127 @@
+//! The command line: `arrfs [OPTIONS] SOURCE MOUNTPOINT`, `arrfs unmount`, `arrfs ls`,
+//! `arrfs cat`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLE: &str = "\
+Examples:
+  arrfs data.h5 /mnt/arr          mount (read-only); returns once the mount answers
+  ls -lR /mnt/arr                 groups are directories, datasets are NAME.npy
+  python -c \"import numpy as np; print(np.load('/mnt/arr/grp/x.npy', mmap_mode='r')[5])\"
+  arrfs unmount /mnt/arr          (fusermount -u /mnt/arr works too)
+  arrfs ls data.h5 -R             the virtual tree, no mount needed
+  arrfs cat data.h5 grp/x.npy > x.npy";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "arrfs",
+    version,
+    about = "Mount HDF5, NPZ, pickle and .npy containers as a read-only tree of plain .npy files",
+    after_help = EXAMPLE,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub mount: MountArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MountArgs {
+    /// The container (HDF5, NPZ/zip, pickle, .npy) or directory to mount
+    #[arg(required = true)]
+    pub source: Option<PathBuf>,
+    /// An existing directory to mount on
+    #[arg(required = true)]
+    pub mountpoint: Option<PathBuf>,
+    /// Stay in the foreground (SIGINT/SIGTERM unmount and exit 0)
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Mount options: allow_other, allow_root, auto_unmount, default_permissions, fsname=NAME
+    #[arg(short = 'o', value_delimiter = ',', value_name = "OPT[,OPT..]")]
+    pub options: Vec<String>,
+    /// FUSE worker threads (default: number of CPUs)
+    #[arg(short = 'j', long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Memory for decoded chunks, e.g. 256M, 1G
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Log file of the background daemon (default: syslog)
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+    /// More logging (repeat for more; RUST_LOG works too)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Unmount an arrfs mount (as `fusermount -u` does)
+    Unmount {
+        mountpoint: PathBuf,
+        /// Detach now even if files are open; the mount goes away when they are closed
+        #[arg(short, long)]
+        lazy: bool,
+    },
+    /// Show the virtual tree with dtype, shape and size, without mounting
+    Ls {
+        source: PathBuf,
+        /// A directory or file inside the virtual tree
+        path: Option<String>,
+        /// Recurse into directories
+        #[arg(short = 'R', long)]
+        recursive: bool,
+    },
+    /// Write one virtual .npy file to stdout, without mounting
+    Cat {
+        source: PathBuf,
+        /// The file inside the virtual tree, e.g. grp/x.npy
+        path: String,
+        /// Write to this file instead of stdout
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `256M`, `1G`, `4096`, `64k`: a size in bytes (binary units).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a size: {text:?}"))?;
+    let shift = match unit
+        .trim_end_matches(['i', 'B', 'b'])
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("unknown unit in {text:?} (use K, M, G or T)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size too large: {text:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! The one error type of arrfs, and its mapping to errno (the only place that knows errno).
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such entry")]
+    NotFound,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("not a symbolic link")]
+    NotSymlink,
+    #[error("no such attribute")]
+    NoXattr,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The container is not what its magic bytes promised (truncated, corrupt, unsupported).
+    #[error("{}: {cause}", path.display())]
+    Format { path: PathBuf, cause: String },
+    /// A read failed inside one array (corrupt chunk, failed filter): EIO for that read only.
+    #[error("{}: {what}: {cause}", path.display())]
+    Read {
+        path: PathBuf,
+        what: String,
+        cause: String,
+    },
+    #[error("{}: source changed on disk while mounted; remount to see the new contents", path.display())]
+    SourceChanged { path: PathBuf },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn format(path: impl Into<PathBuf>, cause: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            cause: cause.into(),
+        }
+    }
+
+    pub fn read(path: impl Into<PathBuf>, what: impl Into<String>, cause: impl ToString) -> Self {
+        Error::Read {
+            path: path.into(),
+            what: what.into(),
+            cause: cause.to_string(),
+        }
+    }
+
+    /// The errno a FUSE reply carries for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NotFound => libc::ENOENT,
+            Error::NotDir => libc::ENOTDIR,
+            Error::IsDir => libc::EISDIR,
+            Error::NotSymlink => libc::EINVAL,
+            Error::NoXattr => libc::ENODATA,
+            Error::ReadOnly => libc::EROFS,
+            Error::Usage(_) => libc::EINVAL,
+            Error::Io { source, .. } => match source.raw_os_error() {
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => source.raw_os_error().unwrap(),
+                _ => libc::EIO,
+            },
+            Error::Format { .. } | Error::Read { .. } | Error::SourceChanged { .. } => libc::EIO,
+        }
+    }
+
+    /// Errors that mean "this part of the container is broken": logged once per read.
+    pub fn is_data_error(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. }
+                | Error::Format { .. }
+                | Error::Read { .. }
+                | Error::SourceChanged { .. }
+        )
+    }
+}

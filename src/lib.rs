@@ -1,0 +1,15 @@
+//! arrfs: every array in an HDF5, NPZ, pickle or `.npy` container as a plain `.npy` file.
+//!
+//! `vfs` is the filesystem core, `fuse` its thin kernel adapter, `source` the container
+//! formats behind one trait, `npy` the `.npy` header and byte-range mapping, `io` file access.
+
+pub mod error;
+pub mod fuse;
+pub mod io;
+pub mod npy;
+pub mod source;
+pub mod vfs;
+
+pub use error::{Error, Result};
+pub mod cli;
+pub mod mount;

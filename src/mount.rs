@@ -1,0 +1,263 @@
+//! Mounting: options, the background daemon (as sshfs: return once the mount answers),
+//! signals, and unmounting.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::cli::MountArgs;
+use crate::error::{Error, Result};
+use crate::fuse::FuseAdapter;
+use crate::source::{self, SourceOptions};
+use crate::vfs::Fs;
+
+/// Set in the daemon's environment: it prints this line on stdout once the mount answers.
+const READY_ENV: &str = "ARRFS_DAEMON_READY";
+const READY_LINE: &str = "arrfs-ready";
+
+/// Mounts and serves until unmounted. Without `--foreground`, starts the daemon and returns
+/// once the mount answers (or with the daemon's error).
+pub fn mount(args: &MountArgs) -> Result<()> {
+    let (source_path, mountpoint) = paths(args)?;
+    check_mountpoint(mountpoint)?;
+    if !source_path.exists() {
+        return Err(Error::io(source_path, std::io::ErrorKind::NotFound.into()));
+    }
+    match args.foreground || std::env::var_os(READY_ENV).is_some() {
+        true => serve(args, source_path, mountpoint),
+        false => start_daemon(),
+    }
+}
+
+fn paths(args: &MountArgs) -> Result<(&Path, &Path)> {
+    match (&args.source, &args.mountpoint) {
+        (Some(s), Some(m)) => Ok((s, m)),
+        _ => Err(Error::Usage("SOURCE and MOUNTPOINT are required".into())),
+    }
+}
+
+fn check_mountpoint(mountpoint: &Path) -> Result<()> {
+    let meta = std::fs::metadata(mountpoint).map_err(|e| Error::io(mountpoint, e))?;
+    match meta.is_dir() {
+        true => Ok(()),
+        false => Err(Error::io(
+            mountpoint,
+            std::io::Error::from_raw_os_error(libc::ENOTDIR),
+        )),
+    }
+}
+
+/// Re-runs this program as the daemon and waits for its ready line. Errors of the daemon
+/// reach the user's terminal through its inherited stderr.
+fn start_daemon() -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+    let mut child = Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(READY_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("arrfs daemon", e))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(|l| l.ok())
+        .any(|line| line == READY_LINE);
+    if ready {
+        return Ok(());
+    }
+    let status = child.wait().map_err(|e| Error::io("arrfs daemon", e))?;
+    Err(Error::Usage(format!("the mount did not start ({status})"))).or_else(|e| {
+        match status.code() {
+            Some(1) => std::process::exit(1),
+            _ => Err(e),
+        }
+    })
+}
+
+/// Opens the source, mounts it, and serves requests until unmounted or signalled.
+fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> {
+    let options = SourceOptions {
+        cache_size: args.cache_size,
+    };
+    let source = source::open(source_path, &options)?;
+    let mtime = std::fs::metadata(source_path)
+        .and_then(|m| m.modified())
+        .map_err(|e| Error::io(source_path, e))?;
+    let fs = Fs::new(source, mtime);
+    let config = fuse_config(args, source_path)?;
+    let signals = block_signals();
+    let mut session = fuser::Session::new(FuseAdapter::new(fs), mountpoint, &config)
+        .map_err(|e| Error::Usage(format!("cannot mount on {}: {e}", mountpoint.display())))?;
+    let mut unmounter = session.unmount_callable();
+    let (tx, rx) = mpsc::channel();
+    let ended = tx.clone();
+    std::thread::spawn(move || ended.send(Event::Ended(session.run())));
+    std::thread::spawn(move || loop {
+        if tx.send(Event::Signal(wait_signal(&signals))).is_err() {
+            break;
+        }
+    });
+    announce_ready(args);
+    log::info!(
+        "mounted {} on {}",
+        source_path.display(),
+        mountpoint.display()
+    );
+    loop {
+        match rx.recv() {
+            Ok(Event::Signal(sig)) => {
+                log::info!("signal {sig}: unmounting {}", mountpoint.display());
+                if let Err(e) = unmounter.unmount() {
+                    log::error!("unmount of {} failed: {e}", mountpoint.display());
+                }
+            }
+            Ok(Event::Ended(result)) => {
+                log::info!("{} unmounted", mountpoint.display());
+                return result.map_err(|e| Error::io(mountpoint, e));
+            }
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+enum Event {
+    Signal(i32),
+    Ended(std::io::Result<()>),
+}
+
+fn fuse_config(args: &MountArgs, source_path: &Path) -> Result<Config> {
+    let mut config = Config::default();
+    let mut opts = vec![
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::Subtype("arrfs".into()),
+    ];
+    let mut fsname = Some(source_path.display().to_string());
+    for opt in &args.options {
+        match opt.as_str() {
+            "allow_other" => {
+                config.acl = SessionACL::All;
+                opts.push(MountOption::DefaultPermissions);
+            }
+            "allow_root" => config.acl = SessionACL::RootAndOwner,
+            "auto_unmount" => opts.push(MountOption::AutoUnmount),
+            "default_permissions" => opts.push(MountOption::DefaultPermissions),
+            "ro" | "" => {}
+            o if o.starts_with("fsname=") => fsname = Some(o["fsname=".len()..].to_string()),
+            "rw" => {
+                return Err(Error::Usage(
+                    "arrfs mounts are read-only: -o rw is refused".into(),
+                ))
+            }
+            o => opts.push(MountOption::CUSTOM(o.to_string())),
+        }
+    }
+    if opts.contains(&MountOption::AutoUnmount) && config.acl == SessionACL::Owner {
+        // fusermount3 implements auto_unmount and needs one of the allow_* options.
+        config.acl = SessionACL::RootAndOwner;
+    }
+    opts.extend(fsname.map(MountOption::FSName));
+    opts.dedup();
+    config.mount_options = opts;
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    config.n_threads = Some(args.threads.unwrap_or(cpus).max(1));
+    config.clone_fd = true;
+    Ok(config)
+}
+
+/// Tells the waiting parent that the mount answers, then detaches from its terminal.
+fn announce_ready(args: &MountArgs) {
+    if std::env::var_os(READY_ENV).is_none() {
+        return;
+    }
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{READY_LINE}");
+    let _ = out.flush();
+    let log = args.log_file.as_ref().and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
+    let devnull = std::fs::File::open("/dev/null").ok();
+    // SAFETY: dup2 onto our own standard descriptors; setsid detaches from the terminal.
+    unsafe {
+        if let Some(null) = &devnull {
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(null), 0);
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(null), 1);
+        }
+        match &log {
+            Some(file) => libc::dup2(std::os::fd::AsRawFd::as_raw_fd(file), 2),
+            None => devnull
+                .as_ref()
+                .map_or(0, |n| libc::dup2(std::os::fd::AsRawFd::as_raw_fd(n), 2)),
+        };
+        libc::setsid();
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts, so that one
+/// thread can wait for them with `sigwait`.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-mask calls on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: set was initialised by block_signals.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+/// Unmounts `mountpoint`: umount2 as root, else fusermount3 / fusermount.
+pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
+    let c_path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::Usage("mountpoint contains NUL".into()))?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: c_path is a valid C string.
+    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EBUSY) => Err(Error::Usage(format!(
+            "{} is busy: files under it are open. Close them, or detach now with `arrfs unmount --lazy`",
+            mountpoint.display()
+        ))),
+        Some(libc::EPERM) => fusermount(mountpoint, lazy),
+        _ => Err(Error::io(mountpoint, err)),
+    }
+}
+
+fn fusermount(mountpoint: &Path, lazy: bool) -> Result<()> {
+    let flag = if lazy { "-uz" } else { "-u" };
+    for tool in ["fusermount3", "fusermount"] {
+        if let Ok(status) = Command::new(tool).arg(flag).arg(mountpoint).status() {
+            return match status.success() {
+                true => Ok(()),
+                false => Err(Error::Usage(format!(
+                    "{tool} {flag} {} failed",
+                    mountpoint.display()
+                ))),
+            };
+        }
+    }
+    Err(Error::Usage(
+        "not permitted, and fusermount3 is not installed (apt install fuse3)".into(),
+    ))
+}

@@ -1,0 +1,192 @@
+//! Where the bytes of a virtual `.npy` file come from: the one place that maps a virtual
+//! offset to header bytes or to payload bytes, and payload bytes to element boxes.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+/// A virtual `.npy` file: a synthesised header followed by `payload_len` bytes of data.
+#[derive(Clone, Debug)]
+pub struct NpyLayout {
+    pub header: Arc<[u8]>,
+    pub payload_len: u64,
+}
+
+/// One part of a read: bytes of the header, or a byte range of the payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Piece {
+    Header(Range<usize>),
+    Payload(Range<u64>),
+}
+
+impl NpyLayout {
+    pub fn size(&self) -> u64 {
+        self.header.len() as u64 + self.payload_len
+    }
+
+    /// Splits the read `[offset, offset + len)` (clamped to the file) into at most one header
+    /// piece followed by at most one payload piece.
+    pub fn pieces(&self, offset: u64, len: u64) -> Vec<Piece> {
+        let hlen = self.header.len() as u64;
+        let end = offset.saturating_add(len).min(self.size());
+        let mut out = Vec::with_capacity(2);
+        if offset < hlen && offset < end {
+            out.push(Piece::Header(offset as usize..end.min(hlen) as usize));
+        }
+        let start = offset.max(hlen);
+        if start < end {
+            out.push(Piece::Payload(start - hlen..end - hlen));
+        }
+        out
+    }
+}
+
+/// The elements that hold payload bytes `bytes`: `(first, end, skip)` where `skip` is the
+/// offset of the first wanted byte inside element `first`.
+pub fn element_span(bytes: &Range<u64>, itemsize: u64) -> (u64, u64, u64) {
+    let first = bytes.start / itemsize;
+    let end = bytes.end.div_ceil(itemsize);
+    (first, end, bytes.start % itemsize)
+}
+
+/// A hyperslab: `count[k]` elements from `start[k]` along each axis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElementBox {
+    pub start: Vec<u64>,
+    pub count: Vec<u64>,
+}
+
+impl ElementBox {
+    pub fn len(&self) -> u64 {
+        self.count.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn prefixed(mut self, index: u64) -> Self {
+        self.start.insert(0, index);
+        self.count.insert(0, 1);
+        self
+    }
+}
+
+/// Covers the C-order element range `[first, end)` of an array of `shape` with at most
+/// `2 * ndim - 1` boxes, each a contiguous run of that order, in increasing order.
+pub fn boxes_of_range(shape: &[u64], first: u64, end: u64) -> Vec<ElementBox> {
+    if first >= end {
+        return Vec::new();
+    }
+    let Some((&rows, inner_shape)) = shape.split_first() else {
+        return vec![ElementBox {
+            start: vec![],
+            count: vec![],
+        }];
+    };
+    if inner_shape.is_empty() {
+        debug_assert!(end <= rows);
+        return vec![ElementBox {
+            start: vec![first],
+            count: vec![end - first],
+        }];
+    }
+    let row_len: u64 = inner_shape.iter().product();
+    let (row0, rest0) = (first / row_len, first % row_len);
+    let (row1, rest1) = (end / row_len, end % row_len);
+    let part_of_row = |row: u64, from: u64, to: u64| {
+        boxes_of_range(inner_shape, from, to)
+            .into_iter()
+            .map(move |b| b.prefixed(row))
+    };
+    if row0 == row1 {
+        return part_of_row(row0, rest0, rest1).collect();
+    }
+    let mut out = Vec::new();
+    let mut full_from = row0;
+    if rest0 != 0 {
+        out.extend(part_of_row(row0, rest0, row_len));
+        full_from += 1;
+    }
+    if row1 > full_from {
+        let mut start = vec![full_from];
+        start.extend(std::iter::repeat_n(0, inner_shape.len()));
+        let mut count = vec![row1 - full_from];
+        count.extend_from_slice(inner_shape);
+        out.push(ElementBox { start, count });
+    }
+    if rest1 != 0 {
+        out.extend(part_of_row(row1, 0, rest1));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The C-order flat indices of every element of `b`, in C order.
+    fn flat_indices(shape: &[u64], b: &ElementBox) -> Vec<u64> {
+        let mut out = Vec::new();
+        let n = b.len();
+        for mut i in 0..n {
+            let mut flat = 0;
+            let mut coords = vec![0; shape.len()];
+            for k in (0..shape.len()).rev() {
+                coords[k] = b.start[k] + i % b.count[k];
+                i /= b.count[k];
+            }
+            for k in 0..shape.len() {
+                flat = flat * shape[k] + coords[k];
+            }
+            out.push(flat);
+        }
+        out
+    }
+
+    fn shape_and_range() -> impl Strategy<Value = (Vec<u64>, u64, u64)> {
+        prop::collection::vec(1u64..6, 0..5).prop_flat_map(|shape| {
+            let n: u64 = shape.iter().product();
+            (Just(shape), 0..=n, 0..=n).prop_map(|(s, a, b)| (s, a.min(b), a.max(b)))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn boxes_cover_exactly_the_range((shape, first, end) in shape_and_range()) {
+            let boxes = boxes_of_range(&shape, first, end);
+            let covered: Vec<u64> = boxes.iter().flat_map(|b| flat_indices(&shape, b)).collect();
+            let expected: Vec<u64> = (first..end).collect();
+            prop_assert_eq!(covered, expected);
+            prop_assert!(boxes.len() <= (2 * shape.len()).max(1));
+            for b in &boxes {
+                for k in 0..shape.len() {
+                    prop_assert!(b.count[k] >= 1 && b.start[k] + b.count[k] <= shape[k]);
+                }
+            }
+        }
+
+        #[test]
+        fn pieces_tile_the_file(hlen in 0usize..200, payload in 0u64..500, off in 0u64..800, len in 0u64..800) {
+            let layout = NpyLayout { header: vec![7u8; hlen].into(), payload_len: payload };
+            let mut pos = off;
+            for piece in layout.pieces(off, len) {
+                match piece {
+                    Piece::Header(r) => { prop_assert_eq!(r.start as u64, pos); pos = r.end as u64; }
+                    Piece::Payload(r) => { prop_assert_eq!(r.start + hlen as u64, pos); pos = r.end + hlen as u64; }
+                }
+            }
+            let expected_end = if off >= layout.size() { off } else { (off + len).min(layout.size()) };
+            prop_assert_eq!(pos, expected_end);
+        }
+
+        #[test]
+        fn element_span_holds_the_bytes(a in 0u64..1000, n in 1u64..1000, itemsize in 1u64..64) {
+            let bytes = a..a + n;
+            let (first, end, skip) = element_span(&bytes, itemsize);
+            prop_assert!(first * itemsize <= bytes.start && end * itemsize >= bytes.end);
+            prop_assert_eq!(first * itemsize + skip, bytes.start);
+            prop_assert!((end - first) * itemsize < n + 2 * itemsize);
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The `.npy` format as numpy writes it: dtype descriptors, the header, and the mapping of a
+//! virtual file's byte range onto header bytes and payload bytes.
+
+mod dtype;
+mod header;
+mod layout;
+mod pyrepr;
+
+pub use dtype::{ByteOrder, Dtype, Field};
+pub use header::NpyHeader;
+pub use layout::{boxes_of_range, element_span, ElementBox, NpyLayout, Piece};

@@ -1,0 +1,301 @@
+//! One HDF5 dataset: what it looks like as a `.npy`, and how its element ranges are read.
+
+use std::ffi::{c_char, c_void, CString};
+
+use hdf5_sys::h5::{haddr_t, hsize_t, HADDR_UNDEF};
+use hdf5_sys::h5d::{H5D_layout_t, H5Dget_create_plist, H5Dget_offset, H5Dget_type, H5Dopen2};
+use hdf5_sys::h5p::{
+    H5Pcreate, H5Pget_chunk, H5Pget_external_count, H5Pget_filter2, H5Pget_layout, H5Pget_nfilters,
+    H5Pset_chunk_cache, H5P_CLS_DATASET_ACCESS,
+};
+use hdf5_sys::h5s::H5S_class_t;
+use hdf5_sys::h5t::H5Tget_size;
+
+use super::attrs::xattrs_of;
+use super::ffi::{h5check, read_hyperslab, sync, take_h5_string, Hid};
+use super::types::{element_type, var_string_mem_type, ElementType};
+use crate::npy::{boxes_of_range, element_span, ByteOrder, Dtype, NpyHeader};
+use crate::source::Xattr;
+
+#[derive(Debug)]
+pub struct DatasetInfo {
+    pub path: String,
+    /// The dataset's own dims (without array-type dims).
+    shape: Vec<u64>,
+    element: ElementType,
+    /// Bytes of one dataset element in the `.npy` (array-type dims included).
+    unit: usize,
+    /// File offset of contiguous, allocated, unfiltered raw data: served by `pread`.
+    pub contiguous_at: Option<u64>,
+    chunks: Option<Vec<u64>>,
+    filters: Vec<String>,
+}
+
+/// A dataset handle kept open between reads, so its chunk cache survives.
+pub struct OpenDataset {
+    id: Hid,
+    file_type: Hid,
+    mem_type: Hid,
+}
+
+// SAFETY: HDF5 ids are plain integers; every use goes through HDF5's global lock.
+unsafe impl Send for OpenDataset {}
+unsafe impl Sync for OpenDataset {}
+
+impl OpenDataset {
+    pub fn open(file: &hdf5::File, path: &str, chunk_cache_bytes: usize) -> hdf5::Result<Self> {
+        let cpath = CString::new(path).map_err(|e| hdf5::Error::from(e.to_string()))?;
+        sync(|| unsafe {
+            let dapl = Hid::new(H5Pcreate(*H5P_CLS_DATASET_ACCESS))?;
+            h5check(H5Pset_chunk_cache(dapl.0, 12_421, chunk_cache_bytes, 0.75))?;
+            let id = Hid::new(H5Dopen2(file.id(), cpath.as_ptr(), dapl.0))?;
+            let file_type = Hid::new(H5Dget_type(id.0))?;
+            let mem_type = match element_type(file_type.0) {
+                Ok(ElementType::VarString { .. }) => var_string_mem_type(file_type.0)?,
+                _ => Hid::new(H5Dget_type(id.0))?,
+            };
+            Ok(OpenDataset {
+                id,
+                file_type,
+                mem_type,
+            })
+        })
+    }
+}
+
+impl DatasetInfo {
+    /// Reads the dataset's metadata; `Err` says why it cannot be a `.npy`.
+    pub fn describe(ds: &hdf5::Dataset, path: &str) -> Result<DatasetInfo, String> {
+        let space = ds.space().map_err(|e| e.to_string())?;
+        if space_class(&space) == H5S_class_t::H5S_NULL {
+            return Err("null dataspace (no data at all)".into());
+        }
+        let shape: Vec<u64> = space.shape().iter().map(|&d| d as u64).collect();
+        let ftype =
+            sync(|| Hid::new(unsafe { H5Dget_type(ds.id()) })).map_err(|e| e.to_string())?;
+        let element = element_type(ftype.0)?;
+        let mut unit = sync(|| unsafe { H5Tget_size(ftype.0) });
+        let mut info = DatasetInfo {
+            path: path.to_string(),
+            shape,
+            element,
+            unit,
+            contiguous_at: None,
+            chunks: None,
+            filters: Vec::new(),
+        };
+        if let ElementType::VarString { utf8 } = info.element {
+            unit = info.longest_string(ds, utf8)?;
+            info.unit = unit;
+        }
+        info.read_layout(ds);
+        Ok(info)
+    }
+
+    /// The `.npy` header: dtype and shape as h5py's `ds[()]` would have them.
+    pub fn npy_header(&self) -> NpyHeader {
+        let mut shape = self.shape.clone();
+        let dtype = match &self.element {
+            ElementType::Fixed { dtype, dims } => {
+                shape.extend_from_slice(dims);
+                dtype.clone()
+            }
+            ElementType::VarString { utf8: true } => {
+                Dtype::plain('U', ByteOrder::Little, self.unit)
+            }
+            ElementType::VarString { utf8: false } => {
+                Dtype::plain('S', ByteOrder::NotApplicable, self.unit)
+            }
+        };
+        NpyHeader::new(dtype, shape)
+    }
+
+    pub fn xattrs(&self, ds: &hdf5::Dataset) -> Vec<Xattr> {
+        let chunks = match &self.chunks {
+            Some(dims) => format!("{dims:?}"),
+            None => "none".to_string(),
+        };
+        let mut out = vec![
+            ("user.arrfs.chunks".to_string(), chunks.into_bytes()),
+            (
+                "user.arrfs.filters".to_string(),
+                self.filters.join(",").into_bytes(),
+            ),
+        ];
+        out.extend(xattrs_of(ds));
+        out
+    }
+
+    fn read_layout(&mut self, ds: &hdf5::Dataset) {
+        let fixed = matches!(self.element, ElementType::Fixed { .. });
+        sync(|| unsafe {
+            let Ok(dcpl) = Hid::new(H5Dget_create_plist(ds.id())) else {
+                return;
+            };
+            match H5Pget_layout(dcpl.0) {
+                H5D_layout_t::H5D_CHUNKED => {
+                    let mut dims = vec![0 as hsize_t; self.shape.len().max(1)];
+                    let rank = H5Pget_chunk(dcpl.0, dims.len() as i32, dims.as_mut_ptr());
+                    dims.truncate(rank.max(0) as usize);
+                    self.chunks = Some(dims);
+                }
+                H5D_layout_t::H5D_CONTIGUOUS if fixed && H5Pget_external_count(dcpl.0) == 0 => {
+                    let addr: haddr_t = H5Dget_offset(ds.id());
+                    self.contiguous_at = (addr != HADDR_UNDEF).then_some(addr);
+                }
+                _ => {}
+            }
+            self.filters = filter_names(dcpl.0);
+        });
+    }
+
+    /// The width of the widest value: characters for UTF-8, bytes for ASCII; at least 1, as
+    /// `np.array` of strings gives.
+    fn longest_string(&self, ds: &hdf5::Dataset, utf8: bool) -> Result<usize, String> {
+        let handle = OpenDataset::from_dataset(ds).map_err(|e| e.to_string())?;
+        let n: u64 = self.shape.iter().product();
+        let mut longest = 1;
+        for b in boxes_of_range(&self.shape, 0, n) {
+            for s in read_strings(&handle, &b.start, &b.count).map_err(|e| e.to_string())? {
+                let width = if utf8 { s.chars().count() } else { s.len() };
+                longest = longest.max(width);
+            }
+        }
+        Ok(if utf8 { 4 * longest } else { longest })
+    }
+
+    /// Fills `buf` with payload bytes from `offset`, reading only the elements that hold them.
+    pub fn read(&self, handle: &OpenDataset, offset: u64, buf: &mut [u8]) -> hdf5::Result<()> {
+        let unit = self.unit as u64;
+        let bytes = offset..offset + buf.len() as u64;
+        let (first, end, skip) = element_span(&bytes, unit);
+        let whole = skip == 0 && (end - first) * unit == buf.len() as u64;
+        let mut scratch = Vec::new();
+        let out: &mut [u8] = if whole {
+            buf
+        } else {
+            scratch.resize(((end - first) * unit) as usize, 0);
+            &mut scratch
+        };
+        let mut pos = 0;
+        for b in boxes_of_range(&self.shape, first, end) {
+            let len = (b.len() * unit) as usize;
+            self.read_box(handle, &b.start, &b.count, &mut out[pos..pos + len])?;
+            pos += len;
+        }
+        if !whole {
+            let skip = skip as usize;
+            buf.copy_from_slice(&scratch[skip..skip + buf.len()]);
+        }
+        Ok(())
+    }
+
+    fn read_box(
+        &self,
+        handle: &OpenDataset,
+        start: &[u64],
+        count: &[u64],
+        out: &mut [u8],
+    ) -> hdf5::Result<()> {
+        let ElementType::VarString { utf8 } = self.element else {
+            return read_hyperslab(
+                handle.id.0,
+                handle.mem_type.0,
+                start,
+                count,
+                out.as_mut_ptr().cast(),
+            );
+        };
+        let strings = read_strings(handle, start, count)?;
+        for (s, slot) in strings.iter().zip(out.chunks_exact_mut(self.unit)) {
+            slot.fill(0);
+            if utf8 {
+                for (c, cell) in s.chars().zip(slot.chunks_exact_mut(4)) {
+                    cell.copy_from_slice(&u32::from(c).to_le_bytes());
+                }
+            } else {
+                slot[..s.len()].copy_from_slice(s.as_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OpenDataset {
+    fn from_dataset(ds: &hdf5::Dataset) -> hdf5::Result<Self> {
+        sync(|| unsafe {
+            let id = Hid::new(ds.id())?;
+            hdf5_sys::h5i::H5Iinc_ref(id.0);
+            let file_type = Hid::new(H5Dget_type(id.0))?;
+            let mem_type = var_string_mem_type(file_type.0)?;
+            Ok(OpenDataset {
+                id,
+                file_type,
+                mem_type,
+            })
+        })
+    }
+}
+
+/// Variable-length strings of a hyperslab, decoded (invalid UTF-8 replaced).
+fn read_strings(handle: &OpenDataset, start: &[u64], count: &[u64]) -> hdf5::Result<Vec<String>> {
+    let n: u64 = count.iter().product();
+    let mut ptrs: Vec<*mut c_char> = vec![std::ptr::null_mut(); n as usize];
+    let _ = &handle.file_type;
+    read_hyperslab(
+        handle.id.0,
+        handle.mem_type.0,
+        start,
+        count,
+        ptrs.as_mut_ptr().cast::<c_void>(),
+    )?;
+    // SAFETY: HDF5 allocated every non-null pointer in the read above.
+    Ok(ptrs
+        .into_iter()
+        .map(|p| unsafe { take_h5_string(p) }.unwrap_or_default())
+        .collect())
+}
+
+fn space_class(space: &hdf5::Dataspace) -> H5S_class_t {
+    sync(|| unsafe { hdf5_sys::h5s::H5Sget_simple_extent_type(space.id()) })
+}
+
+/// Filter names with their parameters, e.g. `deflate(4)`, `shuffle`.
+unsafe fn filter_names(dcpl: i64) -> Vec<String> {
+    let n = H5Pget_nfilters(dcpl).max(0) as u32;
+    (0..n)
+        .map(|i| {
+            let mut flags = 0;
+            let mut nvalues: usize = 8;
+            let mut values = [0u32; 8];
+            let mut name = [0 as c_char; 64];
+            let mut config = 0;
+            let id = H5Pget_filter2(
+                dcpl,
+                i,
+                &mut flags,
+                &mut nvalues,
+                values.as_mut_ptr(),
+                name.len(),
+                name.as_mut_ptr(),
+                &mut config,
+            );
+            let text = std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy();
+            let label = match id {
+                1 => "deflate".to_string(),
+                2 => "shuffle".to_string(),
+                3 => "fletcher32".to_string(),
+                _ if text.is_empty() => format!("filter{id}"),
+                _ => text
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("filter")
+                    .to_lowercase(),
+            };
+            match (id, nvalues) {
+                (1, 1..) => format!("{label}({})", values[0]),
+                _ => label,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,107 @@
+//! Thin safe helpers over the libhdf5 C API, for what hdf5-metno does not expose (raw types,
+//! hyperslab reads in the file's own type, link values). Every call holds HDF5's global lock.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+
+use hdf5_sys::h5::{hsize_t, H5free_memory};
+use hdf5_sys::h5d::{H5Dget_space, H5Dread};
+use hdf5_sys::h5i::{hid_t, H5Idec_ref};
+use hdf5_sys::h5l::H5Lget_val;
+use hdf5_sys::h5p::H5P_DEFAULT;
+use hdf5_sys::h5s::{H5S_seloper_t, H5Screate_simple, H5Sselect_hyperslab, H5S_ALL};
+
+pub use hdf5::h5check;
+pub use hdf5::sync::sync;
+
+/// An owned HDF5 identifier (type, space, property list), released on drop.
+#[derive(Debug)]
+pub struct Hid(pub hid_t);
+
+impl Hid {
+    /// Takes ownership of the id a C call returned, or the HDF5 error it raised.
+    pub fn new(id: hid_t) -> hdf5::Result<Hid> {
+        h5check(id).map(Hid)
+    }
+}
+
+impl Drop for Hid {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference to a valid id.
+        sync(|| unsafe { H5Idec_ref(self.0) });
+    }
+}
+
+/// Takes a string that HDF5 allocated and frees it.
+///
+/// # Safety
+/// `ptr` must be null or a NUL-terminated string allocated by the HDF5 library.
+pub unsafe fn take_h5_string(ptr: *mut c_char) -> Option<String> {
+    if ptr.is_null() {
+        return None;
+    }
+    let text = CStr::from_ptr(ptr).to_string_lossy().into_owned();
+    H5free_memory(ptr.cast());
+    Some(text)
+}
+
+/// Reads the hyperslab `start`/`count` of dataset (or, for rank 0, the whole scalar) in memory
+/// type `mem_type` into `buf`, which must hold exactly the selected elements.
+pub fn read_hyperslab(
+    dset: hid_t,
+    mem_type: hid_t,
+    start: &[u64],
+    count: &[u64],
+    buf: *mut c_void,
+) -> hdf5::Result<()> {
+    sync(|| {
+        if start.is_empty() {
+            // SAFETY: buf holds one element of mem_type (the caller's contract).
+            h5check(unsafe { H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) })?;
+            return Ok(());
+        }
+        // SAFETY: dset is valid; start/count have the dataset's rank.
+        let file_space = Hid::new(unsafe { H5Dget_space(dset) })?;
+        let rank = start.len() as i32;
+        let count: Vec<hsize_t> = count.to_vec();
+        let start: Vec<hsize_t> = start.to_vec();
+        let mem_space =
+            Hid::new(unsafe { H5Screate_simple(rank, count.as_ptr(), std::ptr::null()) })?;
+        h5check(unsafe {
+            H5Sselect_hyperslab(
+                file_space.0,
+                H5S_seloper_t::H5S_SELECT_SET,
+                start.as_ptr(),
+                std::ptr::null(),
+                count.as_ptr(),
+                std::ptr::null(),
+            )
+        })?;
+        h5check(unsafe { H5Dread(dset, mem_type, mem_space.0, file_space.0, H5P_DEFAULT, buf) })?;
+        Ok(())
+    })
+}
+
+/// The target path of soft link `name` in group `group`.
+pub fn soft_link_target(group: hid_t, name: &str) -> hdf5::Result<String> {
+    let cname = CString::new(name).map_err(|e| hdf5::Error::from(e.to_string()))?;
+    sync(|| {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            // SAFETY: buf is writable for its length.
+            h5check(unsafe {
+                H5Lget_val(
+                    group,
+                    cname.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    H5P_DEFAULT,
+                )
+            })?;
+            let Some(end) = buf.iter().position(|&b| b == 0) else {
+                buf.resize(buf.len() * 2, 0);
+                continue;
+            };
+            return Ok(String::from_utf8_lossy(&buf[..end]).into_owned());
+        }
+    })
+}

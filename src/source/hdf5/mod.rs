@@ -1,0 +1,247 @@
+//! HDF5 files: groups become directories, datasets `.npy` files, attributes xattrs.
+//! Metadata comes from libhdf5 (via hdf5-metno); data is read lazily, by `pread` for
+//! contiguous datasets and by hyperslabs of whole elements otherwise.
+
+mod attrs;
+mod dataset;
+mod ffi;
+mod types;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use hdf5::{IndexType, IterationOrder, LinkType, LocationType};
+
+pub use attrs::element_value;
+use dataset::{DatasetInfo, OpenDataset};
+
+use crate::error::{Error, Result};
+use crate::io::{stable_hash, SourceFile};
+use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions};
+
+/// How many datasets keep an open handle (and HDF5 chunk cache) between reads.
+const OPEN_DATASETS: usize = 16;
+
+enum Object {
+    Group(String),
+    Dataset(Arc<DatasetInfo>),
+}
+
+pub struct Hdf5Source {
+    file: hdf5::File,
+    source: SourceFile,
+    /// Key -> object; a key is an index into this list, [`ROOT`] is `/`.
+    objects: RwLock<Vec<Object>>,
+    open: Mutex<HashMap<Key, Arc<OpenDataset>>>,
+    chunk_cache_bytes: usize,
+}
+
+impl Hdf5Source {
+    pub fn open(path: &Path, options: &SourceOptions) -> Result<Hdf5Source> {
+        let source = SourceFile::open(path)?;
+        let file = hdf5::File::open(path).map_err(|e| Error::format(path, hdf5_cause(&e)))?;
+        // Opening the root group reads the superblock and root object header: a truncated
+        // or corrupt file fails here, at mount, rather than on first `ls`.
+        file.group("/")
+            .and_then(|g| g.links(IndexType::Name, IterationOrder::Increasing))
+            .map_err(|e| Error::format(path, hdf5_cause(&e)))?;
+        let per_dataset = (options.cache_size as usize / OPEN_DATASETS).clamp(1 << 20, 64 << 20);
+        Ok(Hdf5Source {
+            file,
+            source,
+            objects: RwLock::new(vec![Object::Group("/".into())]),
+            open: Mutex::new(HashMap::new()),
+            chunk_cache_bytes: per_dataset,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.source.path()
+    }
+
+    fn register(&self, object: Object) -> Key {
+        let mut objects = self.objects.write().unwrap();
+        objects.push(object);
+        (objects.len() - 1) as Key
+    }
+
+    fn group_path(&self, key: Key) -> Result<String> {
+        match self.objects.read().unwrap().get(key as usize) {
+            Some(Object::Group(path)) => Ok(path.clone()),
+            Some(Object::Dataset(_)) => Err(Error::NotDir),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    fn dataset_info(&self, key: Key) -> Result<Arc<DatasetInfo>> {
+        match self.objects.read().unwrap().get(key as usize) {
+            Some(Object::Dataset(info)) => Ok(info.clone()),
+            Some(Object::Group(_)) => Err(Error::IsDir),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    fn open_dataset(&self, key: Key, info: &DatasetInfo) -> Result<Arc<OpenDataset>> {
+        let mut open = self.open.lock().unwrap();
+        if let Some(handle) = open.get(&key) {
+            return Ok(handle.clone());
+        }
+        let handle = Arc::new(
+            OpenDataset::open(&self.file, &info.path, self.chunk_cache_bytes)
+                .map_err(|e| Error::read(self.path(), &info.path, hdf5_cause(&e)))?,
+        );
+        if open.len() >= OPEN_DATASETS {
+            open.clear();
+        }
+        open.insert(key, handle.clone());
+        Ok(handle)
+    }
+
+    /// One link of group `gpath`: an entry, or the reason it is left out.
+    fn entry_of(
+        &self,
+        group: &hdf5::Group,
+        gpath: &str,
+        name: &str,
+        link: LinkType,
+    ) -> Result<Entry, String> {
+        let path = join(gpath, name);
+        if link == LinkType::Soft {
+            return self.soft_link_entry(group, gpath, name);
+        }
+        let info = group.loc_info_by_name(name).map_err(|e| match link {
+            LinkType::External => format!("external link cannot be opened: {}", hdf5_cause(&e)),
+            _ => hdf5_cause(&e),
+        })?;
+        let identity = (link == LinkType::Hard && info.num_links > 1)
+            .then(|| stable_hash(&[format!("{:?}", info.token).as_bytes()]));
+        let mut entry = match info.loc_type {
+            LocationType::Group => {
+                let key = self.register(Object::Group(path));
+                Entry::new(name.to_string(), key, EntryKind::Dir)
+            }
+            LocationType::Dataset => {
+                let ds = group.dataset(name).map_err(|e| hdf5_cause(&e))?;
+                let info = DatasetInfo::describe(&ds, &path)?;
+                let xattrs = info.xattrs(&ds);
+                let header = info.npy_header();
+                let key = self.register(Object::Dataset(Arc::new(info)));
+                let mut entry = Entry::new(format!("{name}.npy"), key, EntryKind::Array(header));
+                entry.xattrs = xattrs;
+                entry
+            }
+            _ => return Err("named datatype (not an array)".into()),
+        };
+        entry.identity = identity;
+        entry.nlink = info.num_links.max(1) as u32;
+        Ok(entry)
+    }
+
+    /// A soft link becomes a relative symlink to the target's virtual path; a dangling one
+    /// stays dangling.
+    fn soft_link_entry(
+        &self,
+        group: &hdf5::Group,
+        gpath: &str,
+        name: &str,
+    ) -> Result<Entry, String> {
+        let target = ffi::soft_link_target(group.id(), name).map_err(|e| hdf5_cause(&e))?;
+        let absolute = if target.starts_with('/') {
+            target.clone()
+        } else {
+            join(gpath, &target)
+        };
+        let suffix = match group.loc_type_by_name(name) {
+            Ok(LocationType::Dataset) => ".npy",
+            _ => "",
+        };
+        let relative = relative_link(gpath, &absolute) + suffix;
+        Ok(Entry::new(
+            name.to_string(),
+            0,
+            EntryKind::Symlink(relative),
+        ))
+    }
+}
+
+impl Source for Hdf5Source {
+    fn list(&self, dir: Key) -> Result<Listing> {
+        let gpath = self.group_path(dir)?;
+        let group = self
+            .file
+            .group(&gpath)
+            .map_err(|e| Error::read(self.path(), &gpath, hdf5_cause(&e)))?;
+        let links = group
+            .links(IndexType::Name, IterationOrder::Increasing)
+            .map_err(|e| Error::read(self.path(), &gpath, hdf5_cause(&e)))?;
+        let mut listing = Listing {
+            xattrs: attrs::xattrs_of(&group),
+            ..Listing::default()
+        };
+        for (name, link) in links {
+            match self.entry_of(&group, &gpath, &name, link.link_type) {
+                Ok(entry) => listing.entries.push(entry),
+                Err(why) => {
+                    log::debug!(
+                        "{}: {} left out: {why}",
+                        self.path().display(),
+                        join(&gpath, &name)
+                    );
+                    listing.skipped.push((name, why));
+                }
+            }
+        }
+        Ok(listing)
+    }
+
+    fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let info = self.dataset_info(file)?;
+        self.source.check_unchanged()?;
+        if let Some(address) = info.contiguous_at {
+            return self.source.read_at(address + offset, buf);
+        }
+        let handle = self.open_dataset(file, &info)?;
+        info.read(&handle, offset, buf)
+            .map_err(|e| Error::read(self.path(), &info.path, hdf5_cause(&e)))
+    }
+}
+
+fn join(group: &str, name: &str) -> String {
+    match group {
+        "/" => format!("/{name}"),
+        _ => format!("{group}/{name}"),
+    }
+}
+
+/// The path from directory `from` to `to` (both absolute HDF5 paths) that stays inside the
+/// mount: `..` and `.` in `to` are dropped, never followed upward past the root.
+fn relative_link(from: &str, to: &str) -> String {
+    let depth = from.split('/').filter(|p| !p.is_empty()).count();
+    let mut parts = vec![".."; depth];
+    parts.extend(
+        to.split('/')
+            .filter(|p| !p.is_empty() && *p != "." && *p != ".."),
+    );
+    match parts.is_empty() {
+        true => ".".into(),
+        false => parts.join("/"),
+    }
+}
+
+/// The most telling line of an HDF5 error.
+fn hdf5_cause(e: &hdf5::Error) -> String {
+    e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_stay_inside_the_mount() {
+        assert_eq!(relative_link("/", "/a/b"), "a/b");
+        assert_eq!(relative_link("/g/h", "/a"), "../../a");
+        assert_eq!(relative_link("/g", "/../../etc/passwd"), "../etc/passwd");
+    }
+}

@@ -1,0 +1,185 @@
+//! HDF5 datatypes as numpy dtypes, following h5py so that a virtual file equals
+//! `np.save(f, h5py_dataset[()])` (SPEC section 3).
+
+use std::ffi::c_void;
+
+use hdf5_sys::h5::hsize_t;
+use hdf5_sys::h5i::hid_t;
+use hdf5_sys::h5t::*;
+
+use super::ffi::{sync, take_h5_string, Hid};
+use crate::npy::{ByteOrder, Dtype, Field};
+
+/// How a dataset's elements become `.npy` elements.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ElementType {
+    /// The stored bytes are the numpy bytes; `dims` are array-type dims appended to the shape.
+    Fixed { dtype: Dtype, dims: Vec<u64> },
+    /// Variable-length strings, widened to the longest value (`<U n` or `|S n`).
+    VarString { utf8: bool },
+}
+
+/// Maps the HDF5 type `tid`, or says why no plain `.npy` can hold it.
+pub fn element_type(tid: hid_t) -> Result<ElementType, String> {
+    sync(|| {
+        // SAFETY: tid is a valid datatype id for the whole call.
+        unsafe {
+            match H5Tget_class(tid) {
+                H5T_class_t::H5T_STRING if H5Tis_variable_str(tid) > 0 => {
+                    let utf8 = H5Tget_cset(tid) == H5T_cset_t::H5T_CSET_UTF8;
+                    Ok(ElementType::VarString { utf8 })
+                }
+                H5T_class_t::H5T_ARRAY => {
+                    let (base, dims) = array_parts(tid)?;
+                    Ok(ElementType::Fixed {
+                        dtype: dtype_of(base.0)?,
+                        dims,
+                    })
+                }
+                _ => Ok(ElementType::Fixed {
+                    dtype: dtype_of(tid)?,
+                    dims: Vec::new(),
+                }),
+            }
+        }
+    })
+}
+
+unsafe fn array_parts(tid: hid_t) -> Result<(Hid, Vec<u64>), String> {
+    let rank = H5Tget_array_ndims(tid);
+    let mut dims = vec![0 as hsize_t; rank.max(0) as usize];
+    if rank < 0 || H5Tget_array_dims2(tid, dims.as_mut_ptr()) < 0 {
+        return Err("unreadable array type".into());
+    }
+    let base = Hid::new(H5Tget_super(tid)).map_err(|e| e.to_string())?;
+    Ok((base, dims))
+}
+
+fn order_of(tid: hid_t) -> ByteOrder {
+    // SAFETY: tid is valid.
+    match unsafe { H5Tget_order(tid) } {
+        H5T_order_t::H5T_ORDER_BE => ByteOrder::Big,
+        _ => ByteOrder::Little,
+    }
+}
+
+/// The dtype of a fixed-size HDF5 type (no variable-length parts).
+unsafe fn dtype_of(tid: hid_t) -> Result<Dtype, String> {
+    let size = H5Tget_size(tid);
+    let order = order_of(tid);
+    match H5Tget_class(tid) {
+        H5T_class_t::H5T_INTEGER => {
+            let kind = match H5Tget_sign(tid) {
+                H5T_sign_t::H5T_SGN_NONE => 'u',
+                _ => 'i',
+            };
+            int_dtype(kind, order, size)
+        }
+        H5T_class_t::H5T_BITFIELD => int_dtype('u', order, size),
+        H5T_class_t::H5T_FLOAT if matches!(size, 2 | 4 | 8) => Ok(Dtype::plain('f', order, size)),
+        H5T_class_t::H5T_FLOAT => Err(format!("{size}-byte float has no numpy dtype here")),
+        H5T_class_t::H5T_STRING if H5Tis_variable_str(tid) > 0 => {
+            Err("variable-length string inside a compound or array type".into())
+        }
+        H5T_class_t::H5T_STRING => Ok(Dtype::plain('S', order, size)),
+        H5T_class_t::H5T_OPAQUE => Ok(Dtype::plain('V', order, size)),
+        H5T_class_t::H5T_ENUM => enum_dtype(tid),
+        H5T_class_t::H5T_COMPOUND => compound_dtype(tid, size),
+        H5T_class_t::H5T_ARRAY => Err("nested array type".into()),
+        H5T_class_t::H5T_REFERENCE => Err("object or region references".into()),
+        H5T_class_t::H5T_VLEN => Err("variable-length sequences".into()),
+        H5T_class_t::H5T_TIME => Err("HDF5 time type".into()),
+        other => Err(format!("unsupported HDF5 type class {other:?}")),
+    }
+}
+
+fn int_dtype(kind: char, order: ByteOrder, size: usize) -> Result<Dtype, String> {
+    match size {
+        1 | 2 | 4 | 8 => Ok(Dtype::plain(kind, order, size)),
+        _ => Err(format!("{size}-byte integer has no numpy dtype")),
+    }
+}
+
+/// h5py stores numpy bools as an int8 enum `{FALSE: 0, TRUE: 1}`; other enums read as their
+/// base integer.
+unsafe fn enum_dtype(tid: hid_t) -> Result<Dtype, String> {
+    if is_h5py_bool(tid) {
+        return Ok(Dtype::plain('b', ByteOrder::NotApplicable, 1));
+    }
+    let base = Hid::new(H5Tget_super(tid)).map_err(|e| e.to_string())?;
+    dtype_of(base.0)
+}
+
+unsafe fn is_h5py_bool(tid: hid_t) -> bool {
+    if H5Tget_size(tid) != 1 || H5Tget_nmembers(tid) != 2 {
+        return false;
+    }
+    let mut names = Vec::new();
+    for i in 0..2 {
+        let mut value: i8 = -1;
+        H5Tget_member_value(tid, i, (&mut value as *mut i8).cast::<c_void>());
+        names.push((take_h5_string(H5Tget_member_name(tid, i)), value));
+    }
+    names.sort_by_key(|(_, v)| *v);
+    names
+        == [
+            (Some("FALSE".to_string()), 0),
+            (Some("TRUE".to_string()), 1),
+        ]
+}
+
+unsafe fn compound_dtype(tid: hid_t, itemsize: usize) -> Result<Dtype, String> {
+    let n = H5Tget_nmembers(tid);
+    if n < 0 {
+        return Err("unreadable compound type".into());
+    }
+    let mut fields = Vec::with_capacity(n as usize);
+    for i in 0..n as u32 {
+        let name = take_h5_string(H5Tget_member_name(tid, i)).unwrap_or_default();
+        let offset = H5Tget_member_offset(tid, i);
+        let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
+        let (dtype, shape) = match H5Tget_class(member.0) {
+            H5T_class_t::H5T_ARRAY => {
+                let (base, dims) = array_parts(member.0)?;
+                (dtype_of(base.0)?, dims)
+            }
+            _ => (dtype_of(member.0)?, Vec::new()),
+        };
+        fields.push(Field {
+            name,
+            offset,
+            dtype,
+            shape,
+        });
+    }
+    if let Some(complex) = as_h5py_complex(&fields, itemsize) {
+        return Ok(complex);
+    }
+    let dtype = Dtype::Struct { fields, itemsize };
+    match dtype.is_describable() {
+        true => Ok(dtype),
+        false => Err("compound with overlapping or out-of-order members".into()),
+    }
+}
+
+/// h5py writes complex numbers as a compound `{r, i}` of two equal floats.
+fn as_h5py_complex(fields: &[Field], itemsize: usize) -> Option<Dtype> {
+    let [r, i] = fields else { return None };
+    let Dtype::Plain {
+        kind: 'f',
+        order,
+        size,
+    } = r.dtype
+    else {
+        return None;
+    };
+    let plain = r.name == "r" && i.name == "i" && r.shape.is_empty() && i.shape.is_empty();
+    let layout = r.offset == 0 && i.offset == size && itemsize == 2 * size && i.dtype == r.dtype;
+    (plain && layout && matches!(size, 4 | 8)).then(|| Dtype::plain('c', order, 2 * size))
+}
+
+/// A memory type for reading variable-length strings as `char*`.
+pub fn var_string_mem_type(file_type: hid_t) -> hdf5::Result<Hid> {
+    // SAFETY: file_type is a valid string type.
+    sync(|| Hid::new(unsafe { H5Tget_native_type(file_type, H5T_direction_t::H5T_DIR_ASCEND) }))
+}

@@ -1,0 +1,299 @@
+//! The filesystem core: a read-only virtual tree over one [`Source`], with inode numbers,
+//! attributes, directory listings, reads and extended attributes. It knows no container
+//! format and no FUSE; `fuse.rs` translates kernel requests into calls on [`Fs`].
+
+mod inode;
+mod names;
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use inode::{stable_hash, DirState, InodeTable, NewNode, Node, NodeKind};
+pub use inode::{Ino, ROOT_INO};
+pub use names::escape;
+use names::UniqueNames;
+
+use crate::error::{Error, Result};
+use crate::npy::{NpyLayout, Piece};
+use crate::source::{Entry, EntryKind, Source, ROOT};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// What `stat` shows for a node.
+#[derive(Clone, Copy, Debug)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+}
+
+pub struct DirEntry {
+    pub name: OsString,
+    pub ino: Ino,
+    pub kind: Kind,
+}
+
+pub struct Fs {
+    source: Arc<dyn Source>,
+    table: InodeTable,
+    uid: u32,
+    gid: u32,
+    mtime: SystemTime,
+}
+
+impl Fs {
+    /// A tree over `source`; files show `mtime` and belong to the calling user.
+    pub fn new(source: Arc<dyn Source>, mtime: SystemTime) -> Fs {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Fs {
+            source,
+            table: InodeTable::with_root(ROOT),
+            uid,
+            gid,
+            mtime,
+        }
+    }
+
+    fn node(&self, ino: Ino) -> Result<Arc<Node>> {
+        self.table.get(ino).ok_or(Error::NotFound)
+    }
+
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        Ok(self.attr_of(&*self.node(ino)?))
+    }
+
+    fn attr_of(&self, node: &Node) -> Attr {
+        let (kind, size, perm) = match &node.kind {
+            NodeKind::Dir(_) => (Kind::Dir, 0, 0o555),
+            NodeKind::Npy(layout) => (Kind::File, layout.size(), 0o444),
+            NodeKind::Blob(size) => (Kind::File, *size, 0o444),
+            NodeKind::Symlink(target) => (Kind::Symlink, target.len() as u64, 0o777),
+        };
+        Attr {
+            ino: node.ino,
+            kind,
+            size,
+            perm,
+            nlink: node.nlink,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+        }
+    }
+
+    pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
+        let dir = self.dir_state(&*self.node(parent)?)?;
+        let ino = *dir.by_name.get(name).ok_or(Error::NotFound)?;
+        self.getattr(ino)
+    }
+
+    pub fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+        let node = self.node(ino)?;
+        let dir = self.dir_state(&node)?;
+        let mut out = vec![
+            DirEntry {
+                name: ".".into(),
+                ino,
+                kind: Kind::Dir,
+            },
+            DirEntry {
+                name: "..".into(),
+                ino: node.parent,
+                kind: Kind::Dir,
+            },
+        ];
+        for (name, child) in &dir.children {
+            let kind = self.getattr(*child)?.kind;
+            out.push(DirEntry {
+                name: name.clone(),
+                ino: *child,
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Checks that `ino` can be opened for reading.
+    pub fn open(&self, ino: Ino, write: bool) -> Result<()> {
+        match self.node(ino)?.kind {
+            NodeKind::Dir(_) => Err(Error::IsDir),
+            _ if write => Err(Error::ReadOnly),
+            _ => Ok(()),
+        }
+    }
+
+    /// Up to `size` bytes from `offset`; fewer only at the end of the file.
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        let result = match &node.kind {
+            NodeKind::Npy(layout) => self.read_npy(&node, layout, offset, size),
+            NodeKind::Blob(len) => self.read_blob(&node, *len, offset, size),
+            NodeKind::Dir(_) => Err(Error::IsDir),
+            NodeKind::Symlink(_) => Err(Error::NotFound),
+        };
+        if let Err(e) = &result {
+            if e.is_data_error() {
+                log::error!("read of {} bytes at {offset} failed: {e}", size);
+            }
+        }
+        result
+    }
+
+    fn read_npy(&self, node: &Node, layout: &NpyLayout, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for piece in layout.pieces(offset, u64::from(size)) {
+            match piece {
+                Piece::Header(range) => out.extend_from_slice(&layout.header[range]),
+                Piece::Payload(range) => {
+                    let start = out.len();
+                    out.resize(start + (range.end - range.start) as usize, 0);
+                    self.source.read(node.key, range.start, &mut out[start..])?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_blob(&self, node: &Node, len: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let end = offset.saturating_add(u64::from(size)).min(len);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = vec![0; (end - offset) as usize];
+        self.source.read(node.key, offset, &mut out)?;
+        Ok(out)
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        match &self.node(ino)?.kind {
+            NodeKind::Symlink(target) => Ok(target.as_bytes().to_vec()),
+            _ => Err(Error::NotSymlink),
+        }
+    }
+
+    /// The value of extended attribute `name`.
+    pub fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
+        self.xattrs(ino)?
+            .into_iter()
+            .find(|(n, _)| n.as_bytes() == name.as_bytes())
+            .map(|(_, value)| value)
+            .ok_or(Error::NoXattr)
+    }
+
+    /// Names of all extended attributes, each followed by NUL (the `listxattr` format).
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for (name, _) in self.xattrs(ino)? {
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    fn xattrs(&self, ino: Ino) -> Result<Vec<(String, Vec<u8>)>> {
+        let node = self.node(ino)?;
+        match node.kind {
+            NodeKind::Dir(_) => Ok(self.dir_state(&node)?.xattrs.clone()),
+            _ => Ok(node.xattrs.clone()),
+        }
+    }
+
+    /// Follows `path` (relative to the root, `/`-separated) to its inode, without following
+    /// symbolic links.
+    pub fn resolve(&self, path: &str) -> Result<Ino> {
+        let mut ino = ROOT_INO;
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            ino = match part {
+                ".." => self.node(ino)?.parent,
+                _ => self.lookup(ino, OsStr::new(part))?.ino,
+            };
+        }
+        Ok(ino)
+    }
+
+    /// The listing of a directory node, read from the source on first use.
+    fn dir_state(&self, node: &Node) -> Result<Arc<DirState>> {
+        let NodeKind::Dir(state) = &node.kind else {
+            return Err(Error::NotDir);
+        };
+        let mut state = state.lock().unwrap();
+        if let Some(loaded) = state.as_ref() {
+            return Ok(loaded.clone());
+        }
+        let loaded = Arc::new(self.load_dir(node)?);
+        *state = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    fn load_dir(&self, node: &Node) -> Result<DirState> {
+        let listing = self.source.list(node.key)?;
+        let mut dir = DirState {
+            xattrs: listing.xattrs,
+            ..DirState::default()
+        };
+        if !listing.skipped.is_empty() {
+            let text: String = listing
+                .skipped
+                .iter()
+                .map(|(name, why)| format!("{name}: {why}\n"))
+                .collect();
+            dir.xattrs
+                .push(("user.arrfs.skipped".into(), text.into_bytes()));
+        }
+        let mut names = UniqueNames::default();
+        for entry in listing.entries {
+            let name = OsString::from(names.claim(escape(&entry.name)));
+            let ino = self.add_child(node.ino, &name, entry);
+            dir.by_name.insert(name.clone(), ino);
+            dir.children.push((name, ino));
+        }
+        Ok(dir)
+    }
+
+    fn add_child(&self, parent: Ino, name: &OsStr, entry: Entry) -> Ino {
+        let origin = match entry.identity {
+            Some(id) => stable_hash(&[b"object", &id.to_le_bytes()]),
+            None => stable_hash(&[&parent.to_le_bytes(), name.as_bytes()]),
+        };
+        let mut xattrs = entry.xattrs;
+        let (kind, nlink) = match entry.kind {
+            EntryKind::Dir => (NodeKind::Dir(Mutex::new(None)), 2),
+            EntryKind::Blob { size } => (NodeKind::Blob(size), entry.nlink),
+            EntryKind::Symlink(target) => (NodeKind::Symlink(target), 1),
+            EntryKind::Array(header) => {
+                xattrs.insert(
+                    0,
+                    ("user.arrfs.dtype".into(), header.dtype.descr().into_bytes()),
+                );
+                let shape = format!("{:?}", header.shape);
+                xattrs.insert(1, ("user.arrfs.shape".into(), shape.into_bytes()));
+                let layout = NpyLayout {
+                    payload_len: header.payload_len(),
+                    header: header.encode().into(),
+                };
+                (NodeKind::Npy(layout), entry.nlink)
+            }
+        };
+        let node = NewNode {
+            parent,
+            key: entry.key,
+            kind,
+            xattrs,
+            nlink,
+        };
+        self.table.insert(origin, node)
+    }
+}
