@@ -1,0 +1,177 @@
+//! Shared by the mount tests: the Python that has numpy and h5py, temporary directories,
+//! and a real FUSE mount of the built `arrfs` binary that is unmounted on drop.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Python with numpy and h5py: `$ARRFS_PYTHON`, else the repo's `.venv` (scripts/setup
+/// makes it). A missing interpreter fails the test: it is never a skip.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("ARRFS_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with numpy/h5py at {} (run scripts/setup, or set ARRFS_PYTHON)",
+        venv.display()
+    );
+    venv
+}
+
+/// Path of a helper script in tests/py.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(name)
+}
+
+/// Runs `tests/py/<name>` with `args`; panics with its output unless it exits 0.
+pub fn run_py<S: AsRef<OsStr>>(name: &str, args: &[S]) -> String {
+    let out = Command::new(python())
+        .arg(script(name))
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert_success(&format!("python {name}"), &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn assert_success(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fresh, empty directory for one test, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("arrfs-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn arrfs() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_arrfs"))
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let needle = canon.to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|l| l.split(' ').nth(4) == Some(needle.as_str()))
+}
+
+/// `arrfs -f SOURCE MOUNTPOINT` running in the background; unmounted when dropped.
+pub struct Mount {
+    pub point: PathBuf,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Mount {
+    /// Mounts `source` on a new directory and waits until the mount answers. Fails loudly if
+    /// FUSE is not available.
+    pub fn new(source: &Path, extra: &[&str]) -> Mount {
+        let point = std::env::temp_dir().join(format!(
+            "arrfs-mnt-{}-{}",
+            std::process::id(),
+            source.file_name().unwrap().to_string_lossy()
+        ));
+        let _ = std::fs::create_dir_all(&point);
+        let log = point.with_extension("log");
+        let child = arrfs()
+            .arg("-f")
+            .args(extra)
+            .arg(source)
+            .arg(&point)
+            .env("RUST_LOG", "arrfs=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("arrfs starts");
+        let mut mount = Mount { point, child, log };
+        mount.wait_until_mounted();
+        mount
+    }
+
+    fn wait_until_mounted(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(&self.point) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("arrfs exited ({status}) before mounting:\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "mount did not appear:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the daemon logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.point.join(rel)
+    }
+
+    /// Unmounts with SIGTERM, as a user pressing Ctrl-C would, and checks the exit status.
+    pub fn stop(mut self) -> String {
+        self.terminate();
+        self.log_text()
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success() || std::thread::panicking(), "arrfs exited with {status}");
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = Command::new("umount").arg("-l").arg(&self.point).status();
+                panic!("arrfs did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!is_mounted(&self.point), "mount left behind at {}", self.point.display());
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+        let _ = std::fs::remove_dir(&self.point);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
