@@ -123,7 +123,11 @@ impl Hdf5Source {
             }
             LocationType::Dataset => {
                 let ds = group.dataset(name).map_err(|e| hdf5_cause(&e))?;
-                let info = DatasetInfo::describe(&ds, &path)?;
+                let mut info = DatasetInfo::describe(&ds, &path)?;
+                if link == LinkType::External {
+                    // Its offset is in another file: read it through HDF5.
+                    info.contiguous_at = None;
+                }
                 let xattrs = info.xattrs(&ds);
                 let header = info.npy_header();
                 let key = self.register(Object::Dataset(Arc::new(info)));

@@ -1,0 +1,161 @@
+"""HDF5 fixtures written by h5py, and the checks of their virtual tree against h5py itself.
+
+    python hdf5_cases.py write FILE        write every case of SPEC section 3
+    python hdf5_cases.py check FILE MOUNT  compare the mounted tree with h5py's reading
+"""
+import errno
+import os
+import stat
+import sys
+
+import h5py
+import numpy as np
+
+from oracle import check_npy
+
+rng = np.random.default_rng(42)
+
+NUMERIC = [f"{o}{k}{n}" for o in "<>" for k, n in [("i", 1), ("i", 2), ("i", 4), ("i", 8), ("u", 1),
+           ("u", 2), ("u", 4), ("u", 8), ("f", 2), ("f", 4), ("f", 8), ("c", 8), ("c", 16)]]
+
+
+def write(path):
+    ext = path + ".ext.h5"
+    with h5py.File(ext, "w") as e:
+        e["target"] = np.arange(5, dtype="<i2")
+    with h5py.File(path, "w", userblock_size=512) as f:
+        num = f.create_group("numeric")
+        for code in NUMERIC:
+            data = (rng.standard_normal((4, 5)) * 100)
+            if np.dtype(code).kind == "c":
+                data = data + 1j * data[::-1]
+            num.create_dataset(code.replace("<", "le_").replace(">", "be_"), data=data.astype(code))
+        f["bool"] = rng.integers(0, 2, 17).astype(bool)
+        f.create_dataset("enum", data=np.array([0, 1, 1, 0], dtype="i2"),
+                         dtype=h5py.enum_dtype({"RED": 0, "GREEN": 1}, basetype="i2"))
+        inner = np.dtype([("x", "<f4"), ("y", ">i2")])
+        comp = np.dtype([("a", "<i4"), ("b", "<f8", (3,)), ("c", inner), ("d", "S3")])
+        arr = np.zeros(6, dtype=comp)
+        arr["a"] = np.arange(6)
+        arr["b"] = rng.standard_normal((6, 3))
+        arr["c"]["x"] = rng.standard_normal(6)
+        arr["c"]["y"] = np.arange(6)
+        arr["d"] = [b"ab", b"cde", b"", b"x", b"yz", b"q"]
+        f["compound"] = arr
+        typed = f.create_dataset("array_typed", shape=(4,), dtype=np.dtype(("<f4", (2, 3))))
+        typed[...] = rng.standard_normal((4, 2, 3)).astype("<f4")
+        bits = h5py.h5d.create(f.id, b"bitfield", h5py.h5t.STD_B16BE, h5py.h5s.create_simple((3,)))
+        bits.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array([1, 2, 65535], dtype=">u2"))
+        f["fixed_str"] = np.array([b"alpha", b"be", b"gamma!"], dtype="S6")
+        f.create_dataset("vlen_utf8", data=["héllo", "", "wörld ∑", "a"], dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("vlen_ascii", data=[b"one", b"three", b"xy"], dtype=h5py.string_dtype("ascii"))
+        f["opaque"] = np.array([b"\x01\x02\x03\x04\x05\x06\x07\x08", b"abcdefgh"], dtype="V8")
+        f["scalar"] = np.float64(3.25)
+        f["scalar_str"] = np.bytes_(b"just bytes")
+        f["empty"] = np.zeros((0, 3), dtype="<i4")
+        f.create_dataset("gzip3d", data=rng.standard_normal((33, 17, 9)).astype("<f4"),
+                         chunks=(8, 5, 4), compression="gzip", compression_opts=4, shuffle=True)
+        sparse = f.create_dataset("sparse", shape=(40, 30), chunks=(10, 10), dtype="<i8", fillvalue=7)
+        sparse[12:18, 3:9] = np.arange(36).reshape(6, 6)
+        f.create_dataset("fletcher", data=np.arange(1000, dtype=">u2"), chunks=(100,), fletcher32=True)
+        f.create_dataset("big_contig", data=np.arange(300_000, dtype="<f8").reshape(1000, 300))
+        # Left out, with a reason in user.arrfs.skipped.
+        f.create_dataset("refs", data=[f["bool"].ref], dtype=h5py.ref_dtype)
+        f.create_dataset("vlen_ints", shape=(2,), dtype=h5py.vlen_dtype("i4"))
+        f["null"] = h5py.Empty("f")
+        # Links.
+        f["links/soft"] = h5py.SoftLink("/numeric/le_f8")
+        f["links/soft_group"] = h5py.SoftLink("/numeric")
+        f["links/dangling"] = h5py.SoftLink("/no/such/thing")
+        f["links/hard"] = f["bool"]
+        f["links/external"] = h5py.ExternalLink(os.path.basename(ext), "/target")
+        f["links/external_missing"] = h5py.ExternalLink("missing.h5", "/x")
+        # Attributes.
+        f.attrs["title"] = "arrfs fixture"
+        f.attrs["count"] = np.int64(42)
+        f["numeric"].attrs["scale"] = 2.5
+        f["bool"].attrs["vector"] = np.array([1, 2, 3], dtype="i4")
+        f["bool"].attrs["units"] = b"m/s"
+
+
+def expected_files(f):
+    """Virtual path -> the array np.load must return, from h5py's own reading."""
+    out = {}
+    for code in NUMERIC:
+        name = code.replace("<", "le_").replace(">", "be_")
+        out[f"numeric/{name}.npy"] = f["numeric"][name][()]
+    for name in ["bool", "enum", "compound", "array_typed", "fixed_str", "opaque", "scalar",
+                 "scalar_str", "empty", "bitfield", "gzip3d", "sparse", "fletcher", "big_contig"]:
+        out[f"{name}.npy"] = np.asarray(f[name][()])
+    out["vlen_utf8.npy"] = np.array([s.decode() for s in f["vlen_utf8"][()]])
+    out["vlen_ascii.npy"] = np.array(list(f["vlen_ascii"][()]))
+    out["links/hard.npy"] = f["bool"][()]
+    out["links/external.npy"] = f["links/external"][()]
+    return out
+
+
+def check(path, mnt):
+    with h5py.File(path, "r") as f:
+        files = expected_files(f)
+    for rel, array in sorted(files.items()):
+        try:
+            check_npy(os.path.join(mnt, rel), array)
+        except Exception as e:
+            raise AssertionError(f"{rel}: {e}") from e
+    check_tree(path, mnt, files)
+    print(f"{len(files)} files checked")
+
+
+def xattr(p, name):
+    return os.getxattr(p, name, follow_symlinks=False).decode()
+
+
+def check_tree(path, mnt, files):
+    listed = set()
+    for root, dirs, names in os.walk(mnt):
+        for n in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            listed.add(os.path.relpath(os.path.join(root, n), mnt))
+    links = {"links/soft", "links/soft_group", "links/dangling"}
+    assert listed == set(files) | links, f"unexpected listing: {sorted(listed ^ (set(files) | links))}"
+    # Symbolic links point, relatively, at the target's virtual path.
+    assert os.readlink(f"{mnt}/links/soft") == "../numeric/le_f8.npy"
+    assert os.readlink(f"{mnt}/links/soft_group") == "../numeric"
+    assert os.readlink(f"{mnt}/links/dangling") == "../no/such/thing"
+    assert np.array_equal(np.load(f"{mnt}/links/soft"), files["numeric/le_f8.npy"])
+    # Hard links share one inode; st_nlink counts the links.
+    a, b = os.stat(f"{mnt}/bool.npy"), os.stat(f"{mnt}/links/hard.npy")
+    assert a.st_ino == b.st_ino and a.st_nlink == 2, (a, b)
+    # Modes, owner, mtime.
+    assert stat.S_IMODE(a.st_mode) == 0o444 and stat.S_IMODE(os.stat(f"{mnt}/numeric").st_mode) == 0o555
+    assert a.st_uid == os.getuid()
+    assert int(a.st_mtime) == int(os.stat(path).st_mtime)
+    # Attributes as xattrs.
+    assert xattr(mnt, "user.h5.title") == "arrfs fixture"
+    assert xattr(mnt, "user.h5.count") == "42"
+    assert xattr(f"{mnt}/numeric", "user.h5.scale") == "2.5"
+    assert xattr(f"{mnt}/bool.npy", "user.h5.vector") == "[1,2,3]"
+    assert xattr(f"{mnt}/bool.npy", "user.h5.units") == "m/s"
+    assert xattr(f"{mnt}/gzip3d.npy", "user.arrfs.chunks") == "[8, 5, 4]"
+    assert xattr(f"{mnt}/gzip3d.npy", "user.arrfs.filters") == "shuffle,deflate(4)"
+    assert xattr(f"{mnt}/gzip3d.npy", "user.arrfs.shape") == "[33, 17, 9]"
+    assert xattr(f"{mnt}/numeric/be_f8.npy", "user.arrfs.dtype") == "'>f8'"
+    skipped = xattr(mnt, "user.arrfs.skipped")
+    for name in ["refs", "vlen_ints", "null"]:
+        assert f"{name}: " in skipped, skipped
+    assert "external_missing: " in xattr(f"{mnt}/links", "user.arrfs.skipped")
+    # Read-only everywhere.
+    for attempt in [lambda: open(f"{mnt}/bool.npy", "r+b"), lambda: open(f"{mnt}/new.npy", "wb"),
+                    lambda: os.mkdir(f"{mnt}/d"), lambda: os.unlink(f"{mnt}/bool.npy"),
+                    lambda: os.rename(f"{mnt}/bool.npy", f"{mnt}/b.npy"),
+                    lambda: os.setxattr(f"{mnt}/bool.npy", "user.x", b"1"),
+                    lambda: os.chmod(f"{mnt}/bool.npy", 0o644)]:
+        try:
+            attempt()
+        except OSError as e:
+            assert e.errno == errno.EROFS, e
+        else:
+            raise AssertionError("a write succeeded")
+
+
+if __name__ == "__main__":
+    {"write": lambda: write(sys.argv[2]), "check": lambda: check(sys.argv[2], sys.argv[3])}[sys.argv[1]]()
