@@ -36,6 +36,9 @@ pub enum Error {
     },
     #[error("{}: source changed on disk while mounted; remount to see the new contents", path.display())]
     SourceChanged { path: PathBuf },
+    /// Mounting or unmounting failed (busy, no FUSE, not permitted).
+    #[error("{0}")]
+    Mount(String),
     #[error("{0}")]
     Usage(String),
 }
@@ -72,7 +75,7 @@ impl Error {
             Error::NotSymlink => libc::EINVAL,
             Error::NoXattr => libc::ENODATA,
             Error::ReadOnly => libc::EROFS,
-            Error::Usage(_) => libc::EINVAL,
+            Error::Usage(_) | Error::Mount(_) => libc::EINVAL,
             Error::Io { source, .. } => match source.raw_os_error() {
                 Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => source.raw_os_error().unwrap(),
                 _ => libc::EIO,

@@ -23,9 +23,7 @@ const READY_LINE: &str = "arrfs-ready";
 pub fn mount(args: &MountArgs) -> Result<()> {
     let (source_path, mountpoint) = paths(args)?;
     check_mountpoint(mountpoint)?;
-    if !source_path.exists() {
-        return Err(Error::io(source_path, std::io::ErrorKind::NotFound.into()));
-    }
+    std::fs::metadata(source_path).map_err(|e| Error::io(source_path, e))?;
     match args.foreground || std::env::var_os(READY_ENV).is_some() {
         true => serve(args, source_path, mountpoint),
         false => start_daemon(),
@@ -41,13 +39,29 @@ fn paths(args: &MountArgs) -> Result<(&Path, &Path)> {
 
 fn check_mountpoint(mountpoint: &Path) -> Result<()> {
     let meta = std::fs::metadata(mountpoint).map_err(|e| Error::io(mountpoint, e))?;
-    match meta.is_dir() {
-        true => Ok(()),
-        false => Err(Error::io(
-            mountpoint,
-            std::io::Error::from_raw_os_error(libc::ENOTDIR),
-        )),
+    if !meta.is_dir() {
+        let not_dir = std::io::Error::from_raw_os_error(libc::ENOTDIR);
+        return Err(Error::io(mountpoint, not_dir));
     }
+    if is_mount_point(mountpoint) {
+        return Err(Error::Mount(format!(
+            "{} is already a mount point: unmount it first (arrfs unmount)",
+            mountpoint.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether something is mounted on `path` (from `/proc/self/mountinfo`).
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(canon) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let needle = canon.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(needle.as_str()))
 }
 
 /// Re-runs this program as the daemon and waits for its ready line. Errors of the daemon
@@ -70,12 +84,11 @@ fn start_daemon() -> Result<()> {
         return Ok(());
     }
     let status = child.wait().map_err(|e| Error::io("arrfs daemon", e))?;
-    Err(Error::Usage(format!("the mount did not start ({status})"))).or_else(|e| {
-        match status.code() {
-            Some(1) => std::process::exit(1),
-            _ => Err(e),
-        }
-    })
+    match status.code() {
+        // The daemon already told the user why, on the stderr it inherited.
+        Some(code) if code != 0 => std::process::exit(code),
+        _ => Err(Error::Mount(format!("the mount did not start ({status})"))),
+    }
 }
 
 /// Opens the source, mounts it, and serves requests until unmounted or signalled.
@@ -91,7 +104,7 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
     let config = fuse_config(args, source_path)?;
     let signals = block_signals();
     let mut session = fuser::Session::new(FuseAdapter::new(fs), mountpoint, &config)
-        .map_err(|e| Error::Usage(format!("cannot mount on {}: {e}", mountpoint.display())))?;
+        .map_err(|e| Error::Mount(format!("cannot mount on {}: {e}", mountpoint.display())))?;
     let mut unmounter = session.unmount_callable();
     let (tx, rx) = mpsc::channel();
     let ended = tx.clone();
@@ -235,7 +248,7 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
     }
     let err = std::io::Error::last_os_error();
     match err.raw_os_error() {
-        Some(libc::EBUSY) => Err(Error::Usage(format!(
+        Some(libc::EBUSY) => Err(Error::Mount(format!(
             "{} is busy: files under it are open. Close them, or detach now with `arrfs unmount --lazy`",
             mountpoint.display()
         ))),
@@ -250,14 +263,14 @@ fn fusermount(mountpoint: &Path, lazy: bool) -> Result<()> {
         if let Ok(status) = Command::new(tool).arg(flag).arg(mountpoint).status() {
             return match status.success() {
                 true => Ok(()),
-                false => Err(Error::Usage(format!(
+                false => Err(Error::Mount(format!(
                     "{tool} {flag} {} failed",
                     mountpoint.display()
                 ))),
             };
         }
     }
-    Err(Error::Usage(
+    Err(Error::Mount(
         "not permitted, and fusermount3 is not installed (apt install fuse3)".into(),
     ))
 }

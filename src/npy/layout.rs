@@ -136,8 +136,8 @@ mod tests {
                 coords[k] = b.start[k] + i % b.count[k];
                 i /= b.count[k];
             }
-            for k in 0..shape.len() {
-                flat = flat * shape[k] + coords[k];
+            for (dim, coord) in shape.iter().zip(&coords) {
+                flat = flat * dim + coord;
             }
             out.push(flat);
         }

@@ -24,7 +24,9 @@ pub fn python() -> PathBuf {
 
 /// Path of a helper script in tests/py.
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(name)
 }
 
 /// Runs `tests/py/<name>` with `args`; panics with its output unless it exits 0.
@@ -82,7 +84,8 @@ pub fn is_mounted(path: &Path) -> bool {
     let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let needle = canon.to_string_lossy().replace(' ', "\\040");
-    info.lines().any(|l| l.split(' ').nth(4) == Some(needle.as_str()))
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(needle.as_str()))
 }
 
 /// `arrfs -f SOURCE MOUNTPOINT` running in the background; unmounted when dropped.
@@ -122,9 +125,16 @@ impl Mount {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !is_mounted(&self.point) {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("arrfs exited ({status}) before mounting:\n{}", self.log_text());
+                panic!(
+                    "arrfs exited ({status}) before mounting:\n{}",
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "mount did not appear:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "mount did not appear:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -152,7 +162,10 @@ impl Mount {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success() || std::thread::panicking(), "arrfs exited with {status}");
+                assert!(
+                    status.success() || std::thread::panicking(),
+                    "arrfs exited with {status}"
+                );
                 break;
             }
             if Instant::now() > deadline {
@@ -162,7 +175,11 @@ impl Mount {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(!is_mounted(&self.point), "mount left behind at {}", self.point.display());
+        assert!(
+            !is_mounted(&self.point),
+            "mount left behind at {}",
+            self.point.display()
+        );
     }
 }
 
