@@ -160,8 +160,8 @@ mod tests {
             prop_assert_eq!(covered, expected);
             prop_assert!(boxes.len() <= (2 * shape.len()).max(1));
             for b in &boxes {
-                for k in 0..shape.len() {
-                    prop_assert!(b.count[k] >= 1 && b.start[k] + b.count[k] <= shape[k]);
+                for ((dim, start), count) in shape.iter().zip(&b.start).zip(&b.count) {
+                    prop_assert!(*count >= 1 && start + count <= *dim);
                 }
             }
         }
