@@ -219,6 +219,10 @@ impl SeekableInflate {
         self.range.size
     }
 
+    pub fn range(&self) -> &DeflateRange {
+        &self.range
+    }
+
     /// Seek points every `interval` bytes (tests use small ones).
     #[cfg(test)]
     fn with_interval(mut self, interval: u64) -> SeekableInflate {
