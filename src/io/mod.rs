@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+pub mod inflate;
+
 /// Reads exactly `buf.len()` bytes at `offset`.
 pub fn pread_exact(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
     file.read_exact_at(buf, offset)

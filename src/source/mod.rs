@@ -1,12 +1,16 @@
 //! Containers of arrays. Each format implements [`Source`]: list a directory, read bytes of a
 //! file's payload. The virtual tree (`vfs`) knows nothing else about formats.
 
+pub mod dir;
 pub mod hdf5;
+pub mod npz;
+pub mod single;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::io::inflate::SeekPointStore;
 use crate::npy::NpyHeader;
 
 /// A source's own name for one of its directories or files. [`ROOT`] is the top directory.
@@ -77,20 +81,43 @@ pub trait Source: Send + Sync {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Hdf5,
+    /// NPZ or any zip archive.
+    Zip,
+    Npy,
+    /// A gzip-wrapped `.npy`.
+    Gzip,
+    /// A directory of containers.
+    Dir,
 }
 
 const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
+const ZIP_MAGICS: [&[u8]; 2] = [b"PK\x03\x04", b"PK\x05\x06"];
+const GZIP_MAGIC: &[u8] = b"\x1f\x8b";
 
-/// Detects the format of the file at `path` from its magic bytes.
+/// Detects the format of `path` (a file or a directory) from its magic bytes.
 pub fn detect(path: &Path) -> Result<Format> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    if hdf5_signature_offset(&file)?.is_some() {
-        return Ok(Format::Hdf5);
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Ok(Format::Dir);
     }
-    Err(Error::format(
-        path,
-        "unknown format (not HDF5, NPZ/zip, pickle or .npy)",
-    ))
+    detect_file(path)?
+        .ok_or_else(|| Error::format(path, "unknown format (not HDF5, NPZ/zip, .npy or .npy.gz)"))
+}
+
+/// The container format of a file, or None if it is none we read. Pickles are not detected
+/// yet (their source lives on another branch).
+pub fn detect_file(path: &Path) -> Result<Option<Format>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 8];
+    let n = std::io::Read::read(&mut &file, &mut head).map_err(|e| Error::io(path, e))?;
+    let head = &head[..n];
+    let format = match head {
+        h if ZIP_MAGICS.iter().any(|m| h.starts_with(m)) => Some(Format::Zip),
+        h if h.starts_with(npz::NPY_MAGIC) => Some(Format::Npy),
+        h if h.starts_with(GZIP_MAGIC) => Some(Format::Gzip),
+        _ => hdf5_signature_offset(&file)?.map(|_| Format::Hdf5),
+    };
+    Ok(format)
 }
 
 /// HDF5's superblock may follow a user block: it sits at 0, 512, 1024, 2048, ...
@@ -110,8 +137,28 @@ fn hdf5_signature_offset(file: &std::fs::File) -> Result<Option<u64>> {
 /// Opens `path` as the source of its detected format.
 pub fn open(path: &Path, options: &SourceOptions) -> Result<Arc<dyn Source>> {
     match detect(path)? {
-        Format::Hdf5 => Ok(Arc::new(hdf5::Hdf5Source::open(path, options)?)),
+        Format::Dir => Ok(Arc::new(dir::DirSource::open(path, options)?)),
+        format => {
+            let store = SeekPointStore::new(options.cache_size);
+            open_container(path, format, options, &store)
+        }
     }
+}
+
+/// Opens a container file of a known format; deflate seek points are kept in `store`.
+pub fn open_container(
+    path: &Path,
+    format: Format,
+    options: &SourceOptions,
+    store: &Arc<SeekPointStore>,
+) -> Result<Arc<dyn Source>> {
+    Ok(match format {
+        Format::Hdf5 => Arc::new(hdf5::Hdf5Source::open(path, options)?),
+        Format::Zip => Arc::new(npz::ZipSource::open_with_store(path, store.clone())?),
+        Format::Npy => Arc::new(single::NpyFileSource::open(path)?),
+        Format::Gzip => Arc::new(single::GzipNpySource::open_with_store(path, store.clone())?),
+        Format::Dir => Arc::new(dir::DirSource::open(path, options)?),
+    })
 }
 
 /// Settings every source may use.

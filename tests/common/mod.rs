@@ -144,6 +144,11 @@ impl Mount {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Process id of the arrfs daemon (for /proc/PID/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.point.join(rel)
     }

@@ -1,0 +1,271 @@
+//! A directory of containers: its tree is mirrored, each container file appears as a
+//! directory of the same name, `.npy` files as themselves, other files not at all.
+//!
+//! Containers are recognised by their magic bytes when their directory is listed, and opened
+//! only when something inside them is listed or read; at most [`MAX_OPEN`] stay open (LRU).
+//! The tree knows one `Source`, so keys are namespaced: the high bits name a container (0 =
+//! this directory tree itself), the low [`INNER_BITS`] carry the container's own key.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::io::inflate::SeekPointStore;
+use crate::source::single::FILE_KEY;
+use crate::source::{
+    detect_file, open_container, Entry, EntryKind, Format, Key, Listing, Source, SourceOptions,
+    ROOT,
+};
+
+/// Bits of a key that belong to the container's own key space.
+const INNER_BITS: u32 = 40;
+const INNER_MASK: Key = (1 << INNER_BITS) - 1;
+/// Containers kept open at once; each gets this share of the cache.
+const MAX_OPEN: usize = 16;
+
+struct Container {
+    path: PathBuf,
+    format: Format,
+    /// Directory keys listed so far, in order. Sources such as HDF5 hand out keys as they
+    /// list, so a reopened container replays these listings to get the same keys back.
+    listed: Mutex<Vec<Key>>,
+    /// Why the container cannot be opened, once known (it is not retried).
+    broken: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct OpenContainers {
+    sources: HashMap<usize, (u64, Arc<dyn Source>)>,
+    tick: u64,
+}
+
+pub struct DirSource {
+    /// Directories of the mirrored tree: key -> path; [`ROOT`] is the top.
+    dirs: RwLock<Vec<PathBuf>>,
+    /// Container `i` has key prefix `i + 1`.
+    containers: RwLock<Vec<Arc<Container>>>,
+    open: Mutex<OpenContainers>,
+    options: SourceOptions,
+    store: Arc<SeekPointStore>,
+}
+
+impl DirSource {
+    pub fn open(path: &Path, options: &SourceOptions) -> Result<DirSource> {
+        std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
+        Ok(DirSource {
+            dirs: RwLock::new(vec![path.to_path_buf()]),
+            containers: RwLock::default(),
+            open: Mutex::default(),
+            options: SourceOptions {
+                cache_size: options.cache_size / MAX_OPEN as u64,
+            },
+            store: SeekPointStore::new(options.cache_size / 2),
+        })
+    }
+
+    fn list_dir(&self, dir: Key) -> Result<Listing> {
+        let path = self.dirs.read().unwrap().get(dir as usize).cloned();
+        let path = path.ok_or(Error::NotFound)?;
+        let mut names: Vec<_> = std::fs::read_dir(&path)
+            .map_err(|e| Error::io(&path, e))?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        names.sort();
+        let mut listing = Listing::default();
+        for name in names {
+            let child = path.join(&name);
+            let name = name.to_string_lossy().into_owned();
+            match self.entry_for(&child, name.clone()) {
+                Ok(Some(entry)) => listing.entries.push(entry),
+                Ok(None) => log::trace!("{} is not a container: not shown", child.display()),
+                Err(e) => {
+                    log::warn!("{} left out: {e}", child.display());
+                    listing.skipped.push((name, e.to_string()));
+                }
+            }
+        }
+        Ok(listing)
+    }
+
+    /// The entry of one file or directory of the tree, or None if it is not shown.
+    fn entry_for(&self, path: &Path, name: String) -> Result<Option<Entry>> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            let mut dirs = self.dirs.write().unwrap();
+            dirs.push(path.to_path_buf());
+            let key = (dirs.len() - 1) as Key;
+            return Ok(Some(Entry::new(name, key, EntryKind::Dir)));
+        }
+        let Some(format) = detect_file(path)? else {
+            return Ok(None);
+        };
+        let prefix = self.add_container(path, format)?;
+        let entry = match format {
+            Format::Npy => Entry::new(
+                name,
+                prefix | FILE_KEY,
+                EntryKind::Blob { size: meta.len() },
+            ),
+            _ => Entry::new(name, prefix | ROOT, EntryKind::Dir),
+        };
+        Ok(Some(entry))
+    }
+
+    /// Registers a container; returns its key prefix.
+    fn add_container(&self, path: &Path, format: Format) -> Result<Key> {
+        let mut containers = self.containers.write().unwrap();
+        let prefix = ((containers.len() + 1) as Key) << INNER_BITS;
+        if prefix >> INNER_BITS != (containers.len() + 1) as Key {
+            return Err(Error::format(path, "too many containers in one mount"));
+        }
+        containers.push(Arc::new(Container {
+            path: path.to_path_buf(),
+            format,
+            listed: Mutex::default(),
+            broken: Mutex::default(),
+        }));
+        Ok(prefix)
+    }
+
+    fn container(&self, index: usize) -> Result<Arc<Container>> {
+        let containers = self.containers.read().unwrap();
+        containers.get(index).cloned().ok_or(Error::NotFound)
+    }
+
+    /// The open source of container `index`, opening it (and closing the least recently used
+    /// one) if needed.
+    fn source(&self, index: usize) -> Result<Arc<dyn Source>> {
+        let container = self.container(index)?;
+        let mut open = self.open.lock().unwrap();
+        open.tick += 1;
+        let tick = open.tick;
+        if let Some((used, source)) = open.sources.get_mut(&index) {
+            *used = tick;
+            return Ok(source.clone());
+        }
+        let source = self.open_container(&container)?;
+        if open.sources.len() >= MAX_OPEN {
+            let oldest = open
+                .sources
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| *k);
+            oldest.map(|k| open.sources.remove(&k));
+        }
+        open.sources.insert(index, (tick, source.clone()));
+        Ok(source)
+    }
+
+    fn open_container(&self, container: &Container) -> Result<Arc<dyn Source>> {
+        if let Some(why) = container.broken.lock().unwrap().as_ref() {
+            return Err(Error::format(&container.path, why.clone()));
+        }
+        let opened = open_container(
+            &container.path,
+            container.format,
+            &self.options,
+            &self.store,
+        )
+        .and_then(|source| replay(&*source, container).map(|_| source));
+        if let Err(e) = &opened {
+            log::warn!("{e}");
+            let why = match e {
+                Error::Format { cause, .. } => cause.clone(),
+                other => other.to_string(),
+            };
+            *container.broken.lock().unwrap() = Some(why);
+        }
+        opened
+    }
+
+    fn list_container(&self, index: usize, inner: Key) -> Result<Listing> {
+        let prefix = ((index + 1) as Key) << INNER_BITS;
+        let source = match self.source(index) {
+            Ok(source) => source,
+            Err(e) if inner == ROOT => return Ok(self.broken_listing(index, e)),
+            Err(e) => return Err(e),
+        };
+        let mut listing = source.list(inner)?;
+        self.container(index)?.listed.lock().unwrap().push(inner);
+        for entry in &mut listing.entries {
+            if entry.key > INNER_MASK {
+                return Err(Error::read(
+                    source_path(self, index),
+                    "keys",
+                    "key space exhausted",
+                ));
+            }
+            entry.key |= prefix;
+        }
+        Ok(listing)
+    }
+
+    /// A container that cannot be opened lists as empty, with the reason as its
+    /// `user.arrfs.skipped`.
+    fn broken_listing(&self, index: usize, e: Error) -> Listing {
+        let name = self
+            .container(index)
+            .ok()
+            .and_then(|c| c.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        let why = match e {
+            Error::Format { cause, .. } => cause,
+            other => other.to_string(),
+        };
+        Listing {
+            skipped: vec![(name, why)],
+            ..Listing::default()
+        }
+    }
+}
+
+/// Lists again what was listed before the container was closed, so keys come out the same.
+fn replay(source: &dyn Source, container: &Container) -> Result<()> {
+    let listed = container.listed.lock().unwrap().clone();
+    for key in listed {
+        source.list(key)?;
+    }
+    Ok(())
+}
+
+fn source_path(source: &DirSource, index: usize) -> PathBuf {
+    source
+        .container(index)
+        .map(|c| c.path.clone())
+        .unwrap_or_default()
+}
+
+/// Splits a key into (container index, inner key); None for the tree's own directories.
+fn split(key: Key) -> Option<(usize, Key)> {
+    match key >> INNER_BITS {
+        0 => None,
+        prefix => Some(((prefix - 1) as usize, key & INNER_MASK)),
+    }
+}
+
+impl Source for DirSource {
+    fn list(&self, dir: Key) -> Result<Listing> {
+        match split(dir) {
+            None => self.list_dir(dir),
+            Some((index, inner)) => self.list_container(index, inner),
+        }
+    }
+
+    fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let (index, inner) = split(file).ok_or(Error::IsDir)?;
+        self.source(index)?.read(inner, offset, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_into_container_and_inner() {
+        assert_eq!(split(5), None);
+        assert_eq!(split((1 << INNER_BITS) | 7), Some((0, 7)));
+        assert_eq!(split((3 << INNER_BITS) | INNER_MASK), Some((2, INNER_MASK)));
+    }
+}

@@ -1,0 +1,285 @@
+//! NPZ archives and any zip of `.npy` files. Each member is served byte for byte: stored
+//! members by `pread` at their data offset, deflated ones through a [`SeekableInflate`].
+//! The central directory (ZIP64 included) is read by the `zip` crate, once, at open.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use zip::CompressionMethod;
+
+use crate::error::{Error, Result};
+use crate::io::inflate::{scan, DeflateRange, SeekPointStore, SeekableInflate};
+use crate::io::SourceFile;
+use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions, ROOT};
+
+pub const NPY_MAGIC: &[u8] = b"\x93NUMPY";
+
+enum Node {
+    Dir(Dir),
+    Member(Member),
+}
+
+#[derive(Default)]
+struct Dir {
+    /// Children by final name, in archive order.
+    children: Vec<(String, Key)>,
+    subdirs: HashMap<String, Key>,
+    skipped: Vec<(String, String)>,
+}
+
+struct Member {
+    size: u64,
+    data: MemberData,
+}
+
+enum MemberData {
+    Stored { start: u64 },
+    Deflated(SeekableInflate),
+}
+
+pub struct ZipSource {
+    file: Arc<SourceFile>,
+    /// Key -> node; [`ROOT`] is the archive's top directory.
+    nodes: Vec<Node>,
+}
+
+/// What the central directory says about one member.
+struct MemberInfo {
+    path: String,
+    is_dir: bool,
+    encrypted: bool,
+    method: CompressionMethod,
+    data_start: u64,
+    compressed_size: u64,
+    size: u64,
+    crc32: u32,
+}
+
+impl ZipSource {
+    pub fn open(path: &Path, options: &SourceOptions) -> Result<ZipSource> {
+        ZipSource::open_with_store(path, SeekPointStore::new(options.cache_size))
+    }
+
+    /// Opens with seek points kept in `store` (shared by the containers of a directory).
+    pub fn open_with_store(path: &Path, store: Arc<SeekPointStore>) -> Result<ZipSource> {
+        let file = Arc::new(SourceFile::open(path)?);
+        let members = read_central_directory(path, file.len())?;
+        let mut source = ZipSource {
+            file,
+            nodes: vec![Node::Dir(Dir::default())],
+        };
+        for info in members {
+            source.add(info, &store)?;
+        }
+        Ok(source)
+    }
+
+    fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Places one member in the tree, or records why it is left out.
+    fn add(&mut self, info: MemberInfo, store: &Arc<SeekPointStore>) -> Result<()> {
+        let parts: Vec<&str> = info
+            .path
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        let Some((last, dirs)) = parts.split_last() else {
+            return Ok(());
+        };
+        if !info.is_dir {
+            self.check_range(&info)?;
+        }
+        let parent = self.make_dirs(dirs);
+        if info.is_dir {
+            self.make_dirs(&parts);
+            return Ok(());
+        }
+        match self.member(&info, store) {
+            Ok(member) => {
+                let name = self.member_name(last, &member, &info.path);
+                self.push(parent, name, Node::Member(member));
+            }
+            Err(why) => {
+                log::info!("{}: {} left out: {why}", self.path().display(), info.path);
+                self.dir_mut(parent).skipped.push((last.to_string(), why));
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory at `parts` below the root, created as needed.
+    fn make_dirs(&mut self, parts: &[&str]) -> Key {
+        let mut dir = ROOT;
+        for part in parts {
+            dir = match self.dir_mut(dir).subdirs.get(*part) {
+                Some(&key) => key,
+                None => {
+                    let key = self.push(dir, part.to_string(), Node::Dir(Dir::default()));
+                    self.dir_mut(dir).subdirs.insert(part.to_string(), key);
+                    key
+                }
+            };
+        }
+        dir
+    }
+
+    fn push(&mut self, parent: Key, name: String, node: Node) -> Key {
+        let key = self.nodes.len() as Key;
+        self.nodes.push(node);
+        self.dir_mut(parent).children.push((name, key));
+        key
+    }
+
+    fn dir_mut(&mut self, key: Key) -> &mut Dir {
+        match &mut self.nodes[key as usize] {
+            Node::Dir(dir) => dir,
+            Node::Member(_) => unreachable!("parents are always directories"),
+        }
+    }
+
+    /// How a member is read, or why it cannot be.
+    fn member(&self, info: &MemberInfo, store: &Arc<SeekPointStore>) -> Result<Member, String> {
+        if info.encrypted {
+            return Err("encrypted".into());
+        }
+        let data = match info.method {
+            CompressionMethod::Stored if info.compressed_size == info.size => MemberData::Stored {
+                start: info.data_start,
+            },
+            CompressionMethod::Stored => return Err("stored member with two sizes".into()),
+            CompressionMethod::Deflated => MemberData::Deflated(SeekableInflate::new(
+                self.file.clone(),
+                DeflateRange {
+                    start: info.data_start,
+                    compressed_len: info.compressed_size,
+                    size: info.size,
+                    crc32: Some(info.crc32),
+                },
+                format!("member {}", info.path),
+                store.clone(),
+            )),
+            other => return Err(format!("compression method {other} is not supported")),
+        };
+        Ok(Member {
+            size: info.size,
+            data,
+        })
+    }
+
+    /// `k.npy` stays; a member holding `.npy` bytes under another name gets `.npy` added.
+    fn member_name(&self, last: &str, member: &Member, path: &str) -> String {
+        if last.ends_with(".npy") || !self.starts_with_npy_magic(member, path) {
+            return last.to_string();
+        }
+        format!("{last}.npy")
+    }
+
+    fn starts_with_npy_magic(&self, member: &Member, path: &str) -> bool {
+        if member.size < NPY_MAGIC.len() as u64 {
+            return false;
+        }
+        let head = match &member.data {
+            MemberData::Stored { start } => {
+                let mut head = [0u8; NPY_MAGIC.len()];
+                self.file.read_at(*start, &mut head).map(|_| head.to_vec())
+            }
+            MemberData::Deflated(stream) => {
+                let range = stream.range();
+                scan(
+                    &self.file,
+                    range.start,
+                    range.compressed_len,
+                    NPY_MAGIC.len(),
+                    false,
+                )
+                .map(|(head, _)| head)
+            }
+        };
+        match head {
+            Ok(head) => head == NPY_MAGIC,
+            Err(e) => {
+                log::warn!("{}: cannot look into {path}: {e}", self.path().display());
+                false
+            }
+        }
+    }
+
+    /// Member data must lie inside the file: a truncated archive fails at mount.
+    fn check_range(&self, info: &MemberInfo) -> Result<()> {
+        let end = info.data_start.checked_add(info.compressed_size);
+        match end {
+            Some(end) if end <= self.file.len() => Ok(()),
+            _ => Err(Error::format(
+                self.path(),
+                format!(
+                    "member {} extends past the end of the file (truncated?)",
+                    info.path
+                ),
+            )),
+        }
+    }
+
+    fn node(&self, key: Key) -> Result<&Node> {
+        self.nodes.get(key as usize).ok_or(Error::NotFound)
+    }
+}
+
+/// Every member's metadata, with the data offset from its local header.
+fn read_central_directory(path: &Path, len: u64) -> Result<Vec<MemberInfo>> {
+    let bad = |e: zip::result::ZipError| Error::format(path, format!("not a readable zip: {e}"));
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(bad)?;
+    let mut members = Vec::with_capacity(archive.len());
+    for i in 0..archive.len() {
+        let member = archive.by_index_raw(i).map_err(bad)?;
+        members.push(MemberInfo {
+            path: String::from_utf8_lossy(member.name_raw()).into_owned(),
+            is_dir: member.is_dir(),
+            encrypted: member.encrypted(),
+            method: member.compression(),
+            data_start: member.data_start(),
+            compressed_size: member.compressed_size(),
+            size: member.size(),
+            crc32: member.crc32(),
+        });
+    }
+    log::debug!("{}: {} members, {len} bytes", path.display(), members.len());
+    Ok(members)
+}
+
+impl Source for ZipSource {
+    fn list(&self, dir: Key) -> Result<Listing> {
+        let Node::Dir(dir) = self.node(dir)? else {
+            return Err(Error::NotDir);
+        };
+        let entries = dir
+            .children
+            .iter()
+            .map(|(name, key)| {
+                let kind = match &self.nodes[*key as usize] {
+                    Node::Dir(_) => EntryKind::Dir,
+                    Node::Member(m) => EntryKind::Blob { size: m.size },
+                };
+                Entry::new(name.clone(), *key, kind)
+            })
+            .collect();
+        Ok(Listing {
+            entries,
+            xattrs: Vec::new(),
+            skipped: dir.skipped.clone(),
+        })
+    }
+
+    fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let Node::Member(member) = self.node(file)? else {
+            return Err(Error::IsDir);
+        };
+        match &member.data {
+            MemberData::Stored { start } => self.file.read_at(start + offset, buf),
+            MemberData::Deflated(stream) => stream.read_at(offset, buf),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Mounts NPZ / zip archives, `.npy` and `.npy.gz` files and directories of containers written
+//! by numpy, Python's zipfile and gzip, and h5py, and compares every virtual file with what
+//! those libraries read. Bad input: truncated archives, corrupt members, a zip bomb, corrupt
+//! containers inside a directory.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{arrfs, is_mounted, run_py, Mount, TempDir};
+
+/// Writes the good fixtures into a fresh directory.
+fn good_fixtures(name: &str) -> TempDir {
+    let dir = TempDir::new(name);
+    run_py(
+        "npz_cases.py",
+        &[OsStr::new("write"), dir.path().as_os_str()],
+    );
+    dir
+}
+
+/// Mounts `source` and runs the Python check of its whole tree.
+fn mount_and_check(source: &Path) {
+    let mount = Mount::new(source, &[]);
+    let out = run_py(
+        "npz_cases.py",
+        &[
+            OsStr::new("check"),
+            source.as_os_str(),
+            mount.point.as_os_str(),
+        ],
+    );
+    assert!(out.contains("files checked"), "{out}");
+    mount.stop();
+}
+
+#[test]
+fn npz_from_savez_equals_zipfile_and_np_load() {
+    let dir = good_fixtures("npz-plain");
+    mount_and_check(&dir.join("plain.npz"));
+}
+
+#[test]
+fn npz_from_savez_compressed_equals_zipfile_and_np_load() {
+    let dir = good_fixtures("npz-compressed");
+    mount_and_check(&dir.join("compressed.npz"));
+}
+
+#[test]
+fn zip64_nested_raw_and_magic_only_members() {
+    let dir = good_fixtures("npz-zip64");
+    mount_and_check(&dir.join("zip64.zip"));
+}
+
+#[test]
+fn single_npy_and_gzip_wrapped_npy() {
+    let dir = good_fixtures("npz-single");
+    mount_and_check(&dir.join("single.npy"));
+    mount_and_check(&dir.join("wrapped.npy.gz"));
+}
+
+#[test]
+fn directory_mirrors_its_containers() {
+    let dir = good_fixtures("npz-tree");
+    mount_and_check(&dir.join("tree"));
+}
+
+fn bad_fixtures(name: &str) -> TempDir {
+    let dir = TempDir::new(name);
+    run_py(
+        "npz_cases.py",
+        &[OsStr::new("write-bad"), dir.path().as_os_str()],
+    );
+    dir
+}
+
+/// `arrfs -f SOURCE MNT` must fail: exit 1, one stderr line naming SOURCE, no mount left.
+fn assert_mount_fails(source: &Path, point: &Path) -> String {
+    std::fs::create_dir_all(point).unwrap();
+    let mut child = arrfs()
+        .arg("-f")
+        .arg(source)
+        .arg(point)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("arrfs kept running on {}", source.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr}");
+    assert!(stderr.contains(&source.display().to_string()), "{stderr}");
+    assert!(!is_mounted(point), "mount left behind");
+    stderr
+}
+
+#[test]
+fn truncated_zip_fails_at_mount_with_one_line() {
+    let dir = bad_fixtures("npz-truncated");
+    for name in ["cut_member.npz", "cut_directory.npz"] {
+        let stderr = assert_mount_fails(&dir.join(name), &dir.join("mnt"));
+        assert!(stderr.starts_with("arrfs: error: "), "{stderr}");
+    }
+}
+
+#[test]
+fn flipped_deflate_byte_fails_that_member_only() {
+    let dir = bad_fixtures("npz-flipped");
+    let mount = Mount::new(&dir.join("flipped.npz"), &[]);
+    let out = run_py(
+        "npz_cases.py",
+        &[OsStr::new("check-flipped"), mount.point.as_os_str()],
+    );
+    assert!(out.contains("flipped member fails"), "{out}");
+    let log = mount.stop();
+    assert!(
+        log.contains("member a.npy"),
+        "the log names the member:\n{log}"
+    );
+}
+
+#[test]
+fn corrupt_containers_in_a_directory_list_empty_and_the_rest_reads() {
+    let dir = bad_fixtures("npz-broken-tree");
+    let mount = Mount::new(&dir.join("broken_tree"), &[]);
+    let out = run_py(
+        "npz_cases.py",
+        &[OsStr::new("check-broken-tree"), mount.point.as_os_str()],
+    );
+    assert!(out.contains("broken containers list empty"), "{out}");
+    let log = mount.stop();
+    assert!(
+        log.contains("bad.npz"),
+        "the log names the bad container:\n{log}"
+    );
+}
+
+/// Peak resident memory of a process, from /proc/PID/status.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn zip_bomb_read_through_keeps_memory_bounded() {
+    let dir = TempDir::new("npz-bomb");
+    let bomb = dir.join("bomb.zip");
+    run_py(
+        "npz_cases.py",
+        &[OsStr::new("write-bomb"), bomb.as_os_str()],
+    );
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 2 << 20);
+    let mount = Mount::new(&bomb, &["--cache-size", "16M"]);
+    let file = mount.path("zeros.bin");
+    let out = run_py(
+        "npz_cases.py",
+        &[OsStr::new("read-through"), file.as_os_str()],
+    );
+    assert!(out.contains("1073741824 bytes read"), "{out}");
+    let peak = vm_hwm_kib(mount.pid());
+    assert!(
+        peak < 40 << 10,
+        "arrfs peak RSS {peak} KiB after inflating 1 GiB"
+    );
+    mount.stop();
+}
+
+/// Open file descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn many_containers_mount_fast_and_open_lazily() {
+    let dir = TempDir::new("npz-many");
+    let one = dir.join("one.npz");
+    run_py(
+        "npz_cases.py",
+        &[OsStr::new("write-small"), one.as_os_str()],
+    );
+    let many = dir.join("many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..10_000 {
+        std::fs::hard_link(&one, many.join(format!("c{i:05}.npz"))).unwrap();
+    }
+    let started = Instant::now();
+    let mount = Mount::new(&many, &[]);
+    let mounted = started.elapsed();
+    let before = open_fds(mount.pid());
+    assert_eq!(std::fs::read_dir(&mount.point).unwrap().count(), 10_000);
+    let after_ls = open_fds(mount.pid());
+    assert!(
+        after_ls <= before,
+        "ls of the root opened containers: {before} -> {after_ls} fds"
+    );
+    for i in 0..40 {
+        let x = mount.path(&format!("c{i:05}.npz/x.npy"));
+        assert_eq!(std::fs::read(&x).unwrap().len(), 128 + 8 * 10);
+    }
+    let after_reads = open_fds(mount.pid());
+    assert!(
+        after_reads <= before + 16,
+        "open containers are capped: {after_reads} fds"
+    );
+    mount.stop();
+    assert!(mounted < Duration::from_secs(2), "mount took {mounted:?}");
+}
