@@ -2,6 +2,7 @@
 //! file's payload. The virtual tree (`vfs`) knows nothing else about formats.
 
 pub mod hdf5;
+pub mod pickle;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -77,6 +78,7 @@ pub trait Source: Send + Sync {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Hdf5,
+    Pickle,
 }
 
 const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
@@ -86,6 +88,9 @@ pub fn detect(path: &Path) -> Result<Format> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     if hdf5_signature_offset(&file)?.is_some() {
         return Ok(Format::Hdf5);
+    }
+    if pickle::sniff(path, &file)? {
+        return Ok(Format::Pickle);
     }
     Err(Error::format(
         path,
@@ -111,6 +116,7 @@ fn hdf5_signature_offset(file: &std::fs::File) -> Result<Option<u64>> {
 pub fn open(path: &Path, options: &SourceOptions) -> Result<Arc<dyn Source>> {
     match detect(path)? {
         Format::Hdf5 => Ok(Arc::new(hdf5::Hdf5Source::open(path, options)?)),
+        Format::Pickle => Ok(Arc::new(pickle::open(path, options)?)),
     }
 }
 
