@@ -623,6 +623,7 @@ impl<R: Read + Seek> PickleMachine<R> {
             (Global::Set | Global::FrozenSet, _) => self.object(Object::Set),
             (Global::ByteArray, [data, ..]) => Ok(self.bytearray(data)),
             (Global::Complex, _) => Ok(complex(&args)),
+            (Global::Bytes, []) => Ok(empty_bytes()),
             (Global::Reconstructor, [class, ..]) => self.instantiate(&class.clone(), Vec::new()),
             _ => Ok(Value::opaque(format!("unsupported call of {global:?}"))),
         }
@@ -697,22 +698,29 @@ impl<R: Read + Seek> PickleMachine<R> {
             }
             Some(Object::PendingArray) => {
                 let array = numpy::array_from_state(&self.heap, &state);
-                self.replace_top(array)
+                self.settle(id, array);
+                Ok(())
             }
-            Some(Object::Wrapper(_)) => self.wrapper_build(&state),
+            Some(Object::Wrapper(_)) => self.wrapper_build(id, &state),
             _ => Ok(()),
         }
     }
 
-    fn replace_top(&mut self, array: Result<numpy::ArrayPayload, String>) -> Step {
-        let value = self.array(array)?;
-        *self.top_mut()? = value;
-        Ok(())
+    /// Turns object `id` into the array BUILD made of it, in place: memo references to it
+    /// must see the array too.
+    fn settle(&mut self, id: ObjId, array: Result<numpy::ArrayPayload, String>) {
+        let object = match array {
+            Ok(array) => Object::Array(Arc::new(array)),
+            Err(why) => Object::Failed(Arc::from(why)),
+        };
+        if let Some(slot) = self.heap.get_mut(id) {
+            *slot = object;
+        }
     }
 
     /// joblib writes each array's bytes right after its wrapper's BUILD: locate and skip
     /// them (or the nested pickle of an object array) so the stream goes on after them.
-    fn wrapper_build(&mut self, state: &Value) -> Step {
+    fn wrapper_build(&mut self, id: ObjId, state: &Value) -> Step {
         match numpy::wrapper_data(&self.heap, state) {
             Ok(WrapperData::Bytes { header, aligned }) => {
                 if aligned {
@@ -725,11 +733,12 @@ impl<R: Read + Seek> PickleMachine<R> {
                     header,
                     data: numpy::PayloadData::File { offset },
                 };
-                self.replace_top(Ok(array))
+                self.settle(id, Ok(array));
+                Ok(())
             }
             Ok(WrapperData::NestedPickle) => {
                 self.skip_nested_stream()?;
-                *self.top_mut()? = Value::opaque("object array (Python objects)");
+                self.settle(id, Err("object array (Python objects)".into()));
                 Ok(())
             }
             Err(why) => self.invalid(format!("joblib array wrapper: {why}")),
@@ -779,6 +788,16 @@ fn global_value(module: &str, name: &str) -> Value {
             Value::opaque(format!("global {module}.{name} is not on the allow-list"))
         }
     }
+}
+
+/// `bytes()`: how protocol <= 2 writes `b''`.
+fn empty_bytes() -> Value {
+    Value::Bytes(Arc::new(Blob {
+        offset: 0,
+        len: 0,
+        encoding: Encoding::Decoded,
+        inline: Some(Arc::from([])),
+    }))
 }
 
 fn complex(args: &[Value]) -> Value {

@@ -146,7 +146,7 @@ fn stack_underflow_is_an_error() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(500))]
 
     /// Random opcode soup, biased toward real opcodes: never a panic.
     #[test]

@@ -135,7 +135,7 @@ impl Builder<'_> {
                     false => Err(format!("nested deeper than {MAX_DEPTH} levels")),
                 }
             }
-            (Value::Opaque(why), _) => Err(why.to_string()),
+            (Value::Opaque(why), _) | (_, Some(Object::Failed(why))) => Err(why.to_string()),
             (_, Some(object)) => Err(format!("{} is not an array", object_kind(object))),
             (other, None) => Err(format!("{} is not an array", value_kind(other))),
         }

@@ -92,6 +92,8 @@ pub enum Global {
     Set,
     FrozenSet,
     ByteArray,
+    /// `bytes()`: protocol <= 2 writes an empty `bytes` as a call.
+    Bytes,
     Complex,
     /// `copyreg._reconstructor(cls, object, None)`: plain objects at protocol 0/1.
     Reconstructor,
@@ -127,6 +129,7 @@ impl Global {
             (_, "frozenset") if builtins => Global::FrozenSet,
             (_, "bytearray") if builtins => Global::ByteArray,
             (_, "complex") if builtins => Global::Complex,
+            (_, "bytes") if builtins => Global::Bytes,
             (_, "object") if builtins => Global::Object,
             ("joblib.numpy_pickle", "NumpyArrayWrapper") => Global::JoblibWrapper,
             _ => return None,
@@ -144,6 +147,8 @@ pub enum Object {
     /// `_reconstruct(ndarray, ...)` before its BUILD.
     PendingArray,
     Array(Arc<ArrayPayload>),
+    /// An array whose BUILD could not be interpreted, with the reason.
+    Failed(Arc<str>),
     Dtype(DtypeObject),
     Wrapper(JoblibWrapper),
 }
