@@ -9,3 +9,4 @@ mod pyrepr;
 pub use dtype::{ByteOrder, Dtype, Field};
 pub use header::NpyHeader;
 pub use layout::{boxes_of_range, element_span, ElementBox, NpyLayout, Piece};
+pub use pyrepr::str_repr;

@@ -4,6 +4,7 @@
 pub mod dir;
 pub mod hdf5;
 pub mod npz;
+pub mod pickle;
 pub mod single;
 
 use std::path::Path;
@@ -88,6 +89,7 @@ pub enum Format {
     Gzip,
     /// A directory of containers.
     Dir,
+    Pickle,
 }
 
 const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
@@ -100,12 +102,15 @@ pub fn detect(path: &Path) -> Result<Format> {
     if meta.is_dir() {
         return Ok(Format::Dir);
     }
-    detect_file(path)?
-        .ok_or_else(|| Error::format(path, "unknown format (not HDF5, NPZ/zip, .npy or .npy.gz)"))
+    detect_file(path)?.ok_or_else(|| {
+        Error::format(
+            path,
+            "unknown format (not HDF5, NPZ/zip, pickle, .npy or .npy.gz)",
+        )
+    })
 }
 
-/// The container format of a file, or None if it is none we read. Pickles are not detected
-/// yet (their source lives on another branch).
+/// The container format of a file, or None if it is none we read.
 pub fn detect_file(path: &Path) -> Result<Option<Format>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut head = [0u8; 8];
@@ -115,7 +120,9 @@ pub fn detect_file(path: &Path) -> Result<Option<Format>> {
         h if ZIP_MAGICS.iter().any(|m| h.starts_with(m)) => Some(Format::Zip),
         h if h.starts_with(npz::NPY_MAGIC) => Some(Format::Npy),
         h if h.starts_with(GZIP_MAGIC) => Some(Format::Gzip),
-        _ => hdf5_signature_offset(&file)?.map(|_| Format::Hdf5),
+        _ if hdf5_signature_offset(&file)?.is_some() => Some(Format::Hdf5),
+        _ if pickle::sniff(path, &file)? => Some(Format::Pickle),
+        _ => None,
     };
     Ok(format)
 }
@@ -158,6 +165,7 @@ pub fn open_container(
         Format::Npy => Arc::new(single::NpyFileSource::open(path)?),
         Format::Gzip => Arc::new(single::GzipNpySource::open_with_store(path, store.clone())?),
         Format::Dir => Arc::new(dir::DirSource::open(path, options)?),
+        Format::Pickle => Arc::new(pickle::open(path, options)?),
     })
 }
 

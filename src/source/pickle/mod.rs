@@ -1,0 +1,244 @@
+//! Pickles (protocols 0-5) and joblib dumps, read without unpickling: our own machine
+//! ([`machine`]) runs the opcode stream once at mount, locating each array's payload bytes
+//! in the file; reads are `pread`s at those offsets. Only payloads stored as text
+//! (protocol <= 2 `bytes`) are decoded, in steps, when read.
+
+mod machine;
+mod numpy;
+mod reader;
+mod text;
+mod tree;
+mod value;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+pub use machine::{Limits, MachineError, PickleMachine};
+pub use reader::OpReader;
+
+use numpy::{ArrayPayload, PayloadData};
+use tree::Node;
+use value::Blob;
+
+use crate::error::{Error, Result};
+use crate::io::SourceFile;
+use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions};
+
+/// Raw bytes decoded per step when a text payload is read.
+const DECODE_CHUNK: u64 = 1 << 20;
+/// Decoded bytes between two remembered (decoded, stored) positions of a text payload.
+const CHECKPOINT_EVERY: u64 = 4 << 20;
+
+pub struct PickleSource {
+    source: SourceFile,
+    /// Key -> node; [`crate::source::ROOT`] (0) is the root directory.
+    nodes: Vec<Node>,
+    /// Per text payload: (decoded offset, stored offset) pairs a read may start from.
+    checkpoints: Mutex<HashMap<Key, Vec<(u64, u64)>>>,
+}
+
+impl PickleSource {
+    pub fn open(path: &Path, _options: &SourceOptions) -> Result<PickleSource> {
+        let source = SourceFile::open(path)?;
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut machine = PickleMachine::new(OpReader::new(file, source.len()), Limits::default());
+        let top = machine.run().map_err(|e| match e {
+            MachineError::Io(e) => Error::io(path, e),
+            other => Error::format(path, other.to_string()),
+        })?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let nodes = tree::build(&machine.heap, &top, stem.as_deref().unwrap_or("array"));
+        Ok(PickleSource {
+            source,
+            nodes,
+            checkpoints: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn array(&self, key: Key) -> Result<&ArrayPayload> {
+        match self.nodes.get(key as usize) {
+            Some(Node::Array(array)) => Ok(array),
+            Some(Node::Dir(_)) => Err(Error::IsDir),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    fn entry(&self, name: &str, index: usize) -> Option<Entry> {
+        let kind = match self.nodes.get(index)? {
+            Node::Dir(_) => EntryKind::Dir,
+            Node::Array(array) => EntryKind::Array(array.header.clone()),
+        };
+        Some(Entry::new(name.to_string(), index as Key, kind))
+    }
+
+    /// Reads decoded bytes of a text payload, starting at the nearest checkpoint.
+    fn read_encoded(&self, key: Key, blob: &Blob, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let (mut out_pos, mut in_pos) = self.checkpoint(key, offset);
+        let end = offset + buf.len() as u64;
+        let mut decoded = Vec::new();
+        while out_pos < end {
+            let want = DECODE_CHUNK.min(blob.len.saturating_sub(in_pos));
+            let mut raw = vec![0u8; want as usize];
+            self.source.read_at(blob.offset + in_pos, &mut raw)?;
+            decoded.clear();
+            let used = text::decode_step(blob.encoding, &raw, &mut decoded)
+                .map_err(|why| self.read_error(why))?;
+            if used == 0 {
+                return Err(self.read_error("array data shorter than its shape says"));
+            }
+            copy_overlap(&decoded, out_pos, offset, buf);
+            out_pos += decoded.len() as u64;
+            in_pos += used as u64;
+            self.remember(key, out_pos, in_pos);
+        }
+        Ok(())
+    }
+
+    fn read_error(&self, why: impl ToString) -> Error {
+        Error::read(self.source.path(), "pickled array", why)
+    }
+
+    fn checkpoint(&self, key: Key, offset: u64) -> (u64, u64) {
+        let checkpoints = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let points = checkpoints.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let after = points.partition_point(|&(out, _)| out <= offset);
+        after
+            .checked_sub(1)
+            .and_then(|i| points.get(i).copied())
+            .unwrap_or((0, 0))
+    }
+
+    fn remember(&self, key: Key, out_pos: u64, in_pos: u64) {
+        let mut checkpoints = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let points = checkpoints.entry(key).or_default();
+        let last = points.last().map_or(0, |&(out, _)| out);
+        if out_pos >= last + CHECKPOINT_EVERY {
+            points.push((out_pos, in_pos));
+        }
+    }
+}
+
+/// Copies the part of `decoded` (which starts at virtual offset `start`) that falls in the
+/// window of `buf` (which starts at `offset`).
+fn copy_overlap(decoded: &[u8], start: u64, offset: u64, buf: &mut [u8]) {
+    let end = start + decoded.len() as u64;
+    let from = start.max(offset);
+    let to = end.min(offset + buf.len() as u64);
+    if from >= to {
+        return;
+    }
+    let src = decoded.get((from - start) as usize..(to - start) as usize);
+    let dst = buf.get_mut((from - offset) as usize..(to - offset) as usize);
+    if let (Some(src), Some(dst)) = (src, dst) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl Source for PickleSource {
+    fn list(&self, dir: Key) -> Result<Listing> {
+        let Some(node) = self.nodes.get(dir as usize) else {
+            return Err(Error::NotFound);
+        };
+        let Node::Dir(dir) = node else {
+            return Err(Error::NotDir);
+        };
+        Ok(Listing {
+            entries: dir
+                .children
+                .iter()
+                .filter_map(|(name, index)| self.entry(name, *index))
+                .collect(),
+            xattrs: Vec::new(),
+            skipped: dir.skipped.clone(),
+        })
+    }
+
+    fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let array = self.array(file)?;
+        match &array.data {
+            PayloadData::File { offset: start } => self.source.read_at(start + offset, buf),
+            PayloadData::Memory(bytes) => {
+                let end = offset as usize + buf.len();
+                let src = bytes.get(offset as usize..end);
+                let src = src.ok_or_else(|| self.read_error("read past the end"))?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            PayloadData::Encoded(blob) => self.read_encoded(file, blob, offset, buf),
+        }
+    }
+}
+
+/// Extensions that let a protocol 0/1 pickle (which has no PROTO opcode) be recognised.
+const PICKLE_EXTENSIONS: &[&str] = &["pkl", "pickle", "pck", "pcl", "p", "joblib", "jbl"];
+
+/// First opcodes a protocol 0/1 pickle starts with.
+const TEXT_PROTOCOL_STARTS: &[u8] = b"(]})NIJKLFGSTUVXcdlt";
+
+/// Whether the file looks like a pickle: PROTO 2-5 first, or (with a pickle extension) a
+/// protocol 0/1 opcode first and STOP last. Compressed joblib dumps are refused clearly.
+pub fn sniff(path: &Path, file: &std::fs::File) -> Result<bool> {
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut head = [0u8; 4];
+    let head = match crate::io::pread_exact(file, 0, &mut head) {
+        Ok(()) => &head[..],
+        Err(_) => return Ok(false),
+    };
+    if let [0x80, 2..=5, ..] = head {
+        return Ok(true);
+    }
+    if !has_pickle_extension(path) {
+        return Ok(false);
+    }
+    if let Some(codec) = compression_of(head) {
+        return Err(Error::format(
+            path,
+            format!("compressed joblib dump ({codec}) is not supported; dump it with compress=0"),
+        ));
+    }
+    let mut last = [0u8; 1];
+    let ends_with_stop =
+        crate::io::pread_exact(file, len.saturating_sub(1), &mut last).is_ok() && last == *b".";
+    Ok(ends_with_stop
+        && head
+            .first()
+            .is_some_and(|b| TEXT_PROTOCOL_STARTS.contains(b)))
+}
+
+fn has_pickle_extension(path: &Path) -> bool {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    ext.is_some_and(|e| PICKLE_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// joblib's compressors, by magic bytes (gzip is left to the generic gzip reader).
+fn compression_of(head: &[u8]) -> Option<&'static str> {
+    match head {
+        [0x78, 0x01 | 0x5e | 0x9c | 0xda, ..] => Some("zlib"),
+        [b'B', b'Z', b'h', ..] => Some("bz2"),
+        [0xfd, b'7', b'z', b'X', ..] => Some("xz"),
+        [0x5d, 0x00, 0x00, ..] => Some("lzma"),
+        [0x04, 0x22, 0x4d, 0x18, ..] => Some("lz4"),
+        [b'Z', b'F', ..] => Some("zlib, joblib < 0.10"),
+        _ => None,
+    }
+}
+
+/// Builds the opaque-safe top value of a stream given as bytes (for tests and fuzzing).
+#[cfg(test)]
+pub fn run_bytes(bytes: &[u8], limits: Limits) -> Result<Vec<Node>, MachineError> {
+    let reader = OpReader::new(std::io::Cursor::new(bytes), bytes.len() as u64);
+    let mut machine = PickleMachine::new(reader, limits);
+    let top = machine.run()?;
+    Ok(tree::build(&machine.heap, &top, "top"))
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Opens a pickle or uncompressed joblib dump.
+pub fn open(path: &Path, options: &SourceOptions) -> Result<PickleSource> {
+    PickleSource::open(path, options)
+}

@@ -1,0 +1,314 @@
+//! numpy's pickled objects, interpreted without numpy: dtypes (`dtype(code)` + BUILD
+//! state), arrays (`_reconstruct` + BUILD, `_frombuffer`, `scalar`), joblib's array
+//! wrapper, and Python scalars as 0-d arrays.
+
+use std::sync::Arc;
+
+use super::value::{Blob, Encoding, Heap, Object, Value};
+use crate::npy::{ByteOrder, Dtype, Field, NpyHeader};
+
+/// Where an array's payload bytes come from.
+#[derive(Debug)]
+pub enum PayloadData {
+    /// Stored as is at this absolute file offset: served by `pread`.
+    File { offset: u64 },
+    /// Small values built at mount (Python scalars, protocol 0 `STRING`s).
+    Memory(Arc<[u8]>),
+    /// Stored as text (latin-1 characters), decoded when read.
+    Encoded(Arc<Blob>),
+}
+
+/// An array as the tree shows it: its `.npy` header and where its bytes are.
+#[derive(Debug)]
+pub struct ArrayPayload {
+    pub header: NpyHeader,
+    pub data: PayloadData,
+}
+
+/// A `numpy.dtype` object as BUILD leaves it.
+#[derive(Debug, Clone)]
+pub struct DtypeObject {
+    kind: char,
+    /// Size from the code (`f8` -> 8, `U3` -> 12), before the state's item size.
+    code_size: usize,
+    order: ByteOrder,
+    itemsize: Option<usize>,
+    fields: Option<Vec<Field>>,
+    subarray: Option<(Dtype, Vec<u64>)>,
+    problem: Option<String>,
+}
+
+impl DtypeObject {
+    /// `dtype(code, align, copy)`, as numpy's `__reduce__` writes it (`'f8'`, `'U3'`).
+    pub fn from_code(code: &str) -> DtypeObject {
+        let (order, rest) = match code.chars().next() {
+            Some('<') => (ByteOrder::Little, &code[1..]),
+            Some('>') => (ByteOrder::Big, &code[1..]),
+            Some('|' | '=') => (ByteOrder::Little, &code[1..]),
+            _ => (ByteOrder::Little, code),
+        };
+        let mut chars = rest.chars();
+        let kind = chars.next().unwrap_or('?');
+        let count: usize = chars.as_str().parse().unwrap_or(0);
+        let problem = match kind {
+            'b' | 'i' | 'u' | 'f' | 'c' | 'S' | 'U' | 'V' => None,
+            'O' => Some("object dtype (Python objects, not plain data)".to_string()),
+            _ => Some(format!("dtype {code:?} has no plain .npy form here")),
+        };
+        DtypeObject {
+            kind,
+            code_size: if kind == 'U' { count * 4 } else { count },
+            order,
+            itemsize: None,
+            fields: None,
+            subarray: None,
+            problem,
+        }
+    }
+
+    pub fn is_object(&self) -> bool {
+        self.kind == 'O'
+    }
+
+    /// Applies numpy's `__setstate__` tuple: `(3, endian, subarray, names, fields,
+    /// itemsize, alignment, flags[, metadata])`.
+    pub fn apply_state(&mut self, heap: &Heap, state: &Value) {
+        if let Err(why) = self.try_apply_state(heap, state) {
+            self.problem.get_or_insert(why);
+        }
+    }
+
+    fn try_apply_state(&mut self, heap: &Heap, state: &Value) -> Result<(), String> {
+        let items = heap.sequence(state).ok_or("dtype state is not a tuple")?;
+        let [_version, endian, subarray, names, fields, elsize, ..] = items else {
+            return Err(format!("dtype state of {} items", items.len()));
+        };
+        self.order = match heap.text(endian).as_deref() {
+            Some(">") => ByteOrder::Big,
+            Some("|") => ByteOrder::NotApplicable,
+            _ => ByteOrder::Little,
+        };
+        if let Value::Int(size) = elsize {
+            self.itemsize = usize::try_from(*size).ok().filter(|&s| s > 0);
+        }
+        if !matches!(subarray, Value::None) {
+            self.subarray = Some(subarray_of(heap, subarray)?);
+        }
+        if !matches!(names, Value::None) {
+            self.fields = Some(fields_of(heap, names, fields)?);
+        }
+        Ok(())
+    }
+
+    pub fn itemsize(&self) -> usize {
+        self.itemsize.unwrap_or(self.code_size)
+    }
+
+    /// The dtype a `.npy` header shows for arrays of this dtype.
+    pub fn resolve(&self) -> Result<Dtype, String> {
+        if let Some(why) = &self.problem {
+            return Err(why.clone());
+        }
+        if self.subarray.is_some() {
+            return Err("sub-array dtype outside a structure".into());
+        }
+        if let Some(fields) = &self.fields {
+            return Ok(Dtype::Struct {
+                fields: fields.clone(),
+                itemsize: self.itemsize(),
+            });
+        }
+        Ok(Dtype::plain(self.kind, self.order, self.itemsize()))
+    }
+
+    /// The dtype and sub-array shape of a structure field.
+    fn resolve_field(&self) -> Result<(Dtype, Vec<u64>), String> {
+        match &self.subarray {
+            Some((base, shape)) if self.problem.is_none() => Ok((base.clone(), shape.clone())),
+            _ => Ok((self.resolve()?, Vec::new())),
+        }
+    }
+}
+
+fn dtype_of(heap: &Heap, value: &Value) -> Result<DtypeObject, String> {
+    match heap.object(value) {
+        Some(Object::Dtype(dtype)) => Ok(dtype.clone()),
+        _ => Err("expected a numpy dtype".into()),
+    }
+}
+
+fn subarray_of(heap: &Heap, value: &Value) -> Result<(Dtype, Vec<u64>), String> {
+    let [base, shape] = heap.sequence(value).ok_or("bad sub-array")? else {
+        return Err("bad sub-array".into());
+    };
+    let shape = match shape {
+        Value::Int(n) => vec![u64::try_from(*n).map_err(|_| "bad sub-array shape")?],
+        other => heap.shape(other).ok_or("bad sub-array shape")?,
+    };
+    Ok((dtype_of(heap, base)?.resolve()?, shape))
+}
+
+/// The fields of a structured dtype, in the order of `names`.
+fn fields_of(heap: &Heap, names: &Value, fields: &Value) -> Result<Vec<Field>, String> {
+    let names = heap.sequence(names).ok_or("field names are not a tuple")?;
+    names
+        .iter()
+        .map(|name| {
+            let name = heap.text(name).ok_or("field name is not a string")?;
+            let spec = heap
+                .dict_get(fields, &name)
+                .ok_or("field without a description")?;
+            field_of(heap, name, spec)
+        })
+        .collect()
+}
+
+fn field_of(heap: &Heap, name: String, spec: &Value) -> Result<Field, String> {
+    let items = heap.sequence(spec).ok_or("bad field description")?;
+    let (Some(dtype), Some(Value::Int(offset))) = (items.first(), items.get(1)) else {
+        return Err("bad field description".into());
+    };
+    let (dtype, shape) = dtype_of(heap, dtype)?.resolve_field()?;
+    let offset = usize::try_from(*offset).map_err(|_| "negative field offset")?;
+    Ok(Field {
+        name,
+        offset,
+        dtype,
+        shape,
+    })
+}
+
+/// numpy's `np.save` writes `fortran_order: True` only for arrays that are Fortran- and
+/// not also C-contiguous: at most one axis longer than 1, or no elements, is both.
+pub fn header(dtype: Dtype, shape: Vec<u64>, fortran: bool) -> Result<NpyHeader, String> {
+    let long_axes = shape.iter().filter(|&&n| n > 1).count();
+    let both_orders = long_axes <= 1 || shape.contains(&0);
+    let bytes = shape
+        .iter()
+        .try_fold(dtype.itemsize() as u64, |acc, &n| acc.checked_mul(n));
+    if bytes.is_none_or(|b| b > i64::MAX as u64) {
+        return Err("shape too large".into());
+    }
+    if !dtype.is_describable() {
+        return Err("structured dtype with overlapping fields".into());
+    }
+    Ok(NpyHeader {
+        dtype,
+        shape,
+        fortran_order: fortran && !both_orders,
+    })
+}
+
+/// The payload of `header` taken from a bytes-like value, checked for length.
+fn payload(header: NpyHeader, data: &Value) -> Result<ArrayPayload, String> {
+    let blob = match data {
+        Value::Bytes(blob) | Value::Py2Str(blob) => blob,
+        Value::Opaque(why) => return Err(why.to_string()),
+        _ => return Err("array data is not bytes (object array?)".into()),
+    };
+    let data = match blob.encoding {
+        Encoding::Raw if blob.len == header.payload_len() => PayloadData::File {
+            offset: blob.offset,
+        },
+        Encoding::Decoded => {
+            PayloadData::Memory(blob.inline.clone().unwrap_or_else(|| Arc::from([])))
+        }
+        Encoding::Raw => {
+            return Err(format!(
+                "{} data bytes for {} expected",
+                blob.len,
+                header.payload_len()
+            ))
+        }
+        Encoding::Utf8 | Encoding::RawUnicodeEscape => PayloadData::Encoded(blob.clone()),
+    };
+    if let PayloadData::Memory(bytes) = &data {
+        if bytes.len() as u64 != header.payload_len() {
+            return Err("array data of the wrong length".into());
+        }
+    }
+    Ok(ArrayPayload { header, data })
+}
+
+/// BUILD of `_reconstruct(ndarray, ...)`: state `(version, shape, dtype, is_fortran,
+/// rawdata)`, or the four-item form without version of old numpy.
+pub fn array_from_state(heap: &Heap, state: &Value) -> Result<ArrayPayload, String> {
+    let items = heap.sequence(state).ok_or("array state is not a tuple")?;
+    let (shape, dtype, fortran, data) = match items {
+        [_, shape, dtype, fortran, data] | [shape, dtype, fortran, data] => {
+            (shape, dtype, fortran, data)
+        }
+        _ => return Err(format!("array state of {} items", items.len())),
+    };
+    let shape = heap.shape(shape).ok_or("bad array shape")?;
+    let dtype = dtype_of(heap, dtype)?.resolve()?;
+    let fortran = matches!(fortran, Value::Bool(true) | Value::Int(1));
+    payload(header(dtype, shape, fortran)?, data)
+}
+
+/// `_frombuffer(buffer, dtype, shape, order)`: protocol 5's form of contiguous arrays.
+pub fn array_from_buffer(heap: &Heap, args: &[Value]) -> Result<ArrayPayload, String> {
+    let [data, dtype, shape, order] = args else {
+        return Err("_frombuffer with unexpected arguments".into());
+    };
+    let shape = heap.shape(shape).ok_or("bad array shape")?;
+    let dtype = dtype_of(heap, dtype)?.resolve()?;
+    let fortran = heap.text(order).as_deref() == Some("F");
+    payload(header(dtype, shape, fortran)?, data)
+}
+
+/// `scalar(dtype, bytes)`: a numpy scalar, shown as a 0-d array.
+pub fn numpy_scalar(heap: &Heap, args: &[Value]) -> Result<ArrayPayload, String> {
+    let [dtype, data] = args else {
+        return Err("numpy scalar with unexpected arguments".into());
+    };
+    let dtype = dtype_of(heap, dtype)?.resolve()?;
+    payload(header(dtype, Vec::new(), false)?, data)
+}
+
+/// A Python bool/int/float/complex as `np.save(np.asarray(x))` shows it.
+pub fn python_scalar(value: &Value) -> Option<ArrayPayload> {
+    let (kind, size, bytes): (char, usize, Vec<u8>) = match value {
+        Value::Bool(b) => ('b', 1, vec![u8::from(*b)]),
+        Value::Int(n) => ('i', 8, n.to_le_bytes().to_vec()),
+        Value::Float(x) => ('f', 8, x.to_le_bytes().to_vec()),
+        Value::Complex(re, im) => ('c', 16, [re.to_le_bytes(), im.to_le_bytes()].concat()),
+        _ => return None,
+    };
+    Some(ArrayPayload {
+        header: NpyHeader::new(Dtype::plain(kind, ByteOrder::Little, size), Vec::new()),
+        data: PayloadData::Memory(Arc::from(bytes)),
+    })
+}
+
+/// `joblib.numpy_pickle.NumpyArrayWrapper` before its BUILD.
+#[derive(Debug, Default)]
+pub struct JoblibWrapper;
+
+/// What follows a wrapper's BUILD in the file.
+pub enum WrapperData {
+    /// Raw bytes in C or F order, after an alignment padding (joblib >= 1.2) if `aligned`.
+    Bytes { header: NpyHeader, aligned: bool },
+    /// An object array: a nested pickle stream.
+    NestedPickle,
+}
+
+/// Reads the wrapper's state dict: `shape`, `order`, `dtype`, `numpy_array_alignment_bytes`.
+pub fn wrapper_data(heap: &Heap, state: &Value) -> Result<WrapperData, String> {
+    let field = |name: &str| {
+        heap.dict_get(state, name)
+            .ok_or(format!("wrapper without {name}"))
+    };
+    let dtype = dtype_of(heap, field("dtype")?)?;
+    if dtype.is_object() {
+        return Ok(WrapperData::NestedPickle);
+    }
+    let shape = heap.shape(field("shape")?).ok_or("bad wrapper shape")?;
+    let fortran = heap.text(field("order")?).as_deref() == Some("F");
+    let aligned = matches!(
+        heap.dict_get(state, "numpy_array_alignment_bytes"),
+        Some(Value::Int(_))
+    );
+    let header = header(dtype.resolve()?, shape, fortran)?;
+    Ok(WrapperData::Bytes { header, aligned })
+}
