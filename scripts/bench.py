@@ -1,0 +1,183 @@
+"""arrfs against the reference readers, side by side. See scripts/bench for usage.
+
+Every case times the anchor (h5py, np.load, pickle.load, zipfile) and arrfs on the same data
+in the same run; each figure is the median of --runs runs. Before each run the source file
+is read once, so both sides start from the same (warm) page cache for the container, and
+arrfs is mounted afresh, so the FUSE side starts with an empty kernel cache for the virtual
+file ("first load"); "second load" then reads the same file again from the kernel cache.
+"""
+import argparse
+import os
+import pickle
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+
+import h5py
+import numpy as np
+
+MB = 1 << 20
+
+
+def warm(path):
+    with open(path, "rb") as f:
+        while f.read(16 * MB):
+            pass
+
+
+class Mount:
+    def __init__(self, arrfs, source, point):
+        self.point = point
+        os.makedirs(point, exist_ok=True)
+        self.proc = subprocess.Popen([arrfs, "-f", source, point], stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while not os.path.ismount(point):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"arrfs did not mount {source}")
+            time.sleep(0.005)
+
+    def peak_rss_mb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def close(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+class Case:
+    """One comparison: `anchor()` and `arrfs(mnt)` are timed; `rows` collects results."""
+
+    def __init__(self, name, what, source, anchor_name, anchor, arrfs, second_load=False):
+        self.name, self.what, self.source = name, what, source
+        self.anchor_name, self.anchor, self.arrfs = anchor_name, anchor, arrfs
+        self.second_load = second_load
+
+
+def run_case(case, args, rows):
+    anchor_t, first_t, second_t, rss = [], [], [], []
+    for _ in range(args.runs):
+        warm(case.source)
+        anchor_t.append(timed(case.anchor))
+        warm(case.source)
+        mount = Mount(args.arrfs, case.source, os.path.join(args.data, "mnt"))
+        try:
+            first_t.append(timed(lambda: case.arrfs(mount.point)))
+            if case.second_load:
+                second_t.append(timed(lambda: case.arrfs(mount.point)))
+            rss.append(mount.peak_rss_mb())
+        finally:
+            mount.close()
+    a = statistics.median(anchor_t)
+    f = statistics.median(first_t)
+    rows.append((case.name, case.what, case.anchor_name, a, "first load", f, max(rss)))
+    if second_t:
+        rows.append((case.name, case.what, case.anchor_name, a, "second load", statistics.median(second_t), max(rss)))
+    print(f"  {case.name}: anchor {a:.3f}s, arrfs {f:.3f}s", file=sys.stderr)
+
+
+def make_hdf5(args):
+    path = os.path.join(args.data, f"bench-{args.size_mb}.h5")
+    if os.path.exists(path):
+        return path
+    n = args.size_mb * MB
+    rng = np.random.default_rng(0)
+    with h5py.File(path + ".tmp", "w") as f:
+        contig = f.create_dataset("contig_f8", shape=(n // 8 // 1024, 1024), dtype="<f8")
+        gz = f.create_dataset("gzip_f4", shape=(n // 4 // 1024, 1024), dtype="<f4",
+                              chunks=(256, 1024), compression="gzip", compression_opts=4, shuffle=True)
+        step = 8192
+        for i in range(0, contig.shape[0], step):
+            rows = min(step, contig.shape[0] - i)
+            contig[i:i + rows] = rng.standard_normal((rows, 1024))
+        for i in range(0, gz.shape[0], step):
+            rows = min(step, gz.shape[0] - i)
+            # Smooth signal plus noise: compresses like real measurements, not like zeros.
+            base = np.sin(np.arange(i, i + rows)[:, None] / 50.0 + np.arange(1024) / 100.0)
+            gz[i:i + rows] = (base + 0.01 * rng.standard_normal((rows, 1024))).astype("<f4")
+    os.rename(path + ".tmp", path)
+    return path
+
+
+def h5_read(path, name):
+    def read():
+        with h5py.File(path, "r") as f:
+            f[name][()]
+    return read
+
+
+def npy_load(rel):
+    return lambda mnt: np.load(os.path.join(mnt, rel))
+
+
+def hdf5_cases(args):
+    path = make_hdf5(args)
+    size = f"{args.size_mb} MiB"
+    return [
+        Case("H1", f"{size} contiguous float64", path, "h5py ds[()]", h5_read(path, "contig_f8"),
+             npy_load("contig_f8.npy"), second_load=True),
+        Case("H2", f"{size} float32 gzip-4 + shuffle, 1 MiB chunks", path, "h5py ds[()]",
+             h5_read(path, "gzip_f4"), npy_load("gzip_f4.npy"), second_load=True),
+    ]
+
+
+def ceiling(args, rows):
+    """The fastest a .npy load can be here: a plain file in /dev/shm."""
+    path = f"/dev/shm/arrfs-bench-{os.getpid()}.npy"
+    np.save(path, np.zeros(args.size_mb * MB // 8))
+    try:
+        t = statistics.median(timed(lambda: np.load(path)) for _ in range(args.runs))
+    finally:
+        os.unlink(path)
+    rows.append(("C", f"{args.size_mb} MiB .npy in /dev/shm (ceiling)", "np.load", t, "-", t, 0.0))
+
+
+def table(rows):
+    out = ["| case | data | anchor | anchor s | arrfs | arrfs s | ratio | arrfs peak RSS MB |",
+           "|---|---|---|---:|---|---:|---:|---:|"]
+    for name, what, anchor, a, mode, t, rss in rows:
+        ratio = t / a if a else float("nan")
+        out.append(f"| {name} | {what} | {anchor} | {a:.3f} | {mode} | {t:.3f} | {ratio:.2f} | {rss:.0f} |")
+    return "\n".join(out)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--arrfs", required=True)
+    p.add_argument("--size-mb", type=int, default=1024)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--data", default="bench-data")
+    p.add_argument("--only", default="", help="comma-separated case names, e.g. H1,H2")
+    args = p.parse_args()
+    os.makedirs(args.data, exist_ok=True)
+    args.data = os.path.abspath(args.data)
+    args.arrfs = os.path.abspath(args.arrfs)
+    only = set(filter(None, args.only.split(",")))
+    rows = []
+    for case in hdf5_cases(args):
+        if not only or case.name in only:
+            run_case(case, args, rows)
+    if not only or "C" in only:
+        ceiling(args, rows)
+    print(f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, "
+          f"Linux {platform.release()}, numpy {np.__version__}, h5py {h5py.__version__}; "
+          f"medians of {args.runs} runs; ratio = arrfs / anchor (lower is better)\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
