@@ -729,10 +729,8 @@ impl<R: Read + Seek> PickleMachine<R> {
                 }
                 let offset = self.reader.pos();
                 self.reader.skip(header.payload_len())?;
-                let array = numpy::ArrayPayload {
-                    header,
-                    data: numpy::PayloadData::File { offset },
-                };
+                let data = numpy::PayloadData::File { offset };
+                let array = numpy::ArrayPayload::new(header, data).in_native_order();
                 self.settle(id, Ok(array));
                 Ok(())
             }

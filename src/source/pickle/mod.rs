@@ -156,6 +156,32 @@ impl Source for PickleSource {
 
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
         let array = self.array(file)?;
+        let Some(unit) = array.swap_unit else {
+            return self.read_stored(file, array, offset, buf);
+        };
+        // Whole units around the request, swapped, then the wanted bytes.
+        let unit = unit as u64;
+        let start = offset - offset % unit;
+        let end = (offset + buf.len() as u64).next_multiple_of(unit);
+        let mut units = vec![0u8; (end - start) as usize];
+        self.read_stored(file, array, start, &mut units)?;
+        units
+            .chunks_exact_mut(unit as usize)
+            .for_each(<[u8]>::reverse);
+        let skip = (offset - start) as usize;
+        buf.copy_from_slice(&units[skip..skip + buf.len()]);
+        Ok(())
+    }
+}
+
+impl PickleSource {
+    fn read_stored(
+        &self,
+        file: Key,
+        array: &ArrayPayload,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
         match &array.data {
             PayloadData::File { offset: start } => self.source.read_at(start + offset, buf),
             PayloadData::Memory(bytes) => {

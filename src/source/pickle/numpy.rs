@@ -23,6 +23,40 @@ pub enum PayloadData {
 pub struct ArrayPayload {
     pub header: NpyHeader,
     pub data: PayloadData,
+    /// Stored big-endian, served in native order: swap the bytes of each unit of this size.
+    pub swap_unit: Option<usize>,
+}
+
+impl ArrayPayload {
+    pub fn new(header: NpyHeader, data: PayloadData) -> Self {
+        ArrayPayload {
+            header,
+            data,
+            swap_unit: None,
+        }
+    }
+
+    /// numpy's unpickler (`_reconstruct` + BUILD, protocols 0-4) and `joblib.load` return
+    /// plain big-endian arrays in native order: show them that way, as the bytes are read.
+    /// Structured dtypes keep their fields' order, as numpy does.
+    pub fn in_native_order(mut self) -> Self {
+        let Dtype::Plain {
+            kind,
+            order: ByteOrder::Big,
+            size,
+        } = self.header.dtype
+        else {
+            return self;
+        };
+        let unit = match kind {
+            'c' => size / 2,
+            'U' => 4,
+            _ => size,
+        };
+        self.header.dtype = Dtype::plain(kind, ByteOrder::Little, size);
+        self.swap_unit = Some(unit);
+        self
+    }
 }
 
 /// A `numpy.dtype` object as BUILD leaves it.
@@ -227,7 +261,7 @@ fn payload(header: NpyHeader, data: &Value) -> Result<ArrayPayload, String> {
             return Err("array data of the wrong length".into());
         }
     }
-    Ok(ArrayPayload { header, data })
+    Ok(ArrayPayload::new(header, data))
 }
 
 /// BUILD of `_reconstruct(ndarray, ...)`: state `(version, shape, dtype, is_fortran,
@@ -243,7 +277,7 @@ pub fn array_from_state(heap: &Heap, state: &Value) -> Result<ArrayPayload, Stri
     let shape = heap.shape(shape).ok_or("bad array shape")?;
     let dtype = dtype_of(heap, dtype)?.resolve()?;
     let fortran = matches!(fortran, Value::Bool(true) | Value::Int(1));
-    payload(header(dtype, shape, fortran)?, data)
+    Ok(payload(header(dtype, shape, fortran)?, data)?.in_native_order())
 }
 
 /// `_frombuffer(buffer, dtype, shape, order)`: protocol 5's form of contiguous arrays.
@@ -275,10 +309,10 @@ pub fn python_scalar(value: &Value) -> Option<ArrayPayload> {
         Value::Complex(re, im) => ('c', 16, [re.to_le_bytes(), im.to_le_bytes()].concat()),
         _ => return None,
     };
-    Some(ArrayPayload {
-        header: NpyHeader::new(Dtype::plain(kind, ByteOrder::Little, size), Vec::new()),
-        data: PayloadData::Memory(Arc::from(bytes)),
-    })
+    Some(ArrayPayload::new(
+        NpyHeader::new(Dtype::plain(kind, ByteOrder::Little, size), Vec::new()),
+        PayloadData::Memory(Arc::from(bytes)),
+    ))
 }
 
 /// `joblib.numpy_pickle.NumpyArrayWrapper` before its BUILD.
