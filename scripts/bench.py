@@ -62,8 +62,8 @@ def timed(fn):
 class Case:
     """One comparison: `anchor()` and `arrfs(mnt)` are timed; `rows` collects results."""
 
-    def __init__(self, name, what, source, anchor_name, anchor, arrfs, second_load=False):
-        self.name, self.what, self.source = name, what, source
+    def __init__(self, name, what, source, anchor_name, anchor, arrfs, second_load=False, mode="first load"):
+        self.name, self.what, self.source, self.mode = name, what, source, mode
         self.anchor_name, self.anchor, self.arrfs = anchor_name, anchor, arrfs
         self.second_load = second_load
 
@@ -84,7 +84,7 @@ def run_case(case, args, rows):
             mount.close()
     a = statistics.median(anchor_t)
     f = statistics.median(first_t)
-    rows.append((case.name, case.what, case.anchor_name, a, "first load", f, max(rss)))
+    rows.append((case.name, case.what, case.anchor_name, a, case.mode, f, max(rss)))
     if second_t:
         rows.append((case.name, case.what, case.anchor_name, a, "second load", statistics.median(second_t), max(rss)))
     print(f"  {case.name}: anchor {a:.3f}s, arrfs {f:.3f}s", file=sys.stderr)
@@ -135,6 +135,115 @@ def hdf5_cases(args):
     ]
 
 
+def make_npz(args):
+    """A stored member of --size-mb and a deflated one of a quarter of that."""
+    stored = os.path.join(args.data, f"bench-{args.size_mb}-stored.npz")
+    deflated = os.path.join(args.data, f"bench-{args.size_mb}-deflated.npz")
+    n = args.size_mb * MB // 8
+    if not os.path.exists(stored):
+        np.savez(stored + ".tmp.npz", a=np.random.default_rng(1).standard_normal(n))
+        os.rename(stored + ".tmp.npz", stored)
+    if not os.path.exists(deflated):
+        walk = np.cumsum(np.random.default_rng(2).integers(-3, 4, n // 4)).astype("<f8")
+        np.savez_compressed(deflated + ".tmp.npz", a=walk)
+        os.rename(deflated + ".tmp.npz", deflated)
+    return stored, deflated
+
+
+def npz_load(path):
+    return lambda: np.load(path)["a"]
+
+
+def random_reads(count=1000, size=4096, seed=3):
+    rng = random.Random(seed)
+    return [rng.randrange(0, 1 << 62) for _ in range(count)], size
+
+
+def zipfile_random_reads(path):
+    offsets, size = random_reads()
+    def run():
+        with zipfile.ZipFile(path) as z, z.open("a.npy") as member:
+            length = z.getinfo("a.npy").file_size
+            for off in offsets:
+                member.seek(off % (length - size))
+                member.read(size)
+    return run
+
+
+def arrfs_random_reads(mnt):
+    offsets, size = random_reads()
+    fd = os.open(os.path.join(mnt, "a.npy"), os.O_RDONLY)
+    try:
+        length = os.fstat(fd).st_size
+        for off in offsets:
+            os.pread(fd, size, off % (length - size))
+    finally:
+        os.close(fd)
+
+
+def npz_cases(args):
+    stored, deflated = make_npz(args)
+    size = f"{args.size_mb} MiB"
+    quarter = f"{args.size_mb // 4} MiB"
+    return [
+        Case("N1", f"npz stored member, {size}", stored, "np.load(npz)[k]", npz_load(stored), npy_load("a.npy")),
+        Case("N2", f"npz deflated member, {quarter}", deflated, "np.load(npz)[k]", npz_load(deflated),
+             npy_load("a.npy")),
+        Case("N3", f"1000 random 4 KiB reads, deflated {quarter}", deflated, "zipfile seek+read",
+             zipfile_random_reads(deflated), arrfs_random_reads, mode="os.pread"),
+    ]
+
+
+def make_pickles(args):
+    import joblib
+    pkl = os.path.join(args.data, f"bench-{args.size_mb}.pkl")
+    jbl = os.path.join(args.data, f"bench-{args.size_mb}.joblib")
+    if not (os.path.exists(pkl) and os.path.exists(jbl)):
+        array = np.random.default_rng(4).standard_normal(args.size_mb * MB // 8)
+        with open(pkl + ".tmp", "wb") as f:
+            pickle.dump({"x": array}, f, protocol=4)
+        os.rename(pkl + ".tmp", pkl)
+        joblib.dump({"x": array}, jbl + ".tmp")
+        os.rename(jbl + ".tmp", jbl)
+    return pkl, jbl
+
+
+def pickle_load(path):
+    def run():
+        with open(path, "rb") as f:
+            pickle.load(f)
+    return run
+
+
+def joblib_load(path):
+    import joblib
+    return lambda: joblib.load(path)
+
+
+def pickle_cases(args):
+    pkl, jbl = make_pickles(args)
+    size = f"{args.size_mb} MiB"
+    return [
+        Case("P1", f"pickle protocol 4, {size} float64", pkl, "pickle.load", pickle_load(pkl), npy_load("x.npy")),
+        Case("P2", f"joblib.dump, {size} float64", jbl, "joblib.load", joblib_load(jbl), npy_load("x.npy")),
+    ]
+
+
+def mount_time(args, rows):
+    """P3: from starting arrfs to the mount answering, for the pickle of P1."""
+    pkl, _ = make_pickles(args)
+    times, rss = [], []
+    for _ in range(max(args.runs, 5)):
+        t0 = time.perf_counter()
+        mount = Mount(args.arrfs, pkl, os.path.join(args.data, "mnt"))
+        os.stat(os.path.join(mount.point, "x.npy"))
+        times.append(time.perf_counter() - t0)
+        rss.append(mount.peak_rss_mb())
+        mount.close()
+    t = statistics.median(times)
+    rows.append(("P3", f"mount + stat, pickle of {args.size_mb} MiB", "-", float("nan"), "mount", t, max(rss)))
+
+
 def ceiling(args, rows):
     """The fastest a .npy load can be here: a plain file in /dev/shm."""
     path = f"/dev/shm/arrfs-bench-{os.getpid()}.npy"
@@ -151,7 +260,9 @@ def table(rows):
            "|---|---|---|---:|---|---:|---:|---:|"]
     for name, what, anchor, a, mode, t, rss in rows:
         ratio = t / a if a else float("nan")
-        out.append(f"| {name} | {what} | {anchor} | {a:.3f} | {mode} | {t:.3f} | {ratio:.2f} | {rss:.0f} |")
+        anchor_s = "-" if a != a else f"{a:.3f}"
+        ratio_s = "-" if ratio != ratio else f"{ratio:.2f}"
+        out.append(f"| {name} | {what} | {anchor} | {anchor_s} | {mode} | {t:.3f} | {ratio_s} | {rss:.0f} |")
     return "\n".join(out)
 
 
@@ -168,9 +279,12 @@ def main():
     args.arrfs = os.path.abspath(args.arrfs)
     only = set(filter(None, args.only.split(",")))
     rows = []
-    for case in hdf5_cases(args):
-        if not only or case.name in only:
-            run_case(case, args, rows)
+    for make in [hdf5_cases, npz_cases, pickle_cases]:
+        for case in make(args):
+            if not only or case.name in only:
+                run_case(case, args, rows)
+    if not only or "P3" in only:
+        mount_time(args, rows)
     if not only or "C" in only:
         ceiling(args, rows)
     print(f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, "
