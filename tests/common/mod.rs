@@ -99,8 +99,10 @@ impl Mount {
     /// Mounts `source` on a new directory and waits until the mount answers. Fails loudly if
     /// FUSE is not available.
     pub fn new(source: &Path, extra: &[&str]) -> Mount {
+        static MOUNTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MOUNTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let point = std::env::temp_dir().join(format!(
-            "arrfs-mnt-{}-{}",
+            "arrfs-mnt-{}-{n}-{}",
             std::process::id(),
             source.file_name().unwrap().to_string_lossy()
         ));
@@ -153,17 +155,28 @@ impl Mount {
         self.point.join(rel)
     }
 
-    /// Unmounts with SIGTERM, as a user pressing Ctrl-C would, and checks the exit status.
-    pub fn stop(mut self) -> String {
+    /// Unmounts with SIGTERM, as `kill` or a service manager would; checks that arrfs exits
+    /// 0 and leaves no mount behind. Returns what it logged.
+    pub fn stop(self) -> String {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// As [`Mount::stop`], with another signal (SIGINT is Ctrl-C).
+    pub fn stop_with(mut self, signal: i32) -> String {
+        self.signal(signal);
         self.terminate();
         self.log_text()
     }
 
-    fn terminate(&mut self) {
+    fn signal(&mut self, signal: i32) {
         if let Ok(None) = self.child.try_wait() {
             // SAFETY: plain kill(2) of our own child.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(self.child.id() as i32, signal) };
         }
+    }
+
+    fn terminate(&mut self) {
+        self.signal(libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
