@@ -77,7 +77,7 @@ impl Error {
             Error::ReadOnly => libc::EROFS,
             Error::Usage(_) | Error::Mount(_) => libc::EINVAL,
             Error::Io { source, .. } => match source.raw_os_error() {
-                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => source.raw_os_error().unwrap(),
+                Some(code @ (libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => code,
                 _ => libc::EIO,
             },
             Error::Format { .. } | Error::Read { .. } | Error::SourceChanged { .. } => libc::EIO,
