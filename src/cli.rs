@@ -1,9 +1,10 @@
 //! The command line: `arrfs [OPTIONS] SOURCE MOUNTPOINT`, `arrfs unmount`, `arrfs ls`,
 //! `arrfs cat`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 const EXAMPLE: &str = "\
 Examples:
@@ -11,8 +12,10 @@ Examples:
   ls -lR /mnt/arr                 groups are directories, datasets are NAME.npy
   python -c \"import numpy as np; print(np.load('/mnt/arr/grp/x.npy', mmap_mode='r')[5])\"
   arrfs unmount /mnt/arr          (fusermount -u /mnt/arr works too)
-  arrfs ls data.h5 -R             the virtual tree, no mount needed
-  arrfs cat data.h5 grp/x.npy > x.npy";
+  arrfs ls data.h5 -R             the virtual tree, no mount needed (--json for scripts)
+  arrfs cat data.h5 grp/x.npy > x.npy
+  arrfs --attrs-json data.h5 /mnt/arr; cat /mnt/arr/grp/x.attrs.json
+  arrfs completions bash > ~/.local/share/bash-completion/completions/arrfs";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,6 +53,10 @@ pub struct MountArgs {
     /// Memory for decoded chunks, e.g. 256M, 1G
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
     pub cache_size: u64,
+    /// Add `x.attrs.json` beside each dataset `x.npy`, and `.attrs.json` in each group with
+    /// attributes: every attribute as typed JSON (bytes as {"base64": ...})
+    #[arg(long)]
+    pub attrs_json: bool,
     /// Log file of the background daemon (default: syslog)
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
@@ -75,6 +82,12 @@ pub enum Command {
         /// Recurse into directories
         #[arg(short = 'R', long)]
         recursive: bool,
+        /// One JSON list of entries (path, kind, size, dtype, shape, chunks, filters, target)
+        #[arg(long)]
+        json: bool,
+        /// Show the `--attrs-json` sidecars too
+        #[arg(long)]
+        attrs_json: bool,
     },
     /// Write one virtual .npy file to stdout, without mounting
     Cat {
@@ -84,7 +97,28 @@ pub enum Command {
         /// Write to this file instead of stdout
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Make the `--attrs-json` sidecars readable too
+        #[arg(long)]
+        attrs_json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `arrfs man > arrfs.1`
+    #[command(hide = true)]
+    Man,
+}
+
+/// The man page, generated from this definition.
+pub fn write_man(out: &mut dyn Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)
+}
+
+/// The completion script for `shell`, generated from this definition.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "arrfs", out);
 }
 
 /// `256M`, `1G`, `4096`, `64k`: a size in bytes (binary units).

@@ -12,4 +12,6 @@ pub mod vfs;
 
 pub use error::{Error, Result};
 pub mod cli;
+pub mod inspect;
+pub mod logging;
 pub mod mount;

@@ -2,9 +2,11 @@
 //! signals, and unmounting.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
 
@@ -24,7 +26,7 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     let (source_path, mountpoint) = paths(args)?;
     check_mountpoint(mountpoint)?;
     std::fs::metadata(source_path).map_err(|e| Error::io(source_path, e))?;
-    match args.foreground || std::env::var_os(READY_ENV).is_some() {
+    match args.foreground || is_daemon() {
         true => serve(args, source_path, mountpoint),
         false => start_daemon(),
     }
@@ -64,8 +66,8 @@ pub fn is_mount_point(path: &Path) -> bool {
         .any(|line| line.split(' ').nth(4) == Some(needle.as_str()))
 }
 
-/// Re-runs this program as the daemon and waits for its ready line. Errors of the daemon
-/// reach the user's terminal through its inherited stderr.
+/// Re-runs this program as the daemon and waits until it says the mount answers, or exits.
+/// Errors of the daemon reach the user's terminal through its inherited stderr.
 fn start_daemon() -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
     let mut child = Command::new(exe)
@@ -76,11 +78,15 @@ fn start_daemon() -> Result<()> {
         .spawn()
         .map_err(|e| Error::io("arrfs daemon", e))?;
     let stdout = child.stdout.take().expect("piped stdout");
-    let ready = BufReader::new(stdout)
-        .lines()
-        .map_while(|l| l.ok())
-        .any(|line| line == READY_LINE);
-    if ready {
+    let (tx, ready) = mpsc::channel();
+    std::thread::spawn(move || {
+        let said_ready = BufReader::new(stdout)
+            .lines()
+            .map_while(|l| l.ok())
+            .any(|line| line == READY_LINE);
+        let _ = tx.send(said_ready);
+    });
+    if wait_ready(&mut child, &ready)? {
         return Ok(());
     }
     let status = child.wait().map_err(|e| Error::io("arrfs daemon", e))?;
@@ -91,10 +97,28 @@ fn start_daemon() -> Result<()> {
     }
 }
 
+/// Whether the daemon said ready before it exited. Its exit is watched too, not only the end
+/// of its stdout: a helper it started (fusermount3 with auto_unmount) may keep that pipe
+/// open after the daemon died.
+fn wait_ready(child: &mut std::process::Child, ready: &mpsc::Receiver<bool>) -> Result<bool> {
+    loop {
+        match ready.recv_timeout(Duration::from_millis(50)) {
+            Ok(said_ready) => return Ok(said_ready),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(false),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let exited = child.try_wait().map_err(|e| Error::io("arrfs daemon", e))?;
+        if exited.is_some() {
+            return Ok(ready.try_recv() == Ok(true));
+        }
+    }
+}
+
 /// Opens the source, mounts it, and serves requests until unmounted or signalled.
 fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> {
     let options = SourceOptions {
         cache_size: args.cache_size,
+        attrs_json: args.attrs_json,
     };
     let source = source::open(source_path, &options)?;
     let mtime = std::fs::metadata(source_path)
@@ -102,6 +126,7 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
         .map_err(|e| Error::io(source_path, e))?;
     let fs = Fs::new(source, mtime);
     let config = fuse_config(args, source_path)?;
+    let daemon_log = open_daemon_log(args)?;
     let signals = block_signals();
     let mut session = fuser::Session::new(FuseAdapter::new(fs), mountpoint, &config)
         .map_err(|e| Error::Mount(format!("cannot mount on {}: {e}", mountpoint.display())))?;
@@ -114,7 +139,7 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
             break;
         }
     });
-    announce_ready(args);
+    announce_ready(daemon_log);
     log::info!(
         "mounted {} on {}",
         source_path.display(),
@@ -183,34 +208,45 @@ fn fuse_config(args: &MountArgs, source_path: &Path) -> Result<Config> {
     Ok(config)
 }
 
-/// Tells the waiting parent that the mount answers, then detaches from its terminal.
-fn announce_ready(args: &MountArgs) {
-    if std::env::var_os(READY_ENV).is_none() {
+fn is_daemon() -> bool {
+    std::env::var_os(READY_ENV).is_some()
+}
+
+/// The daemon's `--log-file`, opened before mounting so that a bad path is reported on the
+/// terminal; None in the foreground or without the option (then: syslog).
+fn open_daemon_log(args: &MountArgs) -> Result<Option<std::fs::File>> {
+    let Some(path) = args.log_file.as_ref().filter(|_| is_daemon()) else {
+        return Ok(None);
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(Some(file))
+}
+
+/// Tells the waiting parent that the mount answers, then detaches from its terminal: stdin
+/// and stdout to /dev/null, stderr (and so the log) to the log file, or the log to syslog.
+fn announce_ready(log_file: Option<std::fs::File>) {
+    if !is_daemon() {
         return;
     }
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{READY_LINE}");
     let _ = out.flush();
-    let log = args.log_file.as_ref().and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ok()
-    });
-    let devnull = std::fs::File::open("/dev/null").ok();
+    if log_file.is_none() {
+        crate::logging::to_syslog();
+    }
+    let Ok(devnull) = std::fs::File::open("/dev/null") else {
+        return;
+    };
+    let stderr = log_file.as_ref().unwrap_or(&devnull);
     // SAFETY: dup2 onto our own standard descriptors; setsid detaches from the terminal.
     unsafe {
-        if let Some(null) = &devnull {
-            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(null), 0);
-            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(null), 1);
-        }
-        match &log {
-            Some(file) => libc::dup2(std::os::fd::AsRawFd::as_raw_fd(file), 2),
-            None => devnull
-                .as_ref()
-                .map_or(0, |n| libc::dup2(std::os::fd::AsRawFd::as_raw_fd(n), 2)),
-        };
+        libc::dup2(devnull.as_raw_fd(), 0);
+        libc::dup2(devnull.as_raw_fd(), 1);
+        libc::dup2(stderr.as_raw_fd(), 2);
         libc::setsid();
     }
 }

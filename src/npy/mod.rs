@@ -4,9 +4,10 @@
 mod dtype;
 mod header;
 mod layout;
+pub mod peek;
 mod pyrepr;
 
 pub use dtype::{ByteOrder, Dtype, Field};
 pub use header::NpyHeader;
 pub use layout::{boxes_of_range, element_span, ElementBox, NpyLayout, Piece};
-pub use pyrepr::str_repr;
+pub use pyrepr::{str_repr, tuple_repr};

@@ -59,6 +59,7 @@ impl DirSource {
             open: Mutex::default(),
             options: SourceOptions {
                 cache_size: options.cache_size / MAX_OPEN as u64,
+                attrs_json: options.attrs_json,
             },
             store: SeekPointStore::new(options.cache_size / 2),
         })

@@ -52,6 +52,8 @@ pub enum EntryKind {
     Blob {
         size: u64,
     },
+    /// A small file held in memory and served by the tree itself (attribute sidecars).
+    Bytes(Arc<[u8]>),
     /// A relative path inside the mount.
     Symlink(String),
 }
@@ -174,12 +176,15 @@ pub fn open_container(
 pub struct SourceOptions {
     /// Bytes of decoded data a source may keep cached.
     pub cache_size: u64,
+    /// Add `x.attrs.json` / `.attrs.json` sidecars with every attribute, typed.
+    pub attrs_json: bool,
 }
 
 impl Default for SourceOptions {
     fn default() -> Self {
         SourceOptions {
             cache_size: 256 << 20,
+            attrs_json: false,
         }
     }
 }

@@ -31,6 +31,7 @@ pub enum NodeKind {
     Dir(Mutex<Option<Arc<DirState>>>),
     Npy(NpyLayout),
     Blob(u64),
+    Bytes(Arc<[u8]>),
     Symlink(String),
 }
 

@@ -80,6 +80,7 @@ impl Fs {
             NodeKind::Dir(_) => (Kind::Dir, 0, 0o555),
             NodeKind::Npy(layout) => (Kind::File, layout.size(), 0o444),
             NodeKind::Blob(size) => (Kind::File, *size, 0o444),
+            NodeKind::Bytes(bytes) => (Kind::File, bytes.len() as u64, 0o444),
             NodeKind::Symlink(target) => (Kind::Symlink, target.len() as u64, 0o777),
         };
         Attr {
@@ -141,6 +142,7 @@ impl Fs {
         let result = match &node.kind {
             NodeKind::Npy(layout) => self.read_npy(&node, layout, offset, size),
             NodeKind::Blob(len) => self.read_blob(&node, *len, offset, size),
+            NodeKind::Bytes(bytes) => Ok(slice_at(bytes, offset, size).to_vec()),
             NodeKind::Dir(_) => Err(Error::IsDir),
             NodeKind::Symlink(_) => Err(Error::NotFound),
         };
@@ -272,6 +274,7 @@ impl Fs {
         let (kind, nlink) = match entry.kind {
             EntryKind::Dir => (NodeKind::Dir(Mutex::new(None)), 2),
             EntryKind::Blob { size } => (NodeKind::Blob(size), entry.nlink),
+            EntryKind::Bytes(bytes) => (NodeKind::Bytes(bytes), entry.nlink),
             EntryKind::Symlink(target) => (NodeKind::Symlink(target), 1),
             EntryKind::Array(header) => {
                 xattrs.insert(
@@ -296,4 +299,12 @@ impl Fs {
         };
         self.table.insert(origin, node)
     }
+}
+
+/// Up to `size` bytes of `bytes` from `offset`; empty past the end.
+fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
+    let len = bytes.len() as u64;
+    let start = offset.min(len) as usize;
+    let end = offset.saturating_add(u64::from(size)).min(len) as usize;
+    &bytes[start..end]
 }

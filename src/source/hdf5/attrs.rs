@@ -1,29 +1,60 @@
 //! HDF5 attributes as extended attributes: `user.h5.NAME`, strings as UTF-8 text, numbers as
-//! decimal text, arrays as JSON.
+//! decimal text, arrays as JSON nested by shape; and, with `--attrs-json`, as typed JSON
+//! sidecar files.
 
 use std::ffi::{c_char, c_void};
 
+use base64::Engine;
 use hdf5_sys::h5a::{H5Aget_space, H5Aget_type, H5Aread};
 use hdf5_sys::h5s::H5Sget_simple_extent_npoints;
 use hdf5_sys::h5t::H5Tget_size;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::ffi::{h5check, sync, take_h5_string, Hid};
 use super::types::{element_type, var_string_mem_type, ElementType};
 use crate::npy::{ByteOrder, Dtype};
-use crate::source::Xattr;
+use crate::source::{Entry, EntryKind, Xattr};
+
+/// How byte strings (fixed-length strings, opaque values) become JSON. An xattr is text, so
+/// they stay text there; a sidecar must give back the exact bytes, so there they are base64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BytesAs {
+    Text,
+    Base64,
+}
 
 /// Every attribute of `loc` (a group or dataset) as an xattr; unreadable ones are logged.
 pub fn xattrs_of(loc: &hdf5::Location) -> Vec<Xattr> {
+    attr_values(loc, BytesAs::Text)
+        .into_iter()
+        .map(|(name, value)| (format!("user.h5.{name}"), value_text(&value).into_bytes()))
+        .collect()
+}
+
+/// The sidecar `name` holding every attribute of `loc` as one JSON object, or None when
+/// `loc` has none and `always` is false (groups get a sidecar only if they have attributes).
+pub fn sidecar(name: String, loc: &hdf5::Location, always: bool) -> Option<Entry> {
+    let values = attr_values(loc, BytesAs::Base64);
+    if values.is_empty() && !always {
+        return None;
+    }
+    let document: Map<String, Value> = values.into_iter().collect();
+    let mut text = serde_json::to_vec_pretty(&document).unwrap_or_default();
+    text.push(b'\n');
+    Some(Entry::new(name, 0, EntryKind::Bytes(text.into())))
+}
+
+/// Name and value of each readable attribute of `loc`.
+fn attr_values(loc: &hdf5::Location, bytes_as: BytesAs) -> Vec<(String, Value)> {
     let names = loc.attr_names().unwrap_or_default();
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         match loc
             .attr(&name)
             .map_err(|e| e.to_string())
-            .and_then(|a| attr_value(&a))
+            .and_then(|a| attr_value(&a, bytes_as))
         {
-            Ok(value) => out.push((format!("user.h5.{name}"), value_text(&value).into_bytes())),
+            Ok(value) => out.push((name, value)),
             Err(why) => log::debug!("{}: attribute {name:?} left out: {why}", loc.name()),
         }
     }
@@ -38,12 +69,11 @@ fn value_text(value: &Value) -> String {
     }
 }
 
-/// The attribute's value as JSON: a scalar for a scalar dataspace, else a flat list.
-pub fn attr_value(attr: &hdf5::Attribute) -> Result<Value, String> {
+/// The attribute's value as JSON: a scalar for a scalar dataspace, else lists nested by shape.
+pub fn attr_value(attr: &hdf5::Attribute, bytes_as: BytesAs) -> Result<Value, String> {
     let aid = attr.id();
     let ftype = sync(|| Hid::new(unsafe { H5Aget_type(aid) })).map_err(|e| e.to_string())?;
     let space = sync(|| Hid::new(unsafe { H5Aget_space(aid) })).map_err(|e| e.to_string())?;
-    let scalar = attr.shape().is_empty();
     let n = sync(|| unsafe { H5Sget_simple_extent_npoints(space.0) }).max(0) as usize;
     let values = match element_type(ftype.0)? {
         ElementType::VarString { .. } => read_var_strings(aid, ftype.0, n)?,
@@ -55,14 +85,28 @@ pub fn attr_value(attr: &hdf5::Attribute) -> Result<Value, String> {
             });
             status.map_err(|e| e.to_string())?;
             buf.chunks_exact(size.max(1))
-                .map(|item| element_value(&dtype, item))
+                .map(|item| typed_value(&dtype, item, bytes_as))
                 .collect()
         }
     };
-    match (scalar, values.len()) {
-        (true, 1) => Ok(values.into_iter().next().unwrap()),
-        _ => Ok(Value::Array(values)),
+    Ok(nest(&values, &attr.shape()))
+}
+
+/// Flat `values` in C order as lists nested by `shape`, as numpy's `tolist()`; a scalar
+/// shape gives the value itself.
+fn nest(values: &[Value], shape: &[usize]) -> Value {
+    let Some((&outer, inner)) = shape.split_first() else {
+        return match values {
+            [one] => one.clone(),
+            _ => Value::Array(values.to_vec()),
+        };
+    };
+    let stride: usize = inner.iter().product();
+    if inner.is_empty() || outer * stride != values.len() {
+        return Value::Array(values.to_vec());
     }
+    let rows = (0..outer).map(|i| nest(&values[i * stride..(i + 1) * stride], inner));
+    Value::Array(rows.collect())
 }
 
 fn read_var_strings(aid: i64, ftype: i64, n: usize) -> Result<Vec<Value>, String> {
@@ -77,8 +121,12 @@ fn read_var_strings(aid: i64, ftype: i64, n: usize) -> Result<Vec<Value>, String
         .collect())
 }
 
-/// One element of `dtype` stored in `bytes`, as JSON.
+/// One element of `dtype` stored in `bytes`, as JSON (byte strings as text).
 pub fn element_value(dtype: &Dtype, bytes: &[u8]) -> Value {
+    typed_value(dtype, bytes, BytesAs::Text)
+}
+
+fn typed_value(dtype: &Dtype, bytes: &[u8], bytes_as: BytesAs) -> Value {
     match dtype {
         Dtype::Struct { fields, .. } => {
             let mut map = serde_json::Map::new();
@@ -86,19 +134,19 @@ pub fn element_value(dtype: &Dtype, bytes: &[u8]) -> Value {
                 let size = f.dtype.itemsize();
                 let count = f.shape.iter().product::<u64>() as usize;
                 let part = &bytes[f.offset..f.offset + size * count];
-                let value = match f.shape.is_empty() {
-                    true => element_value(&f.dtype, part),
-                    false => Value::Array(
-                        part.chunks_exact(size.max(1))
-                            .map(|p| element_value(&f.dtype, p))
-                            .collect(),
-                    ),
-                };
-                map.insert(f.name.clone(), value);
+                let items: Vec<Value> = part
+                    .chunks_exact(size.max(1))
+                    .map(|p| typed_value(&f.dtype, p, bytes_as))
+                    .collect();
+                let shape: Vec<usize> = f.shape.iter().map(|&d| d as usize).collect();
+                map.insert(f.name.clone(), nest(&items, &shape));
             }
             Value::Object(map)
         }
-        Dtype::Plain { kind, order, size } => plain_value(*kind, *order, *size, bytes),
+        Dtype::Plain { kind, order, size } => match (kind, bytes_as) {
+            ('S' | 'V', BytesAs::Base64) => base64_value(bytes, *kind == 'S'),
+            _ => plain_value(*kind, *order, *size, bytes),
+        },
     }
 }
 
@@ -128,6 +176,17 @@ fn plain_value(kind: char, order: ByteOrder, size: usize, bytes: &[u8]) -> Value
         }
         _ => Value::String(bytes.iter().map(|b| format!("{b:02x}")).collect()),
     }
+}
+
+/// `{"base64": "..."}`: bytes that JSON cannot hold as a string. Fixed-length strings lose
+/// their trailing NULs, as numpy's `bytes_` does.
+fn base64_value(bytes: &[u8], trim_nuls: bool) -> Value {
+    let end = match trim_nuls {
+        true => bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1),
+        false => bytes.len(),
+    };
+    let text = base64::engine::general_purpose::STANDARD.encode(&bytes[..end]);
+    serde_json::json!({ "base64": text })
 }
 
 fn float_value(x: f64) -> Value {
@@ -173,5 +232,19 @@ mod tests {
     fn strings_lose_trailing_nuls() {
         let s = Dtype::plain('S', ByteOrder::NotApplicable, 5);
         assert_eq!(element_value(&s, b"ab\0\0\0"), Value::from("ab"));
+        let base64 = typed_value(&s, b"ab\0\0\0", BytesAs::Base64);
+        assert_eq!(base64, serde_json::json!({ "base64": "YWI=" }));
+    }
+
+    #[test]
+    fn arrays_nest_by_shape() {
+        let values: Vec<Value> = (0..6).map(Value::from).collect();
+        assert_eq!(
+            nest(&values, &[2, 3]),
+            serde_json::json!([[0, 1, 2], [3, 4, 5]])
+        );
+        assert_eq!(nest(&values, &[6]), serde_json::json!([0, 1, 2, 3, 4, 5]));
+        assert_eq!(nest(&values[..1], &[]), serde_json::json!(0));
+        assert_eq!(nest(&[], &[3, 0]), serde_json::json!([[], [], []]));
     }
 }

@@ -35,6 +35,7 @@ pub struct Hdf5Source {
     objects: RwLock<Vec<Object>>,
     open: Mutex<HashMap<Key, Arc<OpenDataset>>>,
     chunk_cache_bytes: usize,
+    attrs_json: bool,
 }
 
 impl Hdf5Source {
@@ -53,6 +54,7 @@ impl Hdf5Source {
             objects: RwLock::new(vec![Object::Group("/".into())]),
             open: Mutex::new(HashMap::new()),
             chunk_cache_bytes: per_dataset,
+            attrs_json: options.attrs_json,
         })
     }
 
@@ -169,6 +171,18 @@ impl Hdf5Source {
     }
 }
 
+impl Hdf5Source {
+    /// With `--attrs-json`, `NAME.attrs.json` beside the dataset `NAME.npy` (not beside
+    /// symlinks: their target has its own).
+    fn dataset_sidecar(&self, group: &hdf5::Group, name: &str, entry: &Entry) -> Option<Entry> {
+        if !self.attrs_json || !matches!(entry.kind, EntryKind::Array(_)) {
+            return None;
+        }
+        let ds = group.dataset(name).ok()?;
+        attrs::sidecar(format!("{name}.attrs.json"), &ds, true)
+    }
+}
+
 impl Source for Hdf5Source {
     fn list(&self, dir: Key) -> Result<Listing> {
         let gpath = self.group_path(dir)?;
@@ -183,9 +197,18 @@ impl Source for Hdf5Source {
             xattrs: attrs::xattrs_of(&group),
             ..Listing::default()
         };
+        if self.attrs_json {
+            listing
+                .entries
+                .extend(attrs::sidecar(".attrs.json".into(), &group, false));
+        }
         for (name, link) in links {
             match self.entry_of(&group, &gpath, &name, link.link_type) {
-                Ok(entry) => listing.entries.push(entry),
+                Ok(entry) => {
+                    let sidecar = self.dataset_sidecar(&group, &name, &entry);
+                    listing.entries.push(entry);
+                    listing.entries.extend(sidecar);
+                }
                 Err(why) => {
                     log::debug!(
                         "{}: {} left out: {why}",

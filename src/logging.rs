@@ -1,0 +1,80 @@
+//! Logging: env_logger's filter (`-v`, `RUST_LOG`) and format on stderr. A background daemon
+//! without `--log-file` has no terminal left once the mount is ready, so from then on its
+//! lines go to syslog (facility daemon, ident `arrfs`).
+
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use log::{Level, Log, Metadata, Record};
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+static TO_SYSLOG: AtomicBool = AtomicBool::new(false);
+
+struct Logger {
+    stderr: env_logger::Logger,
+}
+
+/// Installs the logger: `verbose` counts `-v` flags; `RUST_LOG` overrides.
+pub fn init(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let env = env_logger::Env::default().default_filter_or(format!("arrfs={level}"));
+    let stderr = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .build();
+    let max_level = stderr.filter();
+    let logger = LOGGER.get_or_init(|| Logger { stderr });
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(max_level);
+    }
+}
+
+/// Sends every later line to syslog instead of stderr.
+pub fn to_syslog() {
+    // SAFETY: the ident is a static C string, as openlog requires (it keeps the pointer).
+    unsafe { libc::openlog(c"arrfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+    TO_SYSLOG.store(true, Ordering::Release);
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.stderr.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.stderr.matches(record) {
+            return;
+        }
+        match TO_SYSLOG.load(Ordering::Acquire) {
+            true => syslog(record),
+            false => self.stderr.log(record),
+        }
+    }
+
+    fn flush(&self) {
+        self.stderr.flush();
+    }
+}
+
+fn syslog(record: &Record) {
+    let text = format!("{}", record.args()).replace('\0', "\\0");
+    let Ok(line) = CString::new(text) else {
+        return;
+    };
+    // SAFETY: a constant "%s" format with one valid C string argument.
+    unsafe { libc::syslog(priority(record.level()), c"%s".as_ptr(), line.as_ptr()) };
+}
+
+fn priority(level: Level) -> libc::c_int {
+    match level {
+        Level::Error => libc::LOG_ERR,
+        Level::Warn => libc::LOG_WARNING,
+        Level::Info => libc::LOG_INFO,
+        Level::Debug | Level::Trace => libc::LOG_DEBUG,
+    }
+}
