@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+pub mod cache;
 pub mod inflate;
+pub mod readahead;
 
 /// Reads exactly `buf.len()` bytes at `offset`.
 pub fn pread_exact(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
