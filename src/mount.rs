@@ -116,6 +116,9 @@ fn wait_ready(child: &mut std::process::Child, ready: &mpsc::Receiver<bool>) -> 
 
 /// Opens the source, mounts it, and serves requests until unmounted or signalled.
 fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> {
+    // First, so that every thread started from here on (sources start decode workers)
+    // leaves these signals to the one thread that waits for them.
+    let signals = block_signals();
     let options = SourceOptions {
         cache_size: args.cache_size,
         attrs_json: args.attrs_json,
@@ -127,7 +130,6 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
     let fs = Fs::new(source, mtime);
     let config = fuse_config(args, source_path)?;
     let daemon_log = open_daemon_log(args)?;
-    let signals = block_signals();
     let mut session = fuser::Session::new(FuseAdapter::new(fs), mountpoint, &config)
         .map_err(|e| Error::Mount(format!("cannot mount on {}: {e}", mountpoint.display())))?;
     let mut unmounter = session.unmount_callable();

@@ -3,18 +3,25 @@
 use std::ffi::{c_char, c_void, CString};
 
 use hdf5_sys::h5::{haddr_t, hsize_t, HADDR_UNDEF};
-use hdf5_sys::h5d::{H5D_layout_t, H5Dget_create_plist, H5Dget_offset, H5Dget_type, H5Dopen2};
+use hdf5_sys::h5d::{
+    H5D_layout_t, H5Dget_create_plist, H5Dget_offset, H5Dget_type, H5Dopen2,
+    H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS,
+};
+use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::{
-    H5Pcreate, H5Pget_chunk, H5Pget_external_count, H5Pget_filter2, H5Pget_layout, H5Pget_nfilters,
-    H5Pset_chunk_cache, H5P_CLS_DATASET_ACCESS,
+    H5Pcreate, H5Pget_chunk, H5Pget_chunk_opts, H5Pget_external_count, H5Pget_fill_value,
+    H5Pget_filter2, H5Pget_layout, H5Pget_nfilters, H5Pset_chunk_cache, H5P_CLS_DATASET_ACCESS,
 };
 use hdf5_sys::h5s::H5S_class_t;
 use hdf5_sys::h5t::H5Tget_size;
 
 use super::attrs::xattrs_of;
+use super::chunks::{ChunkGrid, ChunkIndex};
+use super::direct::DirectChunks;
 use super::ffi::{h5check, read_hyperslab, sync, take_h5_string, Hid};
+use super::filters::FilterPipeline;
 use super::types::{element_type, var_string_mem_type, ElementType};
-use crate::npy::{boxes_of_range, element_span, ByteOrder, Dtype, NpyHeader};
+use crate::npy::{boxes_of_range, element_span, ByteOrder, Dtype, ElementBox, NpyHeader};
 use crate::source::Xattr;
 
 #[derive(Debug)]
@@ -29,6 +36,11 @@ pub struct DatasetInfo {
     pub contiguous_at: Option<u64>,
     chunks: Option<Vec<u64>>,
     filters: Vec<String>,
+    /// Chunked data whose chunks we locate, read and decode ourselves; None: read through
+    /// libhdf5 (see `fallback_reason`).
+    pub direct: Option<DirectChunks>,
+    /// Why chunked data goes through libhdf5 (logged at debug level).
+    pub fallback_reason: Option<String>,
 }
 
 /// A dataset handle kept open between reads, so its chunk cache survives.
@@ -83,6 +95,8 @@ impl DatasetInfo {
             contiguous_at: None,
             chunks: None,
             filters: Vec::new(),
+            direct: None,
+            fallback_reason: None,
         };
         if let ElementType::VarString { utf8 } = info.element {
             unit = info.longest_string(ds, utf8)?;
@@ -138,6 +152,10 @@ impl DatasetInfo {
                     let rank = H5Pget_chunk(dcpl.0, dims.len() as i32, dims.as_mut_ptr());
                     dims.truncate(rank.max(0) as usize);
                     self.chunks = Some(dims);
+                    match self.direct_chunks(ds.id(), dcpl.0) {
+                        Ok(direct) => self.direct = Some(direct),
+                        Err(why) => self.fallback_reason = Some(why),
+                    }
                 }
                 H5D_layout_t::H5D_CONTIGUOUS if fixed && H5Pget_external_count(dcpl.0) == 0 => {
                     let addr: haddr_t = H5Dget_offset(ds.id());
@@ -147,6 +165,34 @@ impl DatasetInfo {
             }
             self.filters = filter_names(dcpl.0);
         });
+    }
+
+    /// How the direct path reads this chunked dataset, or why it cannot.
+    ///
+    /// # Safety
+    /// `dset` and `dcpl` must be valid; call under HDF5's lock.
+    unsafe fn direct_chunks(&self, dset: hid_t, dcpl: hid_t) -> Result<DirectChunks, String> {
+        if !matches!(self.element, ElementType::Fixed { .. }) {
+            return Err("variable-length strings".into());
+        }
+        if H5Pget_external_count(dcpl) != 0 {
+            return Err("external storage".into());
+        }
+        let mut opts = 0;
+        if H5Pget_chunk_opts(dcpl, &mut opts) >= 0
+            && opts & H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS != 0
+        {
+            return Err("unfiltered partial edge chunks".into());
+        }
+        let dims = self.chunks.clone().unwrap_or_default();
+        let grid = ChunkGrid::new(self.shape.clone(), dims, self.unit)
+            .ok_or("chunk dims do not match the dataspace")?;
+        Ok(DirectChunks {
+            grid,
+            pipeline: FilterPipeline::of_dcpl(dcpl, self.unit)?,
+            fill: fill_value(dset, dcpl, self.unit),
+            index: ChunkIndex::default(),
+        })
     }
 
     /// The width of the widest value: characters for UTF-8, bytes for ASCII; at least 1, as
@@ -164,8 +210,29 @@ impl DatasetInfo {
         Ok(if utf8 { 4 * longest } else { longest })
     }
 
-    /// Fills `buf` with payload bytes from `offset`, reading only the elements that hold them.
+    /// Fills `buf` with payload bytes from `offset`, reading only the elements that hold them
+    /// through libhdf5.
     pub fn read(&self, handle: &OpenDataset, offset: u64, buf: &mut [u8]) -> hdf5::Result<()> {
+        let unit = self.unit as u64;
+        self.read_elements(offset, buf, |boxes, out| {
+            let mut pos = 0;
+            for b in boxes {
+                let len = (b.len() * unit) as usize;
+                self.read_box(handle, &b.start, &b.count, &mut out[pos..pos + len])?;
+                pos += len;
+            }
+            Ok(())
+        })
+    }
+
+    /// Fills `buf` with payload bytes from `offset`: `fill_boxes` fills a buffer of whole
+    /// elements with the boxes that hold them, one box after the other.
+    pub fn read_elements<E>(
+        &self,
+        offset: u64,
+        buf: &mut [u8],
+        fill_boxes: impl FnOnce(&[ElementBox], &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let unit = self.unit as u64;
         let bytes = offset..offset + buf.len() as u64;
         let (first, end, skip) = element_span(&bytes, unit);
@@ -177,12 +244,7 @@ impl DatasetInfo {
             scratch.resize(((end - first) * unit) as usize, 0);
             &mut scratch
         };
-        let mut pos = 0;
-        for b in boxes_of_range(&self.shape, first, end) {
-            let len = (b.len() * unit) as usize;
-            self.read_box(handle, &b.start, &b.count, &mut out[pos..pos + len])?;
-            pos += len;
-        }
+        fill_boxes(&boxes_of_range(&self.shape, first, end), out)?;
         if !whole {
             let skip = skip as usize;
             buf.copy_from_slice(&scratch[skip..skip + buf.len()]);
@@ -222,6 +284,10 @@ impl DatasetInfo {
 }
 
 impl OpenDataset {
+    pub fn id(&self) -> hid_t {
+        self.id.0
+    }
+
     fn from_dataset(ds: &hdf5::Dataset) -> hdf5::Result<Self> {
         sync(|| unsafe {
             let id = Hid::new(ds.id())?;
@@ -254,6 +320,21 @@ fn read_strings(handle: &OpenDataset, start: &[u64], count: &[u64]) -> hdf5::Res
         .into_iter()
         .map(|p| unsafe { take_h5_string(p) }.unwrap_or_default())
         .collect())
+}
+
+/// One element of the dataset's fill value in its file type; zeros if none can be had.
+///
+/// # Safety
+/// `dset` and `dcpl` must be valid; call under HDF5's lock.
+unsafe fn fill_value(dset: hid_t, dcpl: hid_t, unit: usize) -> Vec<u8> {
+    let mut fill = vec![0u8; unit];
+    let Ok(file_type) = Hid::new(H5Dget_type(dset)) else {
+        return fill;
+    };
+    if H5Pget_fill_value(dcpl, file_type.0, fill.as_mut_ptr().cast()) < 0 {
+        fill.fill(0);
+    }
+    fill
 }
 
 fn space_class(space: &hdf5::Dataspace) -> H5S_class_t {

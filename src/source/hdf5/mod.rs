@@ -1,10 +1,15 @@
 //! HDF5 files: groups become directories, datasets `.npy` files, attributes xattrs.
-//! Metadata comes from libhdf5 (via hdf5-metno); data is read lazily, by `pread` for
-//! contiguous datasets and by hyperslabs of whole elements otherwise.
+//! Metadata comes from libhdf5 (via hdf5-metno); data is read lazily: by `pread` for
+//! contiguous datasets, by the direct chunk path (`direct.rs`: `pread` + decode in Rust) for
+//! chunked datasets with filters we know, and by libhdf5 hyperslabs of whole elements for the
+//! rest.
 
 mod attrs;
+mod chunks;
 mod dataset;
+mod direct;
 mod ffi;
+mod filters;
 mod types;
 
 use std::collections::HashMap;
@@ -15,6 +20,7 @@ use hdf5::{IndexType, IterationOrder, LinkType, LocationType};
 
 pub use attrs::element_value;
 use dataset::{DatasetInfo, OpenDataset};
+use direct::{DatasetRead, DirectReader};
 
 use crate::error::{Error, Result};
 use crate::io::{stable_hash, SourceFile};
@@ -30,17 +36,20 @@ enum Object {
 
 pub struct Hdf5Source {
     file: hdf5::File,
-    source: SourceFile,
+    source: Arc<SourceFile>,
     /// Key -> object; a key is an index into this list, [`ROOT`] is `/`.
     objects: RwLock<Vec<Object>>,
     open: Mutex<HashMap<Key, Arc<OpenDataset>>>,
     chunk_cache_bytes: usize,
     attrs_json: bool,
+    direct: DirectReader,
+    /// `ARRFS_HDF5_FALLBACK=1`: every chunked dataset is read through libhdf5.
+    fallback_forced: bool,
 }
 
 impl Hdf5Source {
     pub fn open(path: &Path, options: &SourceOptions) -> Result<Hdf5Source> {
-        let source = SourceFile::open(path)?;
+        let source = Arc::new(SourceFile::open(path)?);
         let file = hdf5::File::open(path).map_err(|e| Error::format(path, hdf5_cause(&e)))?;
         // Opening the root group reads the superblock and root object header: a truncated
         // or corrupt file fails here, at mount, rather than on first `ls`.
@@ -48,13 +57,27 @@ impl Hdf5Source {
             .and_then(|g| g.links(IndexType::Name, IterationOrder::Increasing))
             .map_err(|e| Error::format(path, hdf5_cause(&e)))?;
         let per_dataset = (options.cache_size as usize / OPEN_DATASETS).clamp(1 << 20, 64 << 20);
+        let fallback_forced = direct::fallback_forced();
+        if fallback_forced {
+            log::info!(
+                "{} is set: chunked data is read through libhdf5",
+                direct::FORCE_FALLBACK_ENV
+            );
+        }
+        let direct = DirectReader::new(
+            source.clone(),
+            chunks::chunk_address_base(&file),
+            options.cache_size as usize,
+        );
         Ok(Hdf5Source {
             file,
+            direct,
             source,
             objects: RwLock::new(vec![Object::Group("/".into())]),
             open: Mutex::new(HashMap::new()),
             chunk_cache_bytes: per_dataset,
             attrs_json: options.attrs_json,
+            fallback_forced,
         })
     }
 
@@ -127,9 +150,11 @@ impl Hdf5Source {
                 let ds = group.dataset(name).map_err(|e| hdf5_cause(&e))?;
                 let mut info = DatasetInfo::describe(&ds, &path)?;
                 if link == LinkType::External {
-                    // Its offset is in another file: read it through HDF5.
+                    // Its offsets are in another file: read it through HDF5.
                     info.contiguous_at = None;
+                    info.direct = None;
                 }
+                self.choose_chunk_path(&mut info);
                 let xattrs = info.xattrs(&ds);
                 let header = info.npy_header();
                 let key = self.register(Object::Dataset(Arc::new(info)));
@@ -142,6 +167,21 @@ impl Hdf5Source {
         entry.identity = identity;
         entry.nlink = info.num_links.max(1) as u32;
         Ok(entry)
+    }
+
+    /// Drops the direct chunk path where it is switched off, and logs why a chunked dataset
+    /// is read through libhdf5.
+    fn choose_chunk_path(&self, info: &mut DatasetInfo) {
+        if self.fallback_forced && info.direct.take().is_some() {
+            info.fallback_reason = Some(format!("{} is set", direct::FORCE_FALLBACK_ENV));
+        }
+        if let Some(why) = &info.fallback_reason {
+            log::debug!(
+                "{}: {}: chunks read through libhdf5: {why}",
+                self.path().display(),
+                info.path
+            );
+        }
     }
 
     /// A soft link becomes a relative symlink to the target's virtual path; a dangling one
@@ -229,6 +269,14 @@ impl Source for Hdf5Source {
             return self.source.read_at(address + offset, buf);
         }
         let handle = self.open_dataset(file, &info)?;
+        if info.direct.is_some() {
+            let ds = DatasetRead {
+                key: file,
+                info,
+                handle,
+            };
+            return self.direct.read(&ds, offset, buf);
+        }
         info.read(&handle, offset, buf)
             .map_err(|e| Error::read(self.path(), &info.path, hdf5_cause(&e)))
     }

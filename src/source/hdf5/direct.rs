@@ -1,0 +1,193 @@
+//! The direct chunk path: chunks of datasets whose filters we can decode are located through
+//! libhdf5 (a short call under its global lock), read with `pread`, and decoded in Rust in
+//! parallel, outside the lock. Decoded chunks are shared through one byte-bounded cache, and
+//! sequential reading decodes the next chunks on worker threads before they are asked for.
+
+use std::sync::Arc;
+
+use super::chunks::{ChunkGrid, ChunkIndex};
+use super::dataset::{DatasetInfo, OpenDataset};
+use super::filters::FilterPipeline;
+use crate::error::{Error, Result};
+use crate::io::cache::ChunkCache;
+use crate::io::readahead::{SequentialReads, WorkerPool};
+use crate::io::SourceFile;
+use crate::npy::{boxes_of_range, ElementBox};
+use crate::source::Key;
+
+/// Set to `1` to read every chunked dataset through libhdf5 (to compare, or to work around
+/// a bug of the direct path).
+pub const FORCE_FALLBACK_ENV: &str = "ARRFS_HDF5_FALLBACK";
+
+pub fn fallback_forced() -> bool {
+    std::env::var(FORCE_FALLBACK_ENV).is_ok_and(|v| v == "1")
+}
+
+/// What the direct path knows of one chunked dataset.
+#[derive(Debug)]
+pub struct DirectChunks {
+    pub grid: ChunkGrid,
+    pub pipeline: FilterPipeline,
+    /// One element of the fill value, in the file's type.
+    pub fill: Vec<u8>,
+    pub index: ChunkIndex,
+}
+
+/// A decoded chunk in the cache: (dataset key, chunk origin).
+type ChunkKey = (Key, Vec<u64>);
+
+/// Reads ahead at least this much of a sequentially read file, and at least a few chunks.
+const MIN_READ_AHEAD: u64 = 4 << 20;
+const READ_AHEAD_CHUNKS: u64 = 4;
+
+/// Loads decoded chunks: from the cache, else from the file.
+pub struct ChunkLoader {
+    file: Arc<SourceFile>,
+    /// Added to libhdf5's chunk addresses (see [`super::chunks::chunk_address_base`]).
+    address_base: u64,
+    cache: ChunkCache<ChunkKey>,
+}
+
+/// One dataset being read: everything a worker thread needs to decode one of its chunks.
+#[derive(Clone)]
+pub struct DatasetRead {
+    pub key: Key,
+    pub info: Arc<DatasetInfo>,
+    pub handle: Arc<OpenDataset>,
+}
+
+impl DatasetRead {
+    fn direct(&self) -> Result<&DirectChunks> {
+        self.info
+            .direct
+            .as_ref()
+            .ok_or_else(|| Error::read("", &self.info.path, "not a direct-read dataset"))
+    }
+}
+
+impl ChunkLoader {
+    /// The decoded bytes of the chunk at `origin`.
+    pub fn chunk(&self, ds: &DatasetRead, origin: &[u64]) -> Result<Arc<[u8]>> {
+        let key = (ds.key, origin.to_vec());
+        self.cache
+            .get_or_load(&key, || self.load(ds, origin))
+            .map_err(|e| self.located(e, ds, origin))
+    }
+
+    /// Adds the file, dataset and chunk to a decode error, so that its log line says where.
+    fn located(&self, e: Error, ds: &DatasetRead, origin: &[u64]) -> Error {
+        match e {
+            Error::Read { cause, .. } => Error::read(
+                self.file.path(),
+                &ds.info.path,
+                format!("chunk at {origin:?}: {cause}"),
+            ),
+            other => other,
+        }
+    }
+
+    fn load(&self, ds: &DatasetRead, origin: &[u64]) -> Result<Vec<u8>> {
+        let direct = ds.direct()?;
+        let chunk_bytes = direct.grid.chunk_bytes();
+        let location = direct
+            .index
+            .locate(ds.handle.id(), origin)
+            .map_err(|e| Error::read("", "", format!("chunk lookup failed: {e}")))?;
+        let Some(address) = location.address else {
+            return Ok(direct.fill.repeat(chunk_bytes / direct.fill.len().max(1)));
+        };
+        let address = address.saturating_add(self.address_base);
+        if address.saturating_add(location.size) > self.file.len() {
+            return Err(Error::read("", "", "chunk lies past the end of the file"));
+        }
+        let mut stored = vec![0u8; location.size as usize];
+        self.file.read_at(address, &mut stored)?;
+        direct
+            .pipeline
+            .decode(stored, location.filter_mask, chunk_bytes)
+            .map_err(|cause| Error::read("", "", cause))
+    }
+}
+
+/// The direct path of one HDF5 source: loader, decode workers, sequential-read detection.
+pub struct DirectReader {
+    loader: Arc<ChunkLoader>,
+    workers: WorkerPool,
+    sequential: SequentialReads,
+}
+
+impl DirectReader {
+    pub fn new(file: Arc<SourceFile>, address_base: u64, cache_bytes: usize) -> DirectReader {
+        DirectReader {
+            loader: Arc::new(ChunkLoader {
+                file,
+                address_base,
+                cache: ChunkCache::new(cache_bytes),
+            }),
+            workers: WorkerPool::per_cpu(),
+            sequential: SequentialReads::default(),
+        }
+    }
+
+    /// Fills `buf` with payload bytes from `offset` of a dataset with [`DirectChunks`].
+    pub fn read(&self, ds: &DatasetRead, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let grid = &ds.direct()?.grid;
+        ds.info
+            .read_elements(offset, buf, |boxes, out| self.fill_boxes(ds, boxes, out))?;
+        let end = offset + buf.len() as u64;
+        let window = (READ_AHEAD_CHUNKS * grid.chunk_bytes() as u64).max(MIN_READ_AHEAD);
+        if let Some((from, to)) = self.sequential.record(ds.key, offset, end, window) {
+            self.read_ahead(ds, from, to);
+        }
+        Ok(())
+    }
+
+    /// Fills `out` with the elements of `boxes`, one after the other. The chunks needed are
+    /// decoded in parallel: all but the first are handed to the workers, while this thread
+    /// starts on the first (and then takes, or waits for, the rest from the cache).
+    fn fill_boxes(&self, ds: &DatasetRead, boxes: &[ElementBox], out: &mut [u8]) -> Result<()> {
+        let grid = &ds.direct()?.grid;
+        let per_box: Vec<Vec<Vec<u64>>> = boxes.iter().map(|b| grid.chunks_of_box(b)).collect();
+        for origin in per_box.iter().flatten().skip(1) {
+            self.decode_in_background(ds, origin);
+        }
+        let mut at = 0;
+        for (b, origins) in boxes.iter().zip(&per_box) {
+            let len = b.len() as usize * grid.unit();
+            for origin in origins {
+                let chunk = self.loader.chunk(ds, origin)?;
+                grid.copy_from_chunk(origin, &chunk, b, &mut out[at..at + len]);
+            }
+            at += len;
+        }
+        Ok(())
+    }
+
+    /// Starts decoding the chunks that hold payload bytes `[from, to)`.
+    fn read_ahead(&self, ds: &DatasetRead, from: u64, to: u64) {
+        let Ok(direct) = ds.direct() else { return };
+        let unit = direct.grid.unit() as u64;
+        let elements: u64 = direct.grid.shape().iter().product();
+        let first = (from / unit).min(elements);
+        let end = to.div_ceil(unit).min(elements);
+        for b in boxes_of_range(direct.grid.shape(), first, end) {
+            for origin in direct.grid.chunks_of_box(&b) {
+                self.decode_in_background(ds, &origin);
+            }
+        }
+    }
+
+    /// Queues the decode of one chunk unless it is cached or already being decoded. Errors
+    /// are left for the reader that asks for the chunk (it decodes again and reports).
+    fn decode_in_background(&self, ds: &DatasetRead, origin: &[u64]) {
+        if self.loader.cache.has_or_loading(&(ds.key, origin.to_vec())) {
+            return;
+        }
+        let (loader, ds, origin) = (self.loader.clone(), ds.clone(), origin.to_vec());
+        self.workers.try_run(move || {
+            if let Err(e) = loader.chunk(&ds, &origin) {
+                log::debug!("read-ahead of a chunk failed (reported when read): {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,253 @@
+//! The HDF5 filter pipeline, decoded in Rust (outside HDF5's global lock) for the filters
+//! we know: deflate, shuffle, fletcher32 and LZF. Any other filter makes the dataset go
+//! through libhdf5 instead.
+
+use std::ffi::c_char;
+
+use flate2::{Decompress, FlushDecompress, Status};
+use hdf5_sys::h5i::hid_t;
+use hdf5_sys::h5p::{H5Pget_filter2, H5Pget_nfilters};
+use hdf5_sys::h5z::{H5Z_FILTER_DEFLATE, H5Z_FILTER_FLETCHER32, H5Z_FILTER_SHUFFLE};
+
+/// h5py's LZF filter (registered filter id).
+const H5Z_FILTER_LZF: i32 = 32000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Filter {
+    Deflate,
+    /// Byte shuffle of elements of `size` bytes.
+    Shuffle {
+        size: usize,
+    },
+    Fletcher32,
+    Lzf,
+}
+
+/// The filters of a dataset in the order they were applied when writing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FilterPipeline {
+    filters: Vec<Filter>,
+}
+
+impl FilterPipeline {
+    /// The pipeline of dataset creation property list `dcpl`, or the name of the first filter
+    /// that only libhdf5 can decode. `type_size` is the element size in the file.
+    ///
+    /// # Safety
+    /// `dcpl` must be a valid dataset creation property list; call under HDF5's lock.
+    pub unsafe fn of_dcpl(dcpl: hid_t, type_size: usize) -> Result<FilterPipeline, String> {
+        let n = H5Pget_nfilters(dcpl).max(0) as u32;
+        let mut filters = Vec::new();
+        for i in 0..n {
+            let mut flags = 0;
+            let mut nvalues: usize = 8;
+            let mut values = [0u32; 8];
+            let mut name = [0 as c_char; 64];
+            let mut config = 0;
+            let id = H5Pget_filter2(
+                dcpl,
+                i,
+                &mut flags,
+                &mut nvalues,
+                values.as_mut_ptr(),
+                name.len(),
+                name.as_mut_ptr(),
+                &mut config,
+            );
+            let filter = match id {
+                H5Z_FILTER_DEFLATE => Filter::Deflate,
+                H5Z_FILTER_SHUFFLE if nvalues >= 1 => Filter::Shuffle {
+                    size: values[0] as usize,
+                },
+                H5Z_FILTER_SHUFFLE => Filter::Shuffle { size: type_size },
+                H5Z_FILTER_FLETCHER32 => Filter::Fletcher32,
+                H5Z_FILTER_LZF => Filter::Lzf,
+                other => return Err(format!("filter {other} is decoded by libhdf5")),
+            };
+            filters.push(filter);
+        }
+        Ok(FilterPipeline { filters })
+    }
+
+    /// Decodes one stored chunk into its `chunk_bytes` bytes. Bit `i` of `filter_mask` set
+    /// means filter `i` was skipped when the chunk was written.
+    pub fn decode(
+        &self,
+        stored: Vec<u8>,
+        filter_mask: u32,
+        chunk_bytes: usize,
+    ) -> Result<Vec<u8>, String> {
+        let mut data = stored;
+        for (i, filter) in self.filters.iter().enumerate().rev() {
+            if filter_mask & (1 << i) != 0 {
+                continue;
+            }
+            data = match filter {
+                Filter::Deflate => inflate(&data, chunk_bytes)?,
+                Filter::Shuffle { size } => unshuffle(&data, *size),
+                Filter::Fletcher32 => strip_fletcher32(data)?,
+                Filter::Lzf => {
+                    lzf::decompress(&data, chunk_bytes).map_err(|e| format!("lzf filter: {e:?}"))?
+                }
+            };
+        }
+        if data.len() != chunk_bytes {
+            return Err(format!(
+                "filter pipeline gave {} bytes for a chunk of {chunk_bytes}",
+                data.len()
+            ));
+        }
+        Ok(data)
+    }
+}
+
+/// Inflates a zlib stream that must decode to at most `limit` bytes (a larger stream is
+/// corrupt or hostile and is refused before it allocates more).
+fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(limit);
+    let mut decoder = Decompress::new(true);
+    let status = decoder
+        .decompress_vec(compressed, &mut out, FlushDecompress::Finish)
+        .map_err(|e| format!("inflate failed: {e}"))?;
+    match status {
+        Status::StreamEnd => Ok(out),
+        _ if out.len() == limit => Err("inflate: stream longer than its chunk".into()),
+        _ => Err("inflate: truncated deflate stream".into()),
+    }
+}
+
+/// Undoes HDF5's shuffle: byte `b` of every element was stored together, for each `b`.
+/// Trailing bytes that do not fill an element were stored as they are.
+fn unshuffle(data: &[u8], size: usize) -> Vec<u8> {
+    let n = data.len() / size.max(1);
+    if size <= 1 || n <= 1 {
+        return data.to_vec();
+    }
+    let mut out = vec![0u8; data.len()];
+    for (b, plane) in data[..n * size].chunks_exact(n).enumerate() {
+        for (e, &byte) in plane.iter().enumerate() {
+            out[e * size + b] = byte;
+        }
+    }
+    out[n * size..].copy_from_slice(&data[n * size..]);
+    out
+}
+
+/// Checks and removes the trailing Fletcher-32 checksum (stored little-endian).
+fn strip_fletcher32(mut data: Vec<u8>) -> Result<Vec<u8>, String> {
+    let Some(body_len) = data.len().checked_sub(4) else {
+        return Err("fletcher32 filter: chunk shorter than its checksum".into());
+    };
+    let stored = u32::from_le_bytes([
+        data[body_len],
+        data[body_len + 1],
+        data[body_len + 2],
+        data[body_len + 3],
+    ]);
+    let sum = fletcher32(&data[..body_len]);
+    // HDF5 1.6.0-1.6.2 wrote the checksum with its bytes swapped; HDF5 still accepts both.
+    let swapped = ((sum & 0x00ff_00ff) << 8) | ((sum >> 8) & 0x00ff_00ff);
+    if stored != sum && stored != swapped {
+        return Err(format!(
+            "fletcher32 filter: checksum mismatch (stored {stored:#010x}, computed {sum:#010x})"
+        ));
+    }
+    data.truncate(body_len);
+    Ok(data)
+}
+
+/// HDF5's Fletcher-32 (`H5_checksum_fletcher32`): sums of big-endian 16-bit words.
+fn fletcher32(data: &[u8]) -> u32 {
+    let (mut sum1, mut sum2) = (0u32, 0u32);
+    let (even, odd_byte) = data.split_at(data.len() & !1);
+    for block in even.chunks(720) {
+        for w in block.chunks_exact(2) {
+            sum1 += u32::from(u16::from_be_bytes([w[0], w[1]]));
+            sum2 += sum1;
+        }
+        (sum1, sum2) = (fold16(sum1), fold16(sum2));
+    }
+    if let Some(&byte) = odd_byte.first() {
+        sum1 += u32::from(byte) << 8;
+        sum2 += sum1;
+        (sum1, sum2) = (fold16(sum1), fold16(sum2));
+    }
+    (fold16(sum2) << 16) | fold16(sum1)
+}
+
+fn fold16(sum: u32) -> u32 {
+    (sum & 0xffff) + (sum >> 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn shuffle(data: &[u8], size: usize) -> Vec<u8> {
+        let n = data.len() / size;
+        let mut out = data.to_vec();
+        for e in 0..n {
+            for b in 0..size {
+                out[b * n + e] = data[e * size + b];
+            }
+        }
+        out
+    }
+
+    fn deflate(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(4));
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn pipeline(filters: Vec<Filter>) -> FilterPipeline {
+        FilterPipeline { filters }
+    }
+
+    #[test]
+    fn shuffle_then_deflate_round_trips() {
+        let data: Vec<u8> = (0..4003u32).map(|i| (i * 7 % 251) as u8).collect();
+        let stored = deflate(&shuffle(&data, 4));
+        let p = pipeline(vec![Filter::Shuffle { size: 4 }, Filter::Deflate]);
+        assert_eq!(p.decode(stored, 0, data.len()).unwrap(), data);
+    }
+
+    #[test]
+    fn a_masked_filter_is_skipped() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let p = pipeline(vec![Filter::Deflate]);
+        assert_eq!(p.decode(data.clone(), 1, data.len()).unwrap(), data);
+    }
+
+    #[test]
+    fn fletcher32_is_checked() {
+        let data: Vec<u8> = (0..999u32).map(|i| (i % 256) as u8).collect();
+        let mut stored = data.clone();
+        stored.extend_from_slice(&fletcher32(&data).to_le_bytes());
+        let p = pipeline(vec![Filter::Fletcher32]);
+        assert_eq!(p.decode(stored.clone(), 0, data.len()).unwrap(), data);
+        stored[10] ^= 1;
+        assert!(p
+            .decode(stored, 0, data.len())
+            .unwrap_err()
+            .contains("fletcher32"));
+    }
+
+    #[test]
+    fn deflate_bombs_and_garbage_are_errors() {
+        let p = pipeline(vec![Filter::Deflate]);
+        let bomb = deflate(&vec![0u8; 1 << 20]);
+        assert!(p.decode(bomb, 0, 1000).is_err());
+        let err = p.decode(vec![1, 2, 3, 4, 5], 0, 10).unwrap_err();
+        assert!(err.contains("inflate"), "{err}");
+    }
+
+    #[test]
+    fn lzf_decodes() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i / 10) as u8).collect();
+        let stored = lzf::compress(&data).unwrap();
+        let p = pipeline(vec![Filter::Lzf]);
+        assert_eq!(p.decode(stored, 0, data.len()).unwrap(), data);
+    }
+}
