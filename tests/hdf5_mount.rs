@@ -1,28 +1,46 @@
-//! Mounts HDF5 files written by h5py and compares every virtual file with what h5py reads.
+//! Mounts HDF5 files written by h5py and compares every virtual file with what h5py reads,
+//! once through the direct chunk path and once with everything chunked read by libhdf5.
 
 mod common;
 
+use std::ffi::OsStr;
+
 use common::{run_py, Mount, TempDir};
+
+/// Writes the fixture, mounts it with `env`, checks every file (`mode`: extra arguments of
+/// the check); returns the daemon's log.
+fn check_every_dataset(name: &str, env: &[(&str, &str)], mode: &[&str]) -> String {
+    let dir = TempDir::new(name);
+    let fixture = dir.join("cases.h5");
+    run_py("hdf5_cases.py", &[OsStr::new("write"), fixture.as_os_str()]);
+    let mount = Mount::with_env(&fixture, &[], env);
+    let mut args = vec![
+        OsStr::new("check"),
+        fixture.as_os_str(),
+        mount.point.as_os_str(),
+    ];
+    args.extend(mode.iter().map(OsStr::new));
+    let out = run_py("hdf5_cases.py", &args);
+    assert!(out.contains("files checked"), "{out}");
+    mount.stop()
+}
 
 #[test]
 fn every_dataset_equals_np_save_of_h5py_reading() {
-    let dir = TempDir::new("hdf5-cases");
-    let fixture = dir.join("cases.h5");
-    run_py(
-        "hdf5_cases.py",
-        &[std::ffi::OsStr::new("write"), fixture.as_os_str()],
-    );
-    let mount = Mount::new(&fixture, &[]);
-    let out = run_py(
-        "hdf5_cases.py",
-        &[
-            std::ffi::OsStr::new("check"),
-            fixture.as_os_str(),
-            mount.point.as_os_str(),
-        ],
-    );
-    assert!(out.contains("files checked"), "{out}");
-    mount.stop();
+    let log = check_every_dataset("hdf5-cases", &[], &[]);
+    for direct in ["/gzip3d", "/lzf2d", "/sparse", "/fletcher", "/masked"] {
+        let fell_back = format!("{direct}: chunks read through libhdf5");
+        assert!(!log.contains(&fell_back), "{fell_back}:\n{log}");
+    }
+    assert!(log.contains("/scaleoffset: chunks read through libhdf5: filter 6"));
+}
+
+#[test]
+fn every_dataset_equals_np_save_of_h5py_reading_through_libhdf5() {
+    let env = [("ARRFS_HDF5_FALLBACK", "1")];
+    let log = check_every_dataset("hdf5-cases-fallback", &env, &["libhdf5"]);
+    let fell_back = "/gzip3d: chunks read through libhdf5: ARRFS_HDF5_FALLBACK is set";
+    assert!(log.contains(fell_back), "{fell_back}:\n{log}");
 }
 
 /// Inode numbers of every path under `root`, without following symlinks.

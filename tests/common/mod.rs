@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The Python with numpy and h5py: `$ARRFS_PYTHON`, else the repo's `.venv` (scripts/setup
@@ -99,11 +100,17 @@ impl Mount {
     /// Mounts `source` on a new directory and waits until the mount answers. Fails loudly if
     /// FUSE is not available.
     pub fn new(source: &Path, extra: &[&str]) -> Mount {
-        static MOUNTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = MOUNTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Mount::with_env(source, extra, &[])
+    }
+
+    /// As [`Mount::new`], with extra environment variables for the daemon.
+    pub fn with_env(source: &Path, extra: &[&str], env: &[(&str, &str)]) -> Mount {
+        // Tests of one binary run in parallel: each mount gets its own directory.
+        static MOUNTS: AtomicUsize = AtomicUsize::new(0);
         let point = std::env::temp_dir().join(format!(
-            "arrfs-mnt-{}-{n}-{}",
+            "arrfs-mnt-{}-{}-{}",
             std::process::id(),
+            MOUNTS.fetch_add(1, Ordering::SeqCst),
             source.file_name().unwrap().to_string_lossy()
         ));
         let _ = std::fs::create_dir_all(&point);
@@ -114,6 +121,7 @@ impl Mount {
             .arg(source)
             .arg(&point)
             .env("RUST_LOG", "arrfs=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
