@@ -118,6 +118,16 @@ impl<K: Hash + Eq + Clone> ChunkCache<K> {
         loaded
     }
 
+    /// Drops `key`'s value, if cached (a value being loaded is left alone).
+    pub fn remove(&self, key: &K) {
+        let mut state = self.state.lock().unwrap();
+        let lru = &mut state.lru;
+        if let Some((value, last_use)) = lru.values.remove(key) {
+            lru.order.remove(&last_use);
+            lru.used -= value.len();
+        }
+    }
+
     /// Bytes held now.
     pub fn used(&self) -> usize {
         self.state.lock().unwrap().lru.used
@@ -130,6 +140,17 @@ mod tests {
 
     fn load(n: usize) -> impl FnOnce() -> Result<Vec<u8>, ()> {
         move || Ok(vec![0; n])
+    }
+
+    #[test]
+    fn removed_values_free_their_bytes() {
+        let cache = ChunkCache::new(100);
+        cache.get_or_load(&1, load(40)).unwrap();
+        cache.get_or_load(&2, load(30)).unwrap();
+        cache.remove(&1);
+        cache.remove(&7);
+        assert_eq!(cache.used(), 30);
+        assert!(!cache.has_or_loading(&1) && cache.has_or_loading(&2));
     }
 
     #[test]

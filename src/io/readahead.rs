@@ -79,7 +79,8 @@ pub struct SequentialReads {
 
 impl SequentialReads {
     /// Records the read `[offset, end)` of `file`. If it continues an earlier read, returns the
-    /// range `[from, end + window)` not yet read ahead; `None` for a random read.
+    /// range `[from, end + window)` not yet read ahead (empty if all of it was); `None` for a
+    /// random read.
     pub fn record(&self, file: u64, offset: u64, end: u64, window: u64) -> Option<(u64, u64)> {
         let mut streams = self.streams.lock().unwrap();
         if streams.len() >= TRACKED_FILES && !streams.contains_key(&file) {
@@ -96,7 +97,7 @@ impl SequentialReads {
         let from = stream.ahead_to.max(end);
         let to = end.saturating_add(window);
         stream.ahead_to = stream.ahead_to.max(to);
-        (from < to).then_some((from, to))
+        Some((from.min(to), to))
     }
 }
 

@@ -39,6 +39,19 @@ impl ChunkGrid {
         self.unit
     }
 
+    /// The payload byte just after the last in-bounds element of the chunk at `origin`: a
+    /// reader going forward through the payload is done with the chunk once past it.
+    pub fn end_byte(&self, origin: &[u64]) -> u64 {
+        let last_flat = origin
+            .iter()
+            .zip(&self.chunk)
+            .zip(&self.shape)
+            .fold(0, |flat, ((o, c), n)| {
+                flat * n + (o + c).min(*n).saturating_sub(1)
+            });
+        (last_flat + 1) * self.unit as u64
+    }
+
     /// The origins (first element) of the chunks that intersect `b`, in C order.
     pub fn chunks_of_box(&self, b: &ElementBox) -> Vec<Vec<u64>> {
         if b.is_empty() {
@@ -186,6 +199,16 @@ fn lookup(dset: hid_t, origin: &[u64]) -> hdf5::Result<ChunkLocation> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn end_byte_is_after_the_last_in_bounds_element() {
+        let grid = ChunkGrid::new(vec![10, 7], vec![4, 3], 2).unwrap();
+        // Chunk rows 0..4, columns 0..3: last element (3, 2) = flat 23.
+        assert_eq!(grid.end_byte(&[0, 0]), 24 * 2);
+        // Edge chunk rows 8..10 (clipped), columns 6..7 (clipped): last (9, 6) = flat 69.
+        assert_eq!(grid.end_byte(&[8, 6]), 70 * 2);
+    }
+
     use super::*;
     use crate::npy::boxes_of_range;
     use proptest::prelude::*;

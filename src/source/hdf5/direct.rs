@@ -36,6 +36,12 @@ pub struct DirectChunks {
 /// A decoded chunk in the cache: (dataset key, chunk origin).
 type ChunkKey = (Key, Vec<u64>);
 
+/// A sequential reader drops a chunk from the cache once it is this far past the chunk's
+/// end (FUSE threads may still serve a slightly earlier request of the same stream).
+const PASSED_SLACK: u64 = 4 << 20;
+/// At most this many used chunks are remembered for dropping.
+const PASSED_TRACKED: usize = 4096;
+
 /// Reads ahead at least this much of a sequentially read file, and at least a few chunks.
 const MIN_READ_AHEAD: u64 = 4 << 20;
 const READ_AHEAD_CHUNKS: u64 = 4;
@@ -114,6 +120,10 @@ pub struct DirectReader {
     loader: Arc<ChunkLoader>,
     workers: WorkerPool,
     sequential: SequentialReads,
+    /// Chunks sequential readers have used, with the payload byte where each ends. Once a
+    /// stream is well past that byte the chunk leaves the cache: the kernel's page cache
+    /// holds those bytes now, and streaming a large dataset must not fill the cache.
+    passed: std::sync::Mutex<Vec<(ChunkKey, u64)>>,
 }
 
 impl DirectReader {
@@ -126,6 +136,7 @@ impl DirectReader {
             }),
             workers: WorkerPool::per_cpu(),
             sequential: SequentialReads::default(),
+            passed: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -138,8 +149,38 @@ impl DirectReader {
         let window = (READ_AHEAD_CHUNKS * grid.chunk_bytes() as u64).max(MIN_READ_AHEAD);
         if let Some((from, to)) = self.sequential.record(ds.key, offset, end, window) {
             self.read_ahead(ds, from, to);
+            self.drop_passed_chunks(ds, offset, end);
         }
         Ok(())
+    }
+
+    /// Remembers the chunks of the sequential read `[offset, end)` and drops from the cache
+    /// those the stream has left behind.
+    fn drop_passed_chunks(&self, ds: &DatasetRead, offset: u64, end: u64) {
+        let Ok(direct) = ds.direct() else { return };
+        let grid = &direct.grid;
+        let unit = grid.unit() as u64;
+        let mut passed = self.passed.lock().unwrap();
+        for b in boxes_of_range(grid.shape(), offset / unit, end.div_ceil(unit)) {
+            for origin in grid.chunks_of_box(&b) {
+                let key = (ds.key, origin);
+                if !passed.iter().rev().take(64).any(|(k, _)| *k == key) {
+                    let chunk_end = grid.end_byte(&key.1);
+                    passed.push((key, chunk_end));
+                }
+            }
+        }
+        let behind = offset.saturating_sub(PASSED_SLACK);
+        passed.retain(|((key, origin), chunk_end)| {
+            let keep = *key != ds.key || *chunk_end > behind;
+            if !keep {
+                self.loader.cache.remove(&(*key, origin.clone()));
+            }
+            keep
+        });
+        if passed.len() > PASSED_TRACKED {
+            passed.drain(..PASSED_TRACKED / 2);
+        }
     }
 
     /// Fills `out` with the elements of `boxes`, one after the other. The chunks needed are
