@@ -74,9 +74,11 @@ def run_case(case, args, rows):
         warm(case.source)
         anchor_t.append(timed(case.anchor))
         warm(case.source)
+        started = time.perf_counter()
         mount = Mount(args.arrfs, case.source, os.path.join(args.data, "mnt"))
+        mounted = time.perf_counter() - started
         try:
-            first_t.append(timed(lambda: case.arrfs(mount.point)))
+            first_t.append(timed(lambda: case.arrfs(mount.point)) + (mounted if "mount" in case.mode else 0))
             if case.second_load:
                 second_t.append(timed(lambda: case.arrfs(mount.point)))
             rss.append(mount.peak_rss_mb())
@@ -224,13 +226,13 @@ def pickle_cases(args):
     pkl, jbl = make_pickles(args)
     size = f"{args.size_mb} MiB"
     return [
-        Case("P1", f"pickle protocol 4, {size} float64", pkl, "pickle.load", pickle_load(pkl), npy_load("x.npy")),
-        Case("P2", f"joblib.dump, {size} float64", jbl, "joblib.load", joblib_load(jbl), npy_load("x.npy")),
+        Case("K1", f"pickle protocol 4, {size} float64", pkl, "pickle.load", pickle_load(pkl), npy_load("x.npy")),
+        Case("K2", f"joblib.dump, {size} float64", jbl, "joblib.load", joblib_load(jbl), npy_load("x.npy")),
     ]
 
 
 def mount_time(args, rows):
-    """P3: from starting arrfs to the mount answering, for the pickle of P1."""
+    """K3: from starting arrfs to the mount answering, for the pickle of P1."""
     pkl, _ = make_pickles(args)
     times, rss = [], []
     for _ in range(max(args.runs, 5)):
@@ -241,7 +243,124 @@ def mount_time(args, rows):
         rss.append(mount.peak_rss_mb())
         mount.close()
     t = statistics.median(times)
-    rows.append(("P3", f"mount + stat, pickle of {args.size_mb} MiB", "-", float("nan"), "mount", t, max(rss)))
+    rows.append(("K3", f"mount + stat, pickle of {args.size_mb} MiB", "-", float("nan"), "mount", t, max(rss)))
+
+
+def random_rows(path, name, count=2000, seed=5):
+    with h5py.File(path, "r") as f:
+        n = f[name].shape[0]
+    rows = random.Random(seed).sample(range(n), count)
+
+    def h5py_rows():
+        with h5py.File(path, "r") as f:
+            ds = f[name]
+            for i in rows:
+                ds[i]
+
+    def arrfs_rows(mnt):
+        a = np.load(os.path.join(mnt, name + ".npy"), mmap_mode="r")
+        for i in rows:
+            np.array(a[i])
+
+    return h5py_rows, arrfs_rows
+
+
+def make_many(args):
+    """10,000 datasets of 1 KiB in 100 groups."""
+    path = os.path.join(args.data, "bench-many.h5")
+    if not os.path.exists(path):
+        with h5py.File(path + ".tmp", "w") as f:
+            for g in range(100):
+                grp = f.create_group(f"g{g:03d}")
+                for d in range(100):
+                    grp[f"d{d:03d}"] = np.full(128, g * 100 + d, dtype="<f8")
+        os.rename(path + ".tmp", path)
+    return path
+
+
+def h5py_visit(path):
+    def run():
+        found = []
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: found.append((name, obj.dtype, obj.shape))
+                         if isinstance(obj, h5py.Dataset) else None)
+        assert len(found) == 10_000
+    return run
+
+
+def h5py_read_all(path):
+    def read(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            obj[()]
+        # None: visititems stops at the first callback that returns something else.
+
+    def run():
+        with h5py.File(path, "r") as f:
+            f.visititems(read)
+    return run
+
+
+def find_all(mnt):
+    out = subprocess.run(["find", mnt, "-name", "*.npy"], capture_output=True, check=True)
+    assert out.stdout.count(b"\n") == 10_000
+
+
+def np_load_all(mnt):
+    for root, _, names in os.walk(mnt):
+        for n in names:
+            np.load(os.path.join(root, n))
+
+
+def make_two(args):
+    """Two gzip datasets of half --size-mb each, for two concurrent readers."""
+    path = os.path.join(args.data, f"bench-two-{args.size_mb}.h5")
+    if os.path.exists(path):
+        return path
+    rows = args.size_mb * MB // 2 // 4 // 1024
+    rng = np.random.default_rng(6)
+    with h5py.File(path + ".tmp", "w") as f:
+        for name in ["a", "b"]:
+            ds = f.create_dataset(name, shape=(rows, 1024), dtype="<f4", chunks=(256, 1024),
+                                  compression="gzip", compression_opts=4, shuffle=True)
+            for i in range(0, rows, 8192):
+                n = min(8192, rows - i)
+                base = np.cos(np.arange(i, i + n)[:, None] / 70.0 + np.arange(1024) / 90.0)
+                ds[i:i + n] = (base + 0.01 * rng.standard_normal((n, 1024))).astype("<f4")
+    os.rename(path + ".tmp", path)
+    return path
+
+
+def in_parallel(codes):
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for code in codes]
+    assert all(p.wait() == 0 for p in procs)
+
+
+def two_h5py(path):
+    code = "import h5py; f = h5py.File({!r}); f[{!r}][()]"
+    return lambda: in_parallel([code.format(path, n) for n in ["a", "b"]])
+
+
+def two_np_load(mnt):
+    code = "import numpy as np; np.load({!r})"
+    in_parallel([code.format(os.path.join(mnt, n + ".npy")) for n in ["a", "b"]])
+
+
+def hdf5_more_cases(args):
+    path = make_hdf5(args)
+    many = make_many(args)
+    two = make_two(args)
+    h5py_rows, arrfs_rows = random_rows(path, "gzip_f4")
+    half = f"{args.size_mb // 2} MiB"
+    return [
+        Case("H3", "2,000 random rows of the H2 dataset", path, "h5py ds[i]", h5py_rows, arrfs_rows,
+             mode="mmap a[i]"),
+        Case("H4", "10,000 datasets of 1 KiB in 100 groups: list", many, "h5py visititems",
+             h5py_visit(many), find_all, mode="mount + find"),
+        Case("H4b", "10,000 datasets of 1 KiB: read each", many, "h5py ds[()]",
+             h5py_read_all(many), np_load_all, mode="np.load each"),
+        Case("H5", f"two processes, two {half} gzip datasets", two, "2 x h5py ds[()]",
+             two_h5py(two), two_np_load, mode="2 x np.load"),
+    ]
 
 
 def ceiling(args, rows):
@@ -279,11 +398,11 @@ def main():
     args.arrfs = os.path.abspath(args.arrfs)
     only = set(filter(None, args.only.split(",")))
     rows = []
-    for make in [hdf5_cases, npz_cases, pickle_cases]:
+    for make in [hdf5_cases, hdf5_more_cases, npz_cases, pickle_cases]:
         for case in make(args):
             if not only or case.name in only:
                 run_case(case, args, rows)
-    if not only or "P3" in only:
+    if not only or "K3" in only:
         mount_time(args, rows)
     if not only or "C" in only:
         ceiling(args, rows)
