@@ -45,7 +45,7 @@ pub struct Field {
 }
 
 impl Field {
-    fn size(&self) -> usize {
+    pub fn size(&self) -> usize {
         self.dtype.itemsize() * self.shape.iter().product::<u64>() as usize
     }
 }

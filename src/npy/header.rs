@@ -25,13 +25,19 @@ impl NpyHeader {
         }
     }
 
+    /// Saturates instead of overflowing: a hostile shape such as `(2, 2**63)` of a zero-size
+    /// dtype must not panic (sources refuse arrays whose byte size does not fit).
     pub fn element_count(&self) -> u64 {
-        self.shape.iter().product()
+        self.shape.iter().fold(1, |n, &dim| n.saturating_mul(dim))
     }
 
-    /// Bytes of the data that follows the header.
+    /// Bytes of the data that follows the header (saturating, as [`Self::element_count`];
+    /// any zero dimension or a zero-size dtype makes it 0).
     pub fn payload_len(&self) -> u64 {
-        self.element_count() * self.dtype.itemsize() as u64
+        let itemsize = self.dtype.itemsize() as u64;
+        self.shape
+            .iter()
+            .fold(itemsize, |n, &dim| n.saturating_mul(dim))
     }
 
     /// The dict literal numpy writes, before padding.
@@ -97,6 +103,9 @@ fn wrap(dict: &[u8], major: u8) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::npy::{ByteOrder, Field};
@@ -115,6 +124,19 @@ mod tests {
             assert_eq!(&got[..8], b"\x93NUMPY\x01\x00");
             assert_eq!(got.last(), Some(&b'\n'));
         }
+    }
+
+    /// Found by the `fuzz` proptest: the element count overflowed (a panic in debug builds).
+    #[test]
+    fn huge_shapes_of_empty_items_do_not_overflow() {
+        let empty = NpyHeader::new(Dtype::plain('b', ByteOrder::Little, 0), vec![2, 1 << 63]);
+        assert_eq!(empty.payload_len(), 0);
+        assert_eq!(empty.element_count(), u64::MAX);
+        let zero_dim = NpyHeader::new(
+            Dtype::plain('f', ByteOrder::Little, 8),
+            vec![1 << 40, 1 << 40, 0],
+        );
+        assert_eq!(zero_dim.payload_len(), 0);
     }
 
     #[test]
