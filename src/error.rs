@@ -84,6 +84,18 @@ impl Error {
         }
     }
 
+    /// Out of file descriptors or memory: passes with load, so it is never remembered as a
+    /// property of the container.
+    pub fn is_resource(&self) -> bool {
+        let Error::Io { source, .. } = self else {
+            return false;
+        };
+        matches!(
+            source.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+        )
+    }
+
     /// Errors that mean "this part of the container is broken": logged once per read.
     pub fn is_data_error(&self) -> bool {
         matches!(

@@ -40,6 +40,17 @@ struct OpenContainers {
     tick: u64,
 }
 
+impl OpenContainers {
+    fn close_oldest(&mut self) {
+        let oldest = self
+            .sources
+            .iter()
+            .min_by_key(|(_, (t, _))| *t)
+            .map(|(k, _)| *k);
+        oldest.map(|k| self.sources.remove(&k));
+    }
+}
+
 pub struct DirSource {
     /// Directories of the mirrored tree: key -> path; [`ROOT`] is the top.
     dirs: RwLock<Vec<PathBuf>>,
@@ -59,7 +70,7 @@ impl DirSource {
             open: Mutex::default(),
             options: SourceOptions {
                 cache_size: options.cache_size / MAX_OPEN as u64,
-                attrs_json: options.attrs_json,
+                ..options.clone()
             },
             store: SeekPointStore::new(options.cache_size / 2),
         })
@@ -135,7 +146,8 @@ impl DirSource {
     }
 
     /// The open source of container `index`, opening it (and closing the least recently used
-    /// one) if needed.
+    /// one) if needed. Out of file descriptors, it closes every other container and tries
+    /// once more: reads in flight may still hold some, so under load this can still fail.
     fn source(&self, index: usize) -> Result<Arc<dyn Source>> {
         let container = self.container(index)?;
         let mut open = self.open.lock().unwrap();
@@ -145,15 +157,20 @@ impl DirSource {
             *used = tick;
             return Ok(source.clone());
         }
-        let source = self.open_container(&container)?;
         if open.sources.len() >= MAX_OPEN {
-            let oldest = open
-                .sources
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(k, _)| *k);
-            oldest.map(|k| open.sources.remove(&k));
+            open.close_oldest();
         }
+        let source = match self.open_container(&container) {
+            Err(e) if e.is_resource() => {
+                log::warn!(
+                    "{e}: closing {} open containers and retrying",
+                    open.sources.len()
+                );
+                open.sources.clear();
+                self.open_container(&container)?
+            }
+            other => other?,
+        };
         open.sources.insert(index, (tick, source.clone()));
         Ok(source)
     }
@@ -169,13 +186,9 @@ impl DirSource {
             &self.store,
         )
         .and_then(|source| replay(&*source, container).map(|_| source));
-        if let Err(e) = &opened {
-            log::warn!("{e}");
-            let why = match e {
-                Error::Format { cause, .. } => cause.clone(),
-                other => other.to_string(),
-            };
-            *container.broken.lock().unwrap() = Some(why);
+        match &opened {
+            Err(e) if !e.is_resource() => mark_broken(container, e),
+            _ => {}
         }
         opened
     }
@@ -184,7 +197,7 @@ impl DirSource {
         let prefix = ((index + 1) as Key) << INNER_BITS;
         let source = match self.source(index) {
             Ok(source) => source,
-            Err(e) if inner == ROOT => return Ok(self.broken_listing(index, e)),
+            Err(e) if inner == ROOT && !e.is_resource() => return Ok(self.broken_listing(index, e)),
             Err(e) => return Err(e),
         };
         let mut listing = source.list(inner)?;
@@ -219,6 +232,16 @@ impl DirSource {
             ..Listing::default()
         }
     }
+}
+
+/// Remembers why a container cannot be opened, so it is not retried on every access.
+fn mark_broken(container: &Container, e: &Error) {
+    log::warn!("{e}");
+    let why = match e {
+        Error::Format { cause, .. } => cause.clone(),
+        other => other.to_string(),
+    };
+    *container.broken.lock().unwrap() = Some(why);
 }
 
 /// Lists again what was listed before the container was closed, so keys come out the same.
