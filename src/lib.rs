@@ -8,6 +8,8 @@ pub mod fuse;
 pub mod io;
 pub mod npy;
 pub mod source;
+#[cfg(test)]
+mod testing;
 pub mod vfs;
 
 pub use error::{Error, Result};

@@ -152,6 +152,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::cases(256)))]
+
         #[test]
         fn boxes_cover_exactly_the_range((shape, first, end) in shape_and_range()) {
             let boxes = boxes_of_range(&shape, first, end);

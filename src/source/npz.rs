@@ -283,3 +283,6 @@ impl Source for ZipSource {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -108,6 +108,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::cases(256)))]
+
         #[test]
         fn escaped_names_are_valid_file_names(name in "\\PC{0,400}") {
             let out = escape(&name);

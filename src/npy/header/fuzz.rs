@@ -212,7 +212,7 @@ fn shape() -> impl Strategy<Value = Vec<u64>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(crate::testing::cases(300)))]
 
     #[test]
     fn headers_parse_back(dtype in dtype(), shape in shape(), fortran in any::<bool>()) {

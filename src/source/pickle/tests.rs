@@ -146,7 +146,7 @@ fn stack_underflow_is_an_error() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(500))]
+    #![proptest_config(ProptestConfig::with_cases(crate::testing::cases(500)))]
 
     /// Random opcode soup, biased toward real opcodes: never a panic.
     #[test]
@@ -169,6 +169,42 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = run(&bytes);
+    }
+}
+
+/// Pickles numpy wrote (protocols 2 and 5, numpy 1.x), for mutation.
+const FIXTURES: [&[u8]; 2] = [
+    include_bytes!("../../../tests/fixtures/pickle/np1_p2.pkl"),
+    include_bytes!("../../../tests/fixtures/pickle/np1_p5.pkl"),
+];
+
+#[test]
+fn the_unmutated_fixtures_hold_arrays() {
+    for bytes in FIXTURES {
+        let nodes = run(bytes).unwrap();
+        assert!(nodes.iter().any(|n| matches!(n, Node::Array(_))));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(crate::testing::cases(300)))]
+
+    /// Real numpy pickles with a few bytes changed and maybe cut: never a panic.
+    #[test]
+    fn mutated_numpy_pickles_never_panic(
+        which in 0usize..2,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in prop::option::weighted(0.2, any::<prop::sample::Index>()),
+    ) {
+        let mut bytes = FIXTURES[which].to_vec();
+        for (at, value) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len()));
+        }
         let _ = run(&bytes);
     }
 }
