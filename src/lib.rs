@@ -7,6 +7,7 @@ pub mod error;
 pub mod fuse;
 pub mod io;
 pub mod npy;
+pub mod probe;
 pub mod source;
 #[cfg(test)]
 mod testing;

@@ -10,6 +10,9 @@ use arrfs::source::SourceOptions;
 use arrfs::{Error, Result};
 
 fn main() -> ExitCode {
+    if let Some(code) = arrfs::probe::run_if_requested() {
+        return code;
+    }
     let cli = Cli::parse();
     arrfs::logging::init(cli.mount.verbose);
     match run(&cli) {

@@ -19,6 +19,8 @@ use crate::vfs::Fs;
 /// Set in the daemon's environment: it prints this line on stdout once the mount answers.
 const READY_ENV: &str = "ARRFS_DAEMON_READY";
 const READY_LINE: &str = "arrfs-ready";
+/// `-o no_hdf5_check`: open HDF5 files without walking them in a child process first.
+const NO_HDF5_CHECK: &str = "no_hdf5_check";
 
 /// Mounts and serves until unmounted. Without `--foreground`, starts the daemon and returns
 /// once the mount answers (or with the daemon's error).
@@ -153,6 +155,7 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
     let options = SourceOptions {
         cache_size: args.cache_size,
         attrs_json: args.attrs_json,
+        check_hdf5: !args.options.iter().any(|o| o == NO_HDF5_CHECK),
     };
     let source = source::open(source_path, &options)?;
     let mtime = std::fs::metadata(source_path)
@@ -219,7 +222,7 @@ fn fuse_config(args: &MountArgs, source_path: &Path) -> Result<Config> {
             "allow_root" => config.acl = SessionACL::RootAndOwner,
             "auto_unmount" => opts.push(MountOption::AutoUnmount),
             "default_permissions" => opts.push(MountOption::DefaultPermissions),
-            "ro" | "" => {}
+            "ro" | "" | NO_HDF5_CHECK => {}
             o if o.starts_with("fsname=") => fsname = Some(o["fsname=".len()..].to_string()),
             "rw" => {
                 return Err(Error::Usage(

@@ -162,7 +162,12 @@ pub fn open_container(
     store: &Arc<SeekPointStore>,
 ) -> Result<Arc<dyn Source>> {
     Ok(match format {
-        Format::Hdf5 => Arc::new(hdf5::Hdf5Source::open(path, options)?),
+        Format::Hdf5 => {
+            if options.check_hdf5 {
+                crate::probe::check_hdf5(path)?;
+            }
+            Arc::new(hdf5::Hdf5Source::open(path, options)?)
+        }
         Format::Zip => Arc::new(npz::ZipSource::open_with_store(path, store.clone())?),
         Format::Npy => Arc::new(single::NpyFileSource::open(path)?),
         Format::Gzip => Arc::new(single::GzipNpySource::open_with_store(path, store.clone())?),
@@ -178,6 +183,8 @@ pub struct SourceOptions {
     pub cache_size: u64,
     /// Add `x.attrs.json` / `.attrs.json` sidecars with every attribute, typed.
     pub attrs_json: bool,
+    /// Walk each HDF5 file's metadata in a child process before opening it ([`crate::probe`]).
+    pub check_hdf5: bool,
 }
 
 impl Default for SourceOptions {
@@ -185,6 +192,7 @@ impl Default for SourceOptions {
         SourceOptions {
             cache_size: 256 << 20,
             attrs_json: false,
+            check_hdf5: false,
         }
     }
 }

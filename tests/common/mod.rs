@@ -176,6 +176,18 @@ impl Mount {
         self.log_text()
     }
 
+    /// How the arrfs process ended, once it has (waits up to 10 s); None if still running.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                _ if Instant::now() > deadline => return None,
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     fn signal(&mut self, signal: i32) {
         if let Ok(None) = self.child.try_wait() {
             // SAFETY: plain kill(2) of our own child.
