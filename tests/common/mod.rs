@@ -176,6 +176,13 @@ impl Mount {
         self.log_text()
     }
 
+    /// SIGKILL, as the OOM killer would: the process is reaped, and the mount stays behind
+    /// unless `-o auto_unmount` was given.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
     /// How the arrfs process ended, once it has (waits up to 10 s); None if still running.
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -225,6 +232,10 @@ impl Drop for Mount {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             self.terminate();
+        }
+        if is_mounted(&self.point) {
+            // Left behind by a killed daemon or a failed test: detach it.
+            let _ = Command::new("umount").arg("-l").arg(&self.point).status();
         }
         let _ = std::fs::remove_dir(&self.point);
         let _ = std::fs::remove_file(&self.log);
