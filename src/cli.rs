@@ -44,7 +44,8 @@ pub struct MountArgs {
     /// Stay in the foreground (SIGINT/SIGTERM unmount and exit 0)
     #[arg(short, long)]
     pub foreground: bool,
-    /// Mount options: allow_other, allow_root, auto_unmount, default_permissions, fsname=NAME
+    /// Mount options: allow_other, allow_root, auto_unmount, default_permissions,
+    /// fsname=NAME, no_hdf5_check (skip the crash-safe metadata walk of HDF5 files)
     #[arg(short = 'o', value_delimiter = ',', value_name = "OPT[,OPT..]")]
     pub options: Vec<String>,
     /// FUSE worker threads (default: number of CPUs)
