@@ -4,7 +4,43 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
+use std::ops::Deref;
 use std::sync::{Arc, Condvar, Mutex};
+
+/// A cached value in its own anonymous mapping. Long-lived values kept apart from the heap
+/// leave malloc's arenas to short-lived buffers; mixed together, a churning cache leaves
+/// freed memory resident and RSS grows well past the cache size. Dropping a value unmaps it.
+pub enum CachedBytes {
+    Mapped(memmap2::MmapMut),
+    /// Empty values, or when no mapping could be had.
+    Heap(Box<[u8]>),
+}
+
+impl CachedBytes {
+    fn copy_of(bytes: Vec<u8>) -> Self {
+        if bytes.is_empty() {
+            return CachedBytes::Heap(bytes.into());
+        }
+        match memmap2::MmapMut::map_anon(bytes.len()) {
+            Ok(mut map) => {
+                map.copy_from_slice(&bytes);
+                CachedBytes::Mapped(map)
+            }
+            Err(_) => CachedBytes::Heap(bytes.into()),
+        }
+    }
+}
+
+impl Deref for CachedBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            CachedBytes::Mapped(map) => map,
+            CachedBytes::Heap(bytes) => bytes,
+        }
+    }
+}
 
 /// LRU by bytes: the least recently used values go first once `capacity` is exceeded. A value
 /// larger than the whole capacity is never kept.
@@ -12,7 +48,7 @@ struct Lru<K> {
     capacity: usize,
     used: usize,
     tick: u64,
-    values: HashMap<K, (Arc<[u8]>, u64)>,
+    values: HashMap<K, (Arc<CachedBytes>, u64)>,
     /// Last-use tick -> key, oldest first.
     order: BTreeMap<u64, K>,
 }
@@ -28,7 +64,7 @@ impl<K: Hash + Eq + Clone> Lru<K> {
         }
     }
 
-    fn get(&mut self, key: &K) -> Option<Arc<[u8]>> {
+    fn get(&mut self, key: &K) -> Option<Arc<CachedBytes>> {
         self.tick += 1;
         let (value, last_use) = self.values.get_mut(key)?;
         self.order.remove(last_use);
@@ -37,7 +73,7 @@ impl<K: Hash + Eq + Clone> Lru<K> {
         Some(value.clone())
     }
 
-    fn insert(&mut self, key: K, value: Arc<[u8]>) {
+    fn insert(&mut self, key: K, value: Arc<CachedBytes>) {
         if value.len() > self.capacity || self.values.contains_key(&key) {
             return;
         }
@@ -94,7 +130,7 @@ impl<K: Hash + Eq + Clone> ChunkCache<K> {
         &self,
         key: &K,
         load: impl FnOnce() -> Result<Vec<u8>, E>,
-    ) -> Result<Arc<[u8]>, E> {
+    ) -> Result<Arc<CachedBytes>, E> {
         let mut state = self.state.lock().unwrap();
         loop {
             if let Some(value) = state.lru.get(key) {
@@ -107,7 +143,7 @@ impl<K: Hash + Eq + Clone> ChunkCache<K> {
         }
         state.in_flight.insert(key.clone());
         drop(state);
-        let loaded = load().map(Arc::<[u8]>::from);
+        let loaded = load().map(|bytes| Arc::new(CachedBytes::copy_of(bytes)));
         let mut state = self.state.lock().unwrap();
         state.in_flight.remove(key);
         if let Ok(value) = &loaded {
@@ -197,7 +233,8 @@ mod tests {
             })
             .collect();
         for t in threads {
-            assert_eq!(&*t.join().unwrap().unwrap(), &[1; 10][..]);
+            let value = t.join().unwrap().unwrap();
+            assert_eq!(&value[..], &[1; 10][..]);
         }
         assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
     }

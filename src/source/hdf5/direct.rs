@@ -9,7 +9,7 @@ use super::chunks::{ChunkGrid, ChunkIndex};
 use super::dataset::{DatasetInfo, OpenDataset};
 use super::filters::FilterPipeline;
 use crate::error::{Error, Result};
-use crate::io::cache::ChunkCache;
+use crate::io::cache::{CachedBytes, ChunkCache};
 use crate::io::readahead::{SequentialReads, WorkerPool};
 use crate::io::SourceFile;
 use crate::npy::{boxes_of_range, ElementBox};
@@ -73,7 +73,7 @@ impl DatasetRead {
 
 impl ChunkLoader {
     /// The decoded bytes of the chunk at `origin`.
-    pub fn chunk(&self, ds: &DatasetRead, origin: &[u64]) -> Result<Arc<[u8]>> {
+    pub fn chunk(&self, ds: &DatasetRead, origin: &[u64]) -> Result<Arc<CachedBytes>> {
         let key = (ds.key, origin.to_vec());
         self.cache
             .get_or_load(&key, || self.load(ds, origin))
