@@ -10,7 +10,7 @@ use hdf5_sys::h5d::{
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::{
     H5Pcreate, H5Pget_chunk, H5Pget_chunk_opts, H5Pget_external_count, H5Pget_fill_value,
-    H5Pget_filter2, H5Pget_layout, H5Pget_nfilters, H5Pset_chunk_cache, H5P_CLS_DATASET_ACCESS,
+    H5Pget_layout, H5Pset_chunk_cache, H5P_CLS_DATASET_ACCESS,
 };
 use hdf5_sys::h5s::H5S_class_t;
 use hdf5_sys::h5t::H5Tget_size;
@@ -19,7 +19,7 @@ use super::attrs::xattrs_of;
 use super::chunks::{ChunkGrid, ChunkIndex};
 use super::direct::DirectChunks;
 use super::ffi::{h5check, read_hyperslab, sync, take_h5_string, Hid};
-use super::filters::FilterPipeline;
+use super::filters::{stored_filters, FilterPipeline};
 use super::types::{element_type, var_string_mem_type, ElementType};
 use crate::npy::{boxes_of_range, element_span, ByteOrder, Dtype, ElementBox, NpyHeader};
 use crate::source::Xattr;
@@ -343,38 +343,23 @@ fn space_class(space: &hdf5::Dataspace) -> H5S_class_t {
 
 /// Filter names with their parameters, e.g. `deflate(4)`, `shuffle`.
 unsafe fn filter_names(dcpl: i64) -> Vec<String> {
-    let n = H5Pget_nfilters(dcpl).max(0) as u32;
-    (0..n)
-        .map(|i| {
-            let mut flags = 0;
-            let mut nvalues: usize = 8;
-            let mut values = [0u32; 8];
-            let mut name = [0 as c_char; 64];
-            let mut config = 0;
-            let id = H5Pget_filter2(
-                dcpl,
-                i,
-                &mut flags,
-                &mut nvalues,
-                values.as_mut_ptr(),
-                name.len(),
-                name.as_mut_ptr(),
-                &mut config,
-            );
-            let text = std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy();
-            let label = match id {
+    stored_filters(dcpl)
+        .into_iter()
+        .map(|spec| {
+            let label = match spec.id {
                 1 => "deflate".to_string(),
                 2 => "shuffle".to_string(),
                 3 => "fletcher32".to_string(),
-                _ if text.is_empty() => format!("filter{id}"),
-                _ => text
+                id if spec.name.is_empty() => format!("filter{id}"),
+                _ => spec
+                    .name
                     .split_whitespace()
                     .next()
                     .unwrap_or("filter")
                     .to_lowercase(),
             };
-            match (id, nvalues) {
-                (1, 1..) => format!("{label}({})", values[0]),
+            match (spec.id, spec.values.first()) {
+                (1, Some(level)) => format!("{label}({level})"),
                 _ => label,
             }
         })

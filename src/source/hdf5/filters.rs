@@ -28,21 +28,27 @@ pub struct FilterPipeline {
     filters: Vec<Filter>,
 }
 
-impl FilterPipeline {
-    /// The pipeline of dataset creation property list `dcpl`, or the name of the first filter
-    /// that only libhdf5 can decode. `type_size` is the element size in the file.
-    ///
-    /// # Safety
-    /// `dcpl` must be a valid dataset creation property list; call under HDF5's lock.
-    pub unsafe fn of_dcpl(dcpl: hid_t, type_size: usize) -> Result<FilterPipeline, String> {
-        let n = H5Pget_nfilters(dcpl).max(0) as u32;
-        let mut filters = Vec::new();
-        for i in 0..n {
-            let mut flags = 0;
+/// One filter of a dataset's pipeline as the file records it.
+pub struct StoredFilter {
+    pub id: i32,
+    /// The filter's client data (deflate: the level; shuffle: the element size).
+    pub values: Vec<u32>,
+    /// The name the file or the filter registry gives.
+    pub name: String,
+}
+
+/// The filters of dataset creation property list `dcpl`, in pipeline order.
+///
+/// # Safety
+/// `dcpl` must be a valid dataset creation property list; call under HDF5's lock.
+pub unsafe fn stored_filters(dcpl: hid_t) -> Vec<StoredFilter> {
+    let n = H5Pget_nfilters(dcpl).max(0) as u32;
+    (0..n)
+        .map(|i| {
+            let (mut flags, mut config) = (0, 0);
             let mut nvalues: usize = 8;
             let mut values = [0u32; 8];
             let mut name = [0 as c_char; 64];
-            let mut config = 0;
             let id = H5Pget_filter2(
                 dcpl,
                 i,
@@ -53,18 +59,36 @@ impl FilterPipeline {
                 name.as_mut_ptr(),
                 &mut config,
             );
-            let filter = match id {
-                H5Z_FILTER_DEFLATE => Filter::Deflate,
-                H5Z_FILTER_SHUFFLE if nvalues >= 1 => Filter::Shuffle {
-                    size: values[0] as usize,
-                },
-                H5Z_FILTER_SHUFFLE => Filter::Shuffle { size: type_size },
-                H5Z_FILTER_FLETCHER32 => Filter::Fletcher32,
-                H5Z_FILTER_LZF => Filter::Lzf,
-                other => return Err(format!("filter {other} is decoded by libhdf5")),
-            };
-            filters.push(filter);
-        }
+            StoredFilter {
+                id,
+                values: values[..nvalues.min(values.len())].to_vec(),
+                name: std::ffi::CStr::from_ptr(name.as_ptr())
+                    .to_string_lossy()
+                    .into_owned(),
+            }
+        })
+        .collect()
+}
+
+impl FilterPipeline {
+    /// The pipeline of dataset creation property list `dcpl`, or the name of the first filter
+    /// that only libhdf5 can decode. `type_size` is the element size in the file.
+    ///
+    /// # Safety
+    /// `dcpl` must be a valid dataset creation property list; call under HDF5's lock.
+    pub unsafe fn of_dcpl(dcpl: hid_t, type_size: usize) -> Result<FilterPipeline, String> {
+        let filters = stored_filters(dcpl)
+            .into_iter()
+            .map(|spec| match spec.id {
+                H5Z_FILTER_DEFLATE => Ok(Filter::Deflate),
+                H5Z_FILTER_SHUFFLE => Ok(Filter::Shuffle {
+                    size: spec.values.first().map_or(type_size, |&v| v as usize),
+                }),
+                H5Z_FILTER_FLETCHER32 => Ok(Filter::Fletcher32),
+                H5Z_FILTER_LZF => Ok(Filter::Lzf),
+                other => Err(format!("filter {other} is decoded by libhdf5")),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(FilterPipeline { filters })
     }
 
