@@ -2,10 +2,15 @@
 //!
 //! `vfs` is the filesystem core, `fuse` its thin kernel adapter, `source` the container
 //! formats behind one trait, `npy` the `.npy` header and byte-range mapping, `io` file access.
+//! `cli`, `mount`, `inspect`, `logging` and `probe` serve the command line.
 
+pub mod cli;
 pub mod error;
 pub mod fuse;
+pub mod inspect;
 pub mod io;
+pub mod logging;
+pub mod mount;
 pub mod npy;
 pub mod probe;
 pub mod source;
@@ -14,7 +19,3 @@ mod testing;
 pub mod vfs;
 
 pub use error::{Error, Result};
-pub mod cli;
-pub mod inspect;
-pub mod logging;
-pub mod mount;
