@@ -5,29 +5,13 @@ mod common;
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Output;
 
 use common::{arrfs, is_mounted, run_py, Mount, TempDir};
 
-/// Runs `arrfs [-f] SOURCE MOUNTPOINT` expecting failure: exit 1, one stderr line that
-/// contains `needle`, nothing mounted.
+/// Runs `arrfs [-f] SOURCE MOUNTPOINT` expecting failure (see `common::assert_mount_fails`).
 fn assert_mount_fails(source: &Path, mountpoint: &Path, foreground: bool, needle: &str) {
-    let mut cmd = arrfs();
-    if foreground {
-        cmd.arg("-f");
-    }
-    let out: Output = cmd.arg(source).arg(mountpoint).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "expected one line, got: {stderr}"
-    );
-    assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
-    if needle != "already a mount point" {
-        assert!(!is_mounted(mountpoint), "mount left behind");
-    }
+    let args: &[&str] = if foreground { &["-f"] } else { &[] };
+    common::assert_mount_fails(source, mountpoint, args, needle);
 }
 
 fn dirs(name: &str) -> (TempDir, std::path::PathBuf) {

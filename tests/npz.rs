@@ -7,10 +7,9 @@ mod common;
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{arrfs, is_mounted, run_py, Mount, TempDir};
+use common::{run_py, Mount, TempDir};
 
 /// Writes the good fixtures into a fresh directory.
 fn good_fixtures(name: &str) -> TempDir {
@@ -77,32 +76,11 @@ fn bad_fixtures(name: &str) -> TempDir {
     dir
 }
 
-/// `arrfs -f SOURCE MNT` must fail: exit 1, one stderr line naming SOURCE, no mount left.
+/// The mount of `source` fails with one line naming it (see `common::assert_mount_fails`).
 fn assert_mount_fails(source: &Path, point: &Path) -> String {
     std::fs::create_dir_all(point).unwrap();
-    let mut child = arrfs()
-        .arg("-f")
-        .arg(source)
-        .arg(point)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("arrfs kept running on {}", source.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr}");
-    assert!(stderr.contains(&source.display().to_string()), "{stderr}");
-    assert!(!is_mounted(point), "mount left behind");
-    stderr
+    let name = source.display().to_string();
+    common::assert_mount_fails(source, point, &["-f"], &name)
 }
 
 #[test]

@@ -89,6 +89,45 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(needle.as_str()))
 }
 
+/// Runs `arrfs ARGS SOURCE MOUNTPOINT` expecting the mount to fail as SPEC section 6 says:
+/// exit 1 within 20 s, exactly one line on stderr that contains `needle`, and the mountpoint
+/// left as it was (nothing mounted, or the earlier mount untouched). Returns that line.
+pub fn assert_mount_fails(source: &Path, mountpoint: &Path, args: &[&str], needle: &str) -> String {
+    let was_mounted = is_mounted(mountpoint);
+    let mut child = arrfs()
+        .args(args)
+        .arg(source)
+        .arg(mountpoint)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("arrfs kept running on {}", source.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "expected one line, got: {stderr}"
+    );
+    assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    assert_eq!(
+        is_mounted(mountpoint),
+        was_mounted,
+        "the mountpoint changed state"
+    );
+    stderr
+}
+
 /// `arrfs -f SOURCE MOUNTPOINT` running in the background; unmounted when dropped.
 pub struct Mount {
     pub point: PathBuf,
