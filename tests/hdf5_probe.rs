@@ -2,8 +2,9 @@
 //! refused at mount with one clear line, and in a directory mount it is left out while the
 //! rest stays readable; the daemon never dies.
 //!
-//! tests/fixtures/hdf5/segv_on_open.h5 is an h5py file with one byte changed (found by
-//! mutating files and running `arrfs __probe` on each); it crashes libhdf5 with SIGSEGV.
+//! tests/fixtures/hdf5/segv_on_open.h5 is an h5py file with three bytes changed (found by
+//! mutating files and running `arrfs ls -R` on each); it crashes the bundled libhdf5 (HDF5
+//! 2.x) with SIGSEGV. (The one-byte mutant that crashed Debian's 1.10.8 no longer does.)
 //! If a newer libhdf5 stops crashing on it, `the_fixture_still_crashes_libhdf5` fails:
 //! find a new one the same way.
 
