@@ -12,13 +12,17 @@ use std::sync::{Arc, Condvar, Mutex};
 /// freed memory resident and RSS grows well past the cache size. Dropping a value unmaps it.
 pub enum CachedBytes {
     Mapped(memmap2::MmapMut),
-    /// Empty values, or when no mapping could be had.
+    /// Small values, or when no mapping could be had.
     Heap(Box<[u8]>),
 }
 
+/// Values smaller than this stay on the heap: a mapping per small value would cost more
+/// (a system call and a page fault each) than the fragmentation it avoids.
+const MAP_FROM_BYTES: usize = 64 << 10;
+
 impl CachedBytes {
     fn copy_of(bytes: Vec<u8>) -> Self {
-        if bytes.is_empty() {
+        if bytes.len() < MAP_FROM_BYTES {
             return CachedBytes::Heap(bytes.into());
         }
         match memmap2::MmapMut::map_anon(bytes.len()) {

@@ -1,13 +1,14 @@
 //! Chunk addressing of chunked HDF5 datasets: which chunks hold an element box, how to copy
 //! their in-bounds part out ([`ChunkGrid`]), and where each chunk lies in the file
-//! ([`ChunkIndex`], looked up by coordinate through libhdf5 and remembered).
+//! ([`ChunkTable`], enumerated once per dataset, then looked up without libhdf5).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::ffi::{c_int, c_uint, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdf5_sys::h5::{haddr_t, hsize_t, HADDR_UNDEF};
-use hdf5_sys::h5d::H5Dget_chunk_info_by_coord;
+use hdf5_sys::h5d::H5Dchunk_iter;
 use hdf5_sys::h5i::hid_t;
+use hdf5_sys::h5p::H5P_DEFAULT;
 
 use super::ffi::{h5check, sync};
 use crate::npy::ElementBox;
@@ -37,6 +38,15 @@ impl ChunkGrid {
 
     pub fn unit(&self) -> usize {
         self.unit
+    }
+
+    /// The C-order number of the chunk whose first element is `origin`.
+    pub fn number(&self, origin: &[u64]) -> u64 {
+        origin
+            .iter()
+            .zip(&self.chunk)
+            .zip(&self.shape)
+            .fold(0, |number, ((o, c), n)| number * n.div_ceil(*c) + o / c)
     }
 
     /// The payload byte just after the last in-bounds element of the chunk at `origin`: a
@@ -139,62 +149,182 @@ pub struct ChunkLocation {
     pub filter_mask: u32,
 }
 
-/// Lookups kept per dataset; past this the memory is cleared rather than grown.
-const REMEMBERED_CHUNKS: usize = 1 << 16;
-
-/// Chunk addresses of one dataset, looked up by coordinate (O(log n) in HDF5's chunk index;
-/// `H5Dget_chunk_info` by number would walk the index every time).
-#[derive(Debug, Default)]
-pub struct ChunkIndex {
-    known: Mutex<HashMap<Vec<u64>, ChunkLocation>>,
+/// One written chunk: its C-order number in the chunk grid and where it is stored. 24 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StoredChunk {
+    number: u64,
+    address: u64,
+    size: u32,
+    filter_mask: u32,
 }
 
-impl ChunkIndex {
-    /// The location of the chunk at `origin` of dataset `dset`.
-    pub fn locate(&self, dset: hid_t, origin: &[u64]) -> hdf5::Result<ChunkLocation> {
-        if let Some(found) = self.known.lock().unwrap().get(origin) {
-            return Ok(*found);
+/// Bytes a [`ChunkTable`] holds per written chunk (its bound, documented in the README).
+pub const TABLE_BYTES_PER_CHUNK: usize = std::mem::size_of::<StoredChunk>();
+
+/// Every written chunk of one dataset, enumerated in one pass over libhdf5's chunk index
+/// (`H5Dchunk_iter`) and sorted by chunk number, so a lookup is a binary search that never
+/// calls libhdf5. Looking chunks up one by one through libhdf5 instead costs O(n) each in
+/// HDF5 1.10 (`H5Dget_chunk_info_by_coord` walks the whole B-tree), O(n^2) for a dataset.
+#[derive(Debug)]
+pub struct ChunkTable {
+    /// Chunks along each axis (edge chunks included).
+    per_axis: Vec<u64>,
+    chunk: Vec<u64>,
+    stored: Vec<StoredChunk>,
+}
+
+/// Counts of the work done on chunk tables, for the scaling tests.
+pub static TABLE_ENTRIES_VISITED: AtomicU64 = AtomicU64::new(0);
+pub static TABLE_PROBES: AtomicU64 = AtomicU64::new(0);
+
+/// Why a chunk table could not be had.
+#[derive(Debug)]
+pub enum TableError {
+    /// The table would need more than this many bytes.
+    OverBudget(usize),
+    Library(hdf5::Error),
+}
+
+impl ChunkTable {
+    /// Enumerates the chunks of open dataset `dset` laid out on `grid`, giving up once the
+    /// table would pass `budget` bytes.
+    pub fn build(dset: hid_t, grid: &ChunkGrid, budget: usize) -> Result<ChunkTable, TableError> {
+        let chunk = grid.chunk.clone();
+        let per_axis: Vec<u64> = grid
+            .shape
+            .iter()
+            .zip(&chunk)
+            .map(|(n, c)| n.div_ceil(*c))
+            .collect();
+        let mut walk = TableWalk {
+            per_axis: &per_axis,
+            chunk: &chunk,
+            stored: Vec::new(),
+            limit: budget / TABLE_BYTES_PER_CHUNK,
+            over_budget: false,
+        };
+        let status = sync(|| {
+            // SAFETY: dset is an open dataset; `walk` outlives the call and is only used by
+            // `visit_chunk`, which libhdf5 calls on this thread during it.
+            h5check(unsafe {
+                H5Dchunk_iter(
+                    dset,
+                    H5P_DEFAULT,
+                    Some(visit_chunk),
+                    (&mut walk as *mut TableWalk).cast(),
+                )
+            })
+        });
+        if walk.over_budget {
+            return Err(TableError::OverBudget(budget));
         }
-        let found = lookup(dset, origin)?;
-        let mut known = self.known.lock().unwrap();
-        if known.len() >= REMEMBERED_CHUNKS {
-            known.clear();
+        status.map_err(TableError::Library)?;
+        let mut stored = walk.stored;
+        // The index is usually walked in coordinate order already; sort to be sure.
+        if !stored.windows(2).all(|w| w[0].number < w[1].number) {
+            stored.sort_unstable_by_key(|c| c.number);
+            stored.dedup_by_key(|c| c.number);
         }
-        known.insert(origin.to_vec(), found);
-        Ok(found)
+        stored.shrink_to_fit();
+        Ok(ChunkTable {
+            per_axis,
+            chunk,
+            stored,
+        })
     }
+
+    /// Bytes this table holds.
+    pub fn bytes(&self) -> usize {
+        self.stored.capacity() * TABLE_BYTES_PER_CHUNK + 64
+    }
+
+    /// Where the chunk whose first element is `origin` is stored.
+    pub fn locate(&self, origin: &[u64]) -> ChunkLocation {
+        TABLE_PROBES.fetch_add(1, Ordering::Relaxed);
+        let number = chunk_number(origin, &self.chunk, &self.per_axis);
+        match number.and_then(|n| self.stored.binary_search_by_key(&n, |c| c.number).ok()) {
+            Some(i) => {
+                let c = self.stored[i];
+                ChunkLocation {
+                    address: Some(c.address),
+                    size: u64::from(c.size),
+                    filter_mask: c.filter_mask,
+                }
+            }
+            None => ChunkLocation {
+                address: None,
+                size: 0,
+                filter_mask: 0,
+            },
+        }
+    }
+}
+
+/// The state of one `H5Dchunk_iter` pass.
+struct TableWalk<'a> {
+    per_axis: &'a [u64],
+    chunk: &'a [u64],
+    stored: Vec<StoredChunk>,
+    limit: usize,
+    over_budget: bool,
+}
+
+/// The C-order number of the chunk whose first element is `origin`; None outside the grid
+/// (an index may keep chunks of a dataset since shrunk).
+fn chunk_number(origin: &[u64], chunk: &[u64], per_axis: &[u64]) -> Option<u64> {
+    let mut number: u64 = 0;
+    for ((o, c), n) in origin.iter().zip(chunk).zip(per_axis) {
+        let i = o / c;
+        if i >= *n {
+            return None;
+        }
+        number = number.checked_mul(*n)?.checked_add(i)?;
+    }
+    Some(number)
+}
+
+/// `H5Dchunk_iter`'s callback: records one chunk. Returns 0 to go on, 1 to stop (over budget).
+extern "C" fn visit_chunk(
+    offset: *const hsize_t,
+    filter_mask: c_uint,
+    address: haddr_t,
+    size: hsize_t,
+    op_data: *mut c_void,
+) -> c_int {
+    // SAFETY: op_data is the `TableWalk` passed to `H5Dchunk_iter` in `ChunkTable::build`,
+    // borrowed mutably for the whole pass and used by nothing else meanwhile.
+    let walk = unsafe { &mut *op_data.cast::<TableWalk>() };
+    TABLE_ENTRIES_VISITED.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: libhdf5 passes the chunk's logical offset with one entry per dataset dimension.
+    let origin = unsafe { std::slice::from_raw_parts(offset, walk.chunk.len()) };
+    let Some(number) = chunk_number(origin, walk.chunk, walk.per_axis) else {
+        return 0;
+    };
+    if address == HADDR_UNDEF || size == 0 {
+        return 0;
+    }
+    if walk.stored.len() >= walk.limit {
+        walk.over_budget = true;
+        return 1;
+    }
+    walk.stored.push(StoredChunk {
+        number,
+        address,
+        size: size.min(u64::from(u32::MAX)) as u32,
+        filter_mask,
+    });
+    0
 }
 
 /// What to add to the chunk addresses libhdf5 reports to get file offsets: HDF5 before
 /// 1.14.4 reports them relative to the superblock, i.e. without the user block (HDF5 issue
 /// 3003), unlike `H5Dget_offset`.
 pub fn chunk_address_base(file: &hdf5::File) -> u64 {
-    match hdf5::library_version() < (1, 14, 4) {
-        true => file.userblock(),
-        false => 0,
+    if hdf5::library_version() < (1, 14, 4) {
+        file.userblock()
+    } else {
+        0
     }
-}
-
-fn lookup(dset: hid_t, origin: &[u64]) -> hdf5::Result<ChunkLocation> {
-    let offset: Vec<hsize_t> = origin.to_vec();
-    let (mut filter_mask, mut address, mut size): (u32, haddr_t, hsize_t) = (0, 0, 0);
-    sync(|| {
-        // SAFETY: dset is an open dataset and offset has its rank; outputs are locals.
-        h5check(unsafe {
-            H5Dget_chunk_info_by_coord(
-                dset,
-                offset.as_ptr(),
-                &mut filter_mask,
-                &mut address,
-                &mut size,
-            )
-        })
-    })?;
-    Ok(ChunkLocation {
-        address: (address != HADDR_UNDEF && size > 0).then_some(address),
-        size,
-        filter_mask,
-    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use hdf5_sys::h5s::H5S_class_t;
 use hdf5_sys::h5t::H5Tget_size;
 
 use super::attrs::xattrs_of;
-use super::chunks::{ChunkGrid, ChunkIndex};
+use super::chunks::ChunkGrid;
 use super::direct::DirectChunks;
 use super::ffi::{h5check, read_hyperslab, sync, take_h5_string, Hid};
 use super::filters::{stored_filters, FilterPipeline};
@@ -191,7 +191,6 @@ impl DatasetInfo {
             grid,
             pipeline: FilterPipeline::of_dcpl(dcpl, self.unit)?,
             fill: fill_value(dset, dcpl, self.unit),
-            index: ChunkIndex::default(),
         })
     }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::chunks::{ChunkGrid, ChunkIndex};
+use super::chunks::{ChunkGrid, ChunkTable, TableError};
 use super::dataset::{DatasetInfo, OpenDataset};
 use super::filters::FilterPipeline;
 use crate::error::{Error, Result};
@@ -30,11 +30,14 @@ pub struct DirectChunks {
     pub pipeline: FilterPipeline,
     /// One element of the fill value, in the file's type.
     pub fill: Vec<u8>,
-    pub index: ChunkIndex,
 }
 
-/// A decoded chunk in the cache: (dataset key, chunk origin).
-type ChunkKey = (Key, Vec<u64>);
+/// A decoded chunk in the cache: (dataset key, chunk number in C order).
+type ChunkKey = (Key, u64);
+
+/// Background decode jobs take this many decoded bytes of chunks each (at least one chunk):
+/// one job per tiny chunk would cost more in queueing than in decoding.
+const JOB_BYTES: usize = 256 << 10;
 
 /// A sequential reader drops a chunk from the cache once it is this far past the chunk's
 /// end (FUSE threads may still serve a slightly earlier request of the same stream).
@@ -46,12 +49,35 @@ const PASSED_TRACKED: usize = 4096;
 const MIN_READ_AHEAD: u64 = 4 << 20;
 const READ_AHEAD_CHUNKS: u64 = 4;
 
+/// A dataset's chunk table, or the knowledge that it would pass the tables' budget.
+#[derive(Debug)]
+pub enum TableState {
+    Ready(ChunkTable),
+    OverBudget,
+}
+
+/// Weighs chunk tables by the bytes they hold.
+#[derive(Clone)]
+struct TableBytes;
+
+impl quick_cache::Weighter<Key, Arc<TableState>> for TableBytes {
+    fn weight(&self, _key: &Key, table: &Arc<TableState>) -> u64 {
+        match table.as_ref() {
+            TableState::Ready(table) => table.bytes() as u64,
+            TableState::OverBudget => 1,
+        }
+    }
+}
+
 /// Loads decoded chunks: from the cache, else from the file.
 pub struct ChunkLoader {
     file: Arc<SourceFile>,
     /// Added to libhdf5's chunk addresses (see [`super::chunks::chunk_address_base`]).
     address_base: u64,
     cache: ChunkCache<ChunkKey>,
+    /// Chunk tables of the datasets read lately, bounded in bytes by `table_budget`.
+    tables: quick_cache::sync::Cache<Key, Arc<TableState>, TableBytes>,
+    table_budget: usize,
 }
 
 /// One dataset being read: everything a worker thread needs to decode one of its chunks.
@@ -74,7 +100,7 @@ impl DatasetRead {
 impl ChunkLoader {
     /// The decoded bytes of the chunk at `origin`.
     pub fn chunk(&self, ds: &DatasetRead, origin: &[u64]) -> Result<Arc<CachedBytes>> {
-        let key = (ds.key, origin.to_vec());
+        let key = (ds.key, ds.direct()?.grid.number(origin));
         self.cache
             .get_or_load(&key, || self.load(ds, origin))
             .map_err(|e| self.located(e, ds, origin))
@@ -92,13 +118,37 @@ impl ChunkLoader {
         }
     }
 
+    /// The chunk table of `ds`, enumerated on first use.
+    fn table(&self, ds: &DatasetRead) -> Result<Arc<TableState>> {
+        self.tables.get_or_insert_with(&ds.key, || {
+            let grid = &ds.direct()?.grid;
+            match ChunkTable::build(ds.handle.id(), grid, self.table_budget) {
+                Ok(table) => Ok(Arc::new(TableState::Ready(table))),
+                Err(TableError::OverBudget(budget)) => {
+                    log::warn!(
+                        "{}: {}: chunk table over its budget of {budget} bytes: read through libhdf5",
+                        self.file.path().display(),
+                        ds.info.path
+                    );
+                    Ok(Arc::new(TableState::OverBudget))
+                }
+                Err(TableError::Library(e)) => Err(Error::read(
+                    self.file.path(),
+                    &ds.info.path,
+                    format!("chunk index cannot be read: {e}"),
+                )),
+            }
+        })
+    }
+
     fn load(&self, ds: &DatasetRead, origin: &[u64]) -> Result<Vec<u8>> {
         let direct = ds.direct()?;
         let chunk_bytes = direct.grid.chunk_bytes();
-        let location = direct
-            .index
-            .locate(ds.handle.id(), origin)
-            .map_err(|e| Error::read("", "", format!("chunk lookup failed: {e}")))?;
+        let table = self.table(ds)?;
+        let TableState::Ready(table) = table.as_ref() else {
+            return Err(Error::read("", "", "no chunk table (over budget)"));
+        };
+        let location = table.locate(origin);
         let Some(address) = location.address else {
             return Ok(direct.fill.repeat(chunk_bytes / direct.fill.len().max(1)));
         };
@@ -127,17 +177,38 @@ pub struct DirectReader {
 }
 
 impl DirectReader {
-    pub fn new(file: Arc<SourceFile>, address_base: u64, cache_bytes: usize) -> DirectReader {
+    /// A reader keeping `cache_bytes` of decoded chunks and `table_bytes` of chunk tables.
+    pub fn new(
+        file: Arc<SourceFile>,
+        address_base: u64,
+        cache_bytes: usize,
+        table_bytes: usize,
+    ) -> DirectReader {
         DirectReader {
             loader: Arc::new(ChunkLoader {
                 file,
                 address_base,
                 cache: ChunkCache::new(cache_bytes),
+                tables: quick_cache::sync::Cache::with_weighter(
+                    1024,
+                    table_bytes as u64,
+                    TableBytes,
+                ),
+                table_budget: table_bytes,
             }),
             workers: WorkerPool::per_cpu(),
             sequential: SequentialReads::default(),
             passed: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Whether the direct path can read `ds`: false when its chunk table would pass the
+    /// budget (libhdf5 reads it then).
+    pub fn can_read(&self, ds: &DatasetRead) -> Result<bool> {
+        Ok(matches!(
+            self.loader.table(ds)?.as_ref(),
+            TableState::Ready(_)
+        ))
     }
 
     /// Fills `buf` with payload bytes from `offset` of a dataset with [`DirectChunks`].
@@ -163,18 +234,17 @@ impl DirectReader {
         let mut passed = self.passed.lock().unwrap();
         for b in boxes_of_range(grid.shape(), offset / unit, end.div_ceil(unit)) {
             for origin in grid.chunks_of_box(&b) {
-                let key = (ds.key, origin);
+                let key = (ds.key, grid.number(&origin));
                 if !passed.iter().rev().take(64).any(|(k, _)| *k == key) {
-                    let chunk_end = grid.end_byte(&key.1);
-                    passed.push((key, chunk_end));
+                    passed.push((key, grid.end_byte(&origin)));
                 }
             }
         }
         let behind = offset.saturating_sub(PASSED_SLACK);
-        passed.retain(|((key, origin), chunk_end)| {
-            let keep = *key != ds.key || *chunk_end > behind;
+        passed.retain(|(key, chunk_end)| {
+            let keep = key.0 != ds.key || *chunk_end > behind;
             if !keep {
-                self.loader.cache.remove(&(*key, origin.clone()));
+                self.loader.cache.remove(key);
             }
             keep
         });
@@ -184,14 +254,13 @@ impl DirectReader {
     }
 
     /// Fills `out` with the elements of `boxes`, one after the other. The chunks needed are
-    /// decoded in parallel: all but the first are handed to the workers, while this thread
-    /// starts on the first (and then takes, or waits for, the rest from the cache).
+    /// decoded in parallel: all but the first are handed to the workers in batches, while
+    /// this thread starts on the first (and then takes, or waits for, the rest from the
+    /// cache).
     fn fill_boxes(&self, ds: &DatasetRead, boxes: &[ElementBox], out: &mut [u8]) -> Result<()> {
         let grid = &ds.direct()?.grid;
         let per_box: Vec<Vec<Vec<u64>>> = boxes.iter().map(|b| grid.chunks_of_box(b)).collect();
-        for origin in per_box.iter().flatten().skip(1) {
-            self.decode_in_background(ds, origin);
-        }
+        self.decode_in_background(ds, per_box.iter().flatten().skip(1).cloned().collect());
         let mut at = 0;
         for (b, origins) in boxes.iter().zip(&per_box) {
             let len = b.len() as usize * grid.unit();
@@ -211,24 +280,31 @@ impl DirectReader {
         let elements: u64 = direct.grid.shape().iter().product();
         let first = (from / unit).min(elements);
         let end = to.div_ceil(unit).min(elements);
-        for b in boxes_of_range(direct.grid.shape(), first, end) {
-            for origin in direct.grid.chunks_of_box(&b) {
-                self.decode_in_background(ds, &origin);
-            }
-        }
+        let origins = boxes_of_range(direct.grid.shape(), first, end)
+            .iter()
+            .flat_map(|b| direct.grid.chunks_of_box(b))
+            .collect();
+        self.decode_in_background(ds, origins);
     }
 
-    /// Queues the decode of one chunk unless it is cached or already being decoded. Errors
-    /// are left for the reader that asks for the chunk (it decodes again and reports).
-    fn decode_in_background(&self, ds: &DatasetRead, origin: &[u64]) {
-        if self.loader.cache.has_or_loading(&(ds.key, origin.to_vec())) {
-            return;
+    /// Queues the decode of the chunks at `origins` that are neither cached nor being
+    /// decoded, in jobs of about [`JOB_BYTES`]. Errors are left for the reader that asks for
+    /// a chunk (it decodes again and reports).
+    fn decode_in_background(&self, ds: &DatasetRead, mut origins: Vec<Vec<u64>>) {
+        let Ok(direct) = ds.direct() else { return };
+        let grid = &direct.grid;
+        origins.retain(|o| !self.loader.cache.has_or_loading(&(ds.key, grid.number(o))));
+        let per_job = (JOB_BYTES / grid.chunk_bytes().max(1)).max(1);
+        while !origins.is_empty() {
+            let batch: Vec<Vec<u64>> = origins.drain(..per_job.min(origins.len())).collect();
+            let (loader, ds) = (self.loader.clone(), ds.clone());
+            self.workers.try_run(move || {
+                for origin in batch {
+                    if let Err(e) = loader.chunk(&ds, &origin) {
+                        log::debug!("read-ahead of a chunk failed (reported when read): {e}");
+                    }
+                }
+            });
         }
-        let (loader, ds, origin) = (self.loader.clone(), ds.clone(), origin.to_vec());
-        self.workers.try_run(move || {
-            if let Err(e) = loader.chunk(&ds, &origin) {
-                log::debug!("read-ahead of a chunk failed (reported when read): {e}");
-            }
-        });
     }
 }

@@ -1,0 +1,26 @@
+"""Fixtures for the scaling tests, written by h5py: a gzip dataset of N chunks, and the
+np.save bytes of h5py's reading of it (the oracle).
+
+    python scale_cases.py chunks N OUT.h5 OUT.npy
+"""
+import sys
+
+import h5py
+import numpy as np
+
+
+def chunks(n, out, npy):
+    rows = 4 * n
+    data = (np.arange(rows * 16, dtype=np.float32) % 1000).reshape(rows, 16)
+    with h5py.File(out, "w") as f:
+        f.create_dataset("x", data=data, chunks=(4, 16), compression="gzip")
+    with h5py.File(out, "r") as f:
+        assert f["x"].id.get_num_chunks() == n
+        np.save(npy, f["x"][()])
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "chunks":
+        chunks(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    else:
+        sys.exit(f"unknown case {sys.argv[1]}")
