@@ -182,17 +182,13 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.readdir(ino.0) {
-            Ok(entries) => entries,
-            Err(e) => return reply.error(errno(&e)),
-        };
-        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
-            let kind = file_type(entry.kind);
-            if reply.add(INodeNo(entry.ino), (i + 1) as u64, kind, &entry.name) {
-                break;
-            }
+        let listed = self.fs.readdir(ino.0, offset, |entry, next| {
+            reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name)
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
-        reply.ok();
     }
 
     /// Entries with their attributes, so that a walk that opens every file (`find`,
@@ -205,28 +201,28 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
-        let entries = match self.fs.readdir(ino.0) {
-            Ok(entries) => entries,
-            Err(e) => return reply.error(errno(&e)),
-        };
-        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
+        let mut failed = None;
+        let listed = self.fs.readdir(ino.0, offset, |entry, next| {
             let attr = match self.fs.getattr(entry.ino) {
                 Ok(attr) => file_attr(&attr),
-                Err(e) => return reply.error(errno(&e)),
+                Err(e) => {
+                    failed = Some(e);
+                    return true;
+                }
             };
-            let next = (i + 1) as u64;
-            if reply.add(
+            reply.add(
                 INodeNo(entry.ino),
                 next,
                 &entry.name,
                 &TTL,
                 &attr,
                 Generation(0),
-            ) {
-                break;
-            }
+            )
+        });
+        match listed.and_then(|()| failed.map_or(Ok(()), Err)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
-        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -1,6 +1,7 @@
 //! `arrfs ls` and `arrfs cat`: the virtual tree and its files without a mount. Both go
 //! through the same [`Fs`] the mount serves, so they show exactly what the mount shows.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 
@@ -40,7 +41,11 @@ pub fn open_tree(source: &Path, options: &SourceOptions) -> Result<Fs> {
 pub fn ls(fs: &Fs, path: &str, recursive: bool, json: bool) -> Result<()> {
     let ino = fs.resolve(path).map_err(|e| in_tree(path, e))?;
     let mut rows = Vec::new();
-    collect(fs, ino, path.trim_matches('/'), recursive, &mut rows)?;
+    let mut walk = Walk {
+        recursive,
+        seen: HashSet::from([ino]),
+    };
+    walk.collect(fs, ino, path.trim_matches('/'), &mut rows)?;
     let text = match json {
         true => rows_json(&rows),
         false => rows_text(&rows),
@@ -48,19 +53,34 @@ pub fn ls(fs: &Fs, path: &str, recursive: bool, json: bool) -> Result<()> {
     write_all(&mut std::io::stdout().lock(), text.as_bytes())
 }
 
-fn collect(fs: &Fs, ino: Ino, path: &str, recursive: bool, rows: &mut Vec<Row>) -> Result<()> {
-    if fs.getattr(ino)?.kind != Kind::Dir {
-        rows.push(row(fs, ino, path)?);
-        return Ok(());
-    }
-    for entry in fs.readdir(ino)?.into_iter().skip(2) {
-        let child = join(path, &entry.name.to_string_lossy());
-        rows.push(row(fs, entry.ino, &child)?);
-        if recursive && entry.kind == Kind::Dir {
-            collect(fs, entry.ino, &child, recursive, rows)?;
+/// A listing in progress. Directories are entered once each: an HDF5 group reachable by
+/// hard links from inside itself would otherwise be walked forever.
+struct Walk {
+    recursive: bool,
+    seen: HashSet<Ino>,
+}
+
+impl Walk {
+    fn collect(&mut self, fs: &Fs, ino: Ino, path: &str, rows: &mut Vec<Row>) -> Result<()> {
+        if fs.getattr(ino)?.kind != Kind::Dir {
+            rows.push(row(fs, ino, path)?);
+            return Ok(());
         }
+        // Depth first in listing order, as a recursive walk would go, without recursion.
+        let mut stack = vec![(fs.entries(ino)?.into_iter(), path.to_string())];
+        while let Some((entries, dir_path)) = stack.last_mut() {
+            let Some(entry) = entries.next() else {
+                stack.pop();
+                continue;
+            };
+            let child = join(dir_path, &entry.name.to_string_lossy());
+            rows.push(row(fs, entry.ino, &child)?);
+            if self.recursive && entry.kind == Kind::Dir && self.seen.insert(entry.ino) {
+                stack.push((fs.entries(entry.ino)?.into_iter(), child));
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn join(dir: &str, name: &str) -> String {

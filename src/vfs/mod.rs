@@ -7,6 +7,7 @@ mod names;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -51,7 +52,14 @@ pub struct Fs {
     uid: u32,
     gid: u32,
     mtime: SystemTime,
+    readdir_visits: AtomicU64,
+    /// Fault injection for the shutdown tests ([`READ_DELAY_ENV`]).
+    read_delay: Option<std::time::Duration>,
 }
+
+/// Set to a number of milliseconds to make every file read wait that long first: how the
+/// tests get a read that is still in flight when the mount is told to stop.
+pub const READ_DELAY_ENV: &str = "ARRFS_FAULT_READ_DELAY_MS";
 
 impl Fs {
     /// A tree over `source`; files show `mtime` and belong to the calling user.
@@ -64,6 +72,11 @@ impl Fs {
             uid,
             gid,
             mtime,
+            readdir_visits: AtomicU64::new(0),
+            read_delay: std::env::var(READ_DELAY_ENV)
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map(std::time::Duration::from_millis),
         }
     }
 
@@ -101,30 +114,62 @@ impl Fs {
         self.getattr(ino)
     }
 
-    pub fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+    /// Hands `add` the entries of directory `ino` from position `offset` on (`.` and `..`
+    /// are positions 0 and 1), each with the position that follows it, until `add` returns
+    /// true (the reply is full). Each call costs only the entries it hands out, so listing a
+    /// directory of N entries in many calls costs O(N) in all.
+    pub fn readdir(
+        &self,
+        ino: Ino,
+        offset: u64,
+        mut add: impl FnMut(DirEntry, u64) -> bool,
+    ) -> Result<()> {
         let node = self.node(ino)?;
         let dir = self.dir_state(&node)?;
-        let mut out = vec![
-            DirEntry {
-                name: ".".into(),
-                ino,
+        let dots = [(".", ino), ("..", node.parent)];
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, (name, dot)) in dots.iter().enumerate().skip(start) {
+            let entry = DirEntry {
+                name: (*name).into(),
+                ino: *dot,
                 kind: Kind::Dir,
-            },
-            DirEntry {
-                name: "..".into(),
-                ino: node.parent,
-                kind: Kind::Dir,
-            },
-        ];
-        for (name, child) in &dir.children {
-            let kind = self.getattr(*child)?.kind;
-            out.push(DirEntry {
+            };
+            if add(entry, i as u64 + 1) {
+                return Ok(());
+            }
+        }
+        for (i, (name, child)) in dir
+            .children
+            .iter()
+            .enumerate()
+            .skip(start.saturating_sub(2))
+        {
+            self.readdir_visits.fetch_add(1, Ordering::Relaxed);
+            let entry = DirEntry {
                 name: name.clone(),
                 ino: *child,
-                kind,
-            });
+                kind: self.getattr(*child)?.kind,
+            };
+            if add(entry, i as u64 + 3) {
+                return Ok(());
+            }
         }
+        Ok(())
+    }
+
+    /// Every entry of directory `ino`, without `.` and `..`.
+    pub fn entries(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        self.readdir(ino, 2, |entry, _| {
+            out.push(entry);
+            false
+        })?;
         Ok(out)
+    }
+
+    /// Directory entries examined by [`Fs::readdir`] so far (for the scaling tests).
+    pub fn readdir_visits(&self) -> u64 {
+        self.readdir_visits.load(Ordering::Relaxed)
     }
 
     /// Checks that `ino` can be opened for reading.
@@ -139,6 +184,9 @@ impl Fs {
     /// Up to `size` bytes from `offset`; fewer only at the end of the file.
     pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
         let node = self.node(ino)?;
+        if let Some(delay) = self.read_delay {
+            std::thread::sleep(delay);
+        }
         let result = match &node.kind {
             NodeKind::Npy(layout) => self.read_npy(&node, layout, offset, size),
             NodeKind::Blob(len) => self.read_blob(&node, *len, offset, size),
@@ -308,3 +356,6 @@ fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
     let end = offset.saturating_add(u64::from(size)).min(len) as usize;
     &bytes[start..end]
 }
+
+#[cfg(test)]
+mod tests;
