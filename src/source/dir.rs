@@ -2,11 +2,11 @@
 //! directory of the same name, `.npy` files as themselves, other files not at all.
 //!
 //! Containers are recognised by their magic bytes when their directory is listed, and opened
-//! only when something inside them is listed or read; at most [`MAX_OPEN`] stay open (LRU).
+//! only when something inside them is listed or read; about [`MAX_OPEN`] stay open (the ones
+//! used most lately and most often).
 //! The tree knows one `Source`, so keys are namespaced: the high bits name a container (0 =
 //! this directory tree itself), the low [`INNER_BITS`] carry the container's own key.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -34,29 +34,14 @@ struct Container {
     broken: Mutex<Option<String>>,
 }
 
-#[derive(Default)]
-struct OpenContainers {
-    sources: HashMap<usize, (u64, Arc<dyn Source>)>,
-    tick: u64,
-}
-
-impl OpenContainers {
-    fn close_oldest(&mut self) {
-        let oldest = self
-            .sources
-            .iter()
-            .min_by_key(|(_, (t, _))| *t)
-            .map(|(k, _)| *k);
-        oldest.map(|k| self.sources.remove(&k));
-    }
-}
-
 pub struct DirSource {
     /// Directories of the mirrored tree: key -> path; [`ROOT`] is the top.
     dirs: RwLock<Vec<PathBuf>>,
     /// Container `i` has key prefix `i + 1`.
     containers: RwLock<Vec<Arc<Container>>>,
-    open: Mutex<OpenContainers>,
+    /// Open containers by index. Opening one (which for HDF5 includes the check in a child
+    /// process) blocks only readers of that same container, never the others.
+    open: quick_cache::sync::Cache<usize, Arc<dyn Source>>,
     options: SourceOptions,
     store: Arc<SeekPointStore>,
 }
@@ -67,7 +52,7 @@ impl DirSource {
         Ok(DirSource {
             dirs: RwLock::new(vec![path.to_path_buf()]),
             containers: RwLock::default(),
-            open: Mutex::default(),
+            open: quick_cache::sync::Cache::new(MAX_OPEN),
             options: SourceOptions {
                 cache_size: options.cache_size / MAX_OPEN as u64,
                 ..options.clone()
@@ -145,34 +130,23 @@ impl DirSource {
         containers.get(index).cloned().ok_or(Error::NotFound)
     }
 
-    /// The open source of container `index`, opening it (and closing the least recently used
-    /// one) if needed. Out of file descriptors, it closes every other container and tries
-    /// once more: reads in flight may still hold some, so under load this can still fail.
+    /// The open source of container `index`, opening it (and closing one not used lately)
+    /// if needed. Out of file descriptors, it closes every other container and tries once
+    /// more: reads in flight may still hold some, so under load this can still fail.
     fn source(&self, index: usize) -> Result<Arc<dyn Source>> {
         let container = self.container(index)?;
-        let mut open = self.open.lock().unwrap();
-        open.tick += 1;
-        let tick = open.tick;
-        if let Some((used, source)) = open.sources.get_mut(&index) {
-            *used = tick;
-            return Ok(source.clone());
-        }
-        if open.sources.len() >= MAX_OPEN {
-            open.close_oldest();
-        }
-        let source = match self.open_container(&container) {
-            Err(e) if e.is_resource() => {
-                log::warn!(
-                    "{e}: closing {} open containers and retrying",
-                    open.sources.len()
-                );
-                open.sources.clear();
-                self.open_container(&container)?
-            }
-            other => other?,
-        };
-        open.sources.insert(index, (tick, source.clone()));
-        Ok(source)
+        self.open
+            .get_or_insert_with(&index, || match self.open_container(&container) {
+                Err(e) if e.is_resource() => {
+                    log::warn!(
+                        "{e}: closing {} open containers and retrying",
+                        self.open.len()
+                    );
+                    self.open.clear();
+                    self.open_container(&container)
+                }
+                other => other,
+            })
     }
 
     fn open_container(&self, container: &Container) -> Result<Arc<dyn Source>> {
