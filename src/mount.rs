@@ -164,8 +164,13 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
     let fs = Fs::new(source, mtime);
     let config = fuse_config(args, source_path)?;
     let daemon_log = open_daemon_log(args)?;
+    // Resolved before mounting: once mounted, resolving it would ask this very session.
+    let canonical = mountpoint
+        .canonicalize()
+        .map_err(|e| Error::io(mountpoint, e))?;
     let mut session = fuser::Session::new(FuseAdapter::new(fs), mountpoint, &config)
         .map_err(|e| Error::Mount(format!("cannot mount on {}: {e}", mountpoint.display())))?;
+    let connection = FuseConnection::of(&canonical);
     let mut unmounter = session.unmount_callable();
     let (tx, rx) = mpsc::channel();
     let ended = tx.clone();
@@ -186,9 +191,16 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
         match rx.recv() {
             Ok(Event::Signal(sig)) => {
                 log::info!("signal {sig}: unmounting {}", mountpoint.display());
-                if let Err(e) = unmounter.unmount() {
+                if unmounter.unmount().is_ok() {
+                    continue;
+                }
+                // Busy: files are open or reads in flight. Fail those reads now and detach
+                // the mount, rather than keep serving after being told to stop.
+                connection.abort();
+                if let Err(e) = unmount(mountpoint, true) {
                     log::error!("unmount of {} failed: {e}", mountpoint.display());
                 }
+                return wait_for_end(&rx, mountpoint);
             }
             Ok(Event::Ended(result)) => {
                 log::info!("{} unmounted", mountpoint.display());
@@ -202,6 +214,75 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
 enum Event {
     Signal(i32),
     Ended(std::io::Result<()>),
+}
+
+/// How long an aborted session may take to wind down before the process exits anyway (a
+/// worker thread may still be inside a long decode or libhdf5 call).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Waits for the aborted session to end, at most [`SHUTDOWN_GRACE`].
+fn wait_for_end(rx: &mpsc::Receiver<Event>, mountpoint: &Path) -> Result<()> {
+    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(Event::Ended(_)) | Err(_) => break,
+            Ok(Event::Signal(_)) => {}
+        }
+    }
+    log::info!("{} detached; reads in flight failed", mountpoint.display());
+    Ok(())
+}
+
+/// The kernel's control file of one FUSE mount (`/sys/fs/fuse/connections/N`, N the mount's
+/// device minor): writing to its `abort` fails every request in flight and every later one,
+/// so no reader waits on a daemon that is going away.
+struct FuseConnection {
+    dir: Option<std::path::PathBuf>,
+}
+
+impl FuseConnection {
+    const CONTROL: &'static str = "/sys/fs/fuse/connections";
+
+    /// The connection of the FUSE mount at `mountpoint` (canonical), found from
+    /// /proc/self/mountinfo (a `stat` of the mountpoint would ask our own session).
+    fn of(mountpoint: &Path) -> FuseConnection {
+        let minor = std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|info| mount_minor(&info, mountpoint));
+        FuseConnection {
+            dir: minor.map(|m| Path::new(Self::CONTROL).join(m.to_string())),
+        }
+    }
+
+    fn abort(&self) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        if !Path::new(Self::CONTROL).join("version").exists() {
+            // fusectl is not mounted (containers): mount it, best effort (needs root).
+            let _ = Command::new("mount")
+                .args(["-t", "fusectl", "fusectl", Self::CONTROL])
+                .status();
+        }
+        if let Err(e) = std::fs::write(dir.join("abort"), "1") {
+            log::warn!("cannot abort FUSE connection {}: {e}", dir.display());
+        }
+    }
+}
+
+/// The device minor of the last mount at `mountpoint` in a mountinfo listing. Fields:
+/// id, parent, major:minor, root, mount point, ... (spaces in paths escaped as `\040`).
+fn mount_minor(mountinfo: &str, mountpoint: &Path) -> Option<u32> {
+    let wanted = mountpoint.to_str()?.replace(' ', "\\040");
+    mountinfo
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let mut fields = line.split(' ');
+            let dev = fields.nth(2)?;
+            let point = fields.nth(1)?;
+            (point == wanted).then(|| dev.split(':').nth(1)?.parse().ok())?
+        })
 }
 
 fn fuse_config(args: &MountArgs, source_path: &Path) -> Result<Config> {

@@ -266,3 +266,30 @@ fn out_of_file_descriptors_fails_reads_and_recovers() {
     let log = mount.stop();
     assert!(log.contains("Too many open files"), "no log line:\n{log}");
 }
+
+/// A read still in flight when arrfs is told to stop: arrfs exits 0 within 2 s, leaves no
+/// mount, and the reader gets an error instead of hanging.
+#[test]
+fn sigterm_while_a_read_is_in_flight_ends_the_mount_within_two_seconds() {
+    let dir = fixtures("fault-sigterm-busy");
+    let delay = [(arrfs::vfs::READ_DELAY_ENV, "60000")];
+    let mut mount = Mount::with_env(&dir.join("stored.npz"), &[], &delay);
+    let path = mount.path("a.npy");
+    let reader = std::thread::spawn(move || std::fs::read(path));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!reader.is_finished(), "the read did not wait");
+    let asked = Instant::now();
+    mount.signal_only(libc::SIGTERM);
+    let status = mount.exit_status().expect("arrfs exits after SIGTERM");
+    let took = asked.elapsed();
+    assert!(status.success(), "arrfs exited with {status}");
+    assert!(took < Duration::from_secs(2), "arrfs took {took:?} to stop");
+    assert!(!is_mounted(&mount.point), "mount left behind");
+    let read = reader.join().unwrap();
+    assert!(read.is_err(), "the read in flight returned data");
+    assert!(
+        mount.log_text().contains("detached"),
+        "{}",
+        mount.log_text()
+    );
+}

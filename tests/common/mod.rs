@@ -234,6 +234,11 @@ impl Mount {
         }
     }
 
+    /// Sends `signal` to arrfs and returns at once (see [`Mount::exit_status`]).
+    pub fn signal_only(&mut self, signal: i32) {
+        self.signal(signal);
+    }
+
     fn signal(&mut self, signal: i32) {
         if let Ok(None) = self.child.try_wait() {
             // SAFETY: plain kill(2) of our own child.
