@@ -84,13 +84,18 @@ def write_scaleoffset(f):
     f["scaleoffset/float_fill"][10:35] = np.linspace(-1, 1, 25, dtype="<f4")
 
 
-def nbit_dataset(f, name, tid, data, chunks):
+def nbit_dataset(f, name, tid, data, chunks, fill=None):
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_chunk(chunks)
     dcpl.set_filter(h5py.h5z.FILTER_NBIT)
+    if fill is not None:
+        dcpl.set_fill_value(np.array(fill, dtype=data.dtype))
     space = h5py.h5s.create_simple(data.shape)
     dset = h5py.h5d.create(f.id, name.encode(), tid, space, dcpl=dcpl)
-    dset.write(h5py.h5s.ALL, h5py.h5s.ALL, data)
+    if fill is None:
+        dset.write(h5py.h5s.ALL, h5py.h5s.ALL, data)
+    else:
+        f[name][: len(data) // 2] = data[: len(data) // 2]  # later chunks never written
 
 
 def write_nbit(f):
@@ -109,6 +114,10 @@ def write_nbit(f):
         tid.set_offset(2)
         nbit_dataset(f, f"nbit/int16_p12_{order}", tid,
                      rng.integers(-2000, 2000, (30, 7)).astype("<i2"), (8, 7))
+    tid = h5py.h5t.STD_I16LE.copy()
+    tid.set_precision(9)
+    tid.set_offset(5)
+    nbit_dataset(f, "nbit/int16_p9_fill", tid, rng.integers(-200, 200, 60).astype("<i2"), (8,), fill=-3)
     # Full precision: n-bit packs nothing, the direct path decodes it.
     nbit_dataset(f, "nbit/int32_full", h5py.h5t.STD_I32BE.copy(),
                  rng.integers(-9, 9, 70).astype("<i4"), (16,))

@@ -20,7 +20,9 @@ use super::chunks::{ChunkGrid, ChunkIndex};
 use super::direct::DirectChunks;
 use super::ffi::{h5check, read_hyperslab, sync, take_h5_string, Hid};
 use super::filters::{stored_filters, FilterPipeline};
-use super::types::{converting_mem_type, element_type, var_string_mem_type, ElementType};
+use super::types::{
+    converting_mem_type, element_type, reduced_int, var_string_mem_type, ElementType,
+};
 use crate::npy::{boxes_of_range, element_span, ByteOrder, Dtype, ElementBox, NpyHeader};
 use crate::source::Xattr;
 
@@ -186,7 +188,9 @@ impl DatasetInfo {
         if H5Pget_external_count(dcpl) != 0 {
             return Err("external storage".into());
         }
-        if self.converts {
+        let file_type = Hid::new(H5Dget_type(dset)).map_err(|e| e.to_string())?;
+        let widen = reduced_int(file_type.0);
+        if self.converts && widen.is_none() {
             return Err("stored with reduced precision: libhdf5 converts it".into());
         }
         let mut opts = 0;
@@ -198,10 +202,18 @@ impl DatasetInfo {
         let dims = self.chunks.clone().unwrap_or_default();
         let grid = ChunkGrid::new(self.shape.clone(), dims, self.unit)
             .ok_or("chunk dims do not match the dataspace")?;
+        let pipeline = FilterPipeline::of_dcpl(dcpl, self.unit)?;
+        let mut fill = fill_value(dset, dcpl, self.unit);
+        if let Some(int) = &widen {
+            int.widen(&mut fill);
+        }
         Ok(DirectChunks {
             grid,
-            pipeline: FilterPipeline::of_dcpl(dcpl, self.unit)?,
-            fill: fill_value(dset, dcpl, self.unit),
+            pipeline: match widen {
+                Some(int) => pipeline.widening(int),
+                None => pipeline,
+            },
+            fill,
             index: ChunkIndex::default(),
         })
     }

@@ -9,7 +9,7 @@ use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::{H5Pget_filter2, H5Pget_nfilters};
 use hdf5_sys::h5z::{H5Z_FILTER_DEFLATE, H5Z_FILTER_FLETCHER32, H5Z_FILTER_SHUFFLE};
 
-use super::codecs::Codec;
+use super::codecs::{Codec, ReducedInt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Filter {
@@ -26,6 +26,8 @@ enum Filter {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FilterPipeline {
     filters: Vec<Filter>,
+    /// Integers stored with reduced precision (n-bit types), widened after decoding.
+    widen: Option<ReducedInt>,
 }
 
 /// One filter of a dataset's pipeline as the file records it.
@@ -103,7 +105,18 @@ impl FilterPipeline {
                 },
             })
             .collect::<Result<_, _>>()?;
-        Ok(FilterPipeline { filters })
+        Ok(FilterPipeline {
+            filters,
+            widen: None,
+        })
+    }
+
+    /// The same pipeline, widening each decoded element from `int`'s stored bits.
+    pub fn widening(self, int: ReducedInt) -> FilterPipeline {
+        FilterPipeline {
+            widen: Some(int),
+            ..self
+        }
     }
 
     /// Decodes one stored chunk into its `chunk_bytes` bytes. Bit `i` of `filter_mask` set
@@ -131,6 +144,9 @@ impl FilterPipeline {
                 "filter pipeline gave {} bytes for a chunk of {chunk_bytes}",
                 data.len()
             ));
+        }
+        if let Some(int) = &self.widen {
+            int.widen(&mut data);
         }
         Ok(data)
     }
@@ -243,7 +259,10 @@ mod tests {
     }
 
     fn pipeline(filters: Vec<Filter>) -> FilterPipeline {
-        FilterPipeline { filters }
+        FilterPipeline {
+            filters,
+            widen: None,
+        }
     }
 
     #[test]

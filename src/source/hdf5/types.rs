@@ -268,3 +268,21 @@ unsafe fn is_ieee(tid: hid_t) -> bool {
     };
     is_full_width(tid) && fields == ieee && H5Tget_norm(tid) == H5T_norm_t::H5T_NORM_IMPLIED
 }
+
+/// The layout of a plain integer type stored with reduced precision or at an offset (which
+/// the direct path widens itself); None for any other type.
+pub fn reduced_int(tid: hid_t) -> Option<super::codecs::ReducedInt> {
+    // SAFETY: tid is a valid datatype id for the whole call.
+    sync(|| unsafe {
+        if H5Tget_class(tid) != H5T_class_t::H5T_INTEGER || is_full_width(tid) {
+            return None;
+        }
+        Some(super::codecs::ReducedInt {
+            size: H5Tget_size(tid),
+            precision: u32::try_from(H5Tget_precision(tid)).ok()?,
+            offset: u32::try_from(H5Tget_offset(tid)).ok()?,
+            signed: H5Tget_sign(tid) != H5T_sign_t::H5T_SGN_NONE,
+            big_endian: matches!(order_of(tid), ByteOrder::Big),
+        })
+    })
+}

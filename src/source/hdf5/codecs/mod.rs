@@ -98,6 +98,8 @@ impl Codec {
     }
 }
 
+pub use nbit::ReducedInt;
+
 /// Reads a big-endian u32 at `at`, if the input holds it.
 fn be_u32(input: &[u8], at: usize) -> Option<u32> {
     let bytes = input.get(at..at.checked_add(4)?)?;

@@ -210,6 +210,49 @@ impl Unpack<'_> {
     }
 }
 
+/// An integer type whose `precision` significant bits start at bit `offset` of its `size`
+/// bytes (an n-bit type): the n-bit filter restores these bits, and widening them to the
+/// plain integer of the same size, sign and order gives what libhdf5's conversion (and so
+/// h5py) gives: the bits shifted down, sign-extended when signed, padding dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReducedInt {
+    pub size: usize,
+    pub precision: u32,
+    pub offset: u32,
+    pub signed: bool,
+    pub big_endian: bool,
+}
+
+impl ReducedInt {
+    /// Widens every element of `data` in place (elements of `size` <= 16 bytes).
+    pub fn widen(&self, data: &mut [u8]) {
+        let bits = (self.size * 8) as u32;
+        if self.size == 0
+            || self.size > 16
+            || self.precision == 0
+            || self.precision + self.offset > bits
+        {
+            return;
+        }
+        let mask = u128::MAX >> (128 - self.precision);
+        for element in data.chunks_exact_mut(self.size) {
+            let mut bytes = [0u8; 16];
+            bytes[..self.size].copy_from_slice(element);
+            if self.big_endian {
+                bytes[..self.size].reverse();
+            }
+            let mut value = (u128::from_le_bytes(bytes) >> self.offset) & mask;
+            if self.signed && value >> (self.precision - 1) & 1 == 1 {
+                value |= !mask;
+            }
+            element.copy_from_slice(&value.to_le_bytes()[..self.size]);
+            if self.big_endian {
+                element.reverse();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +297,24 @@ mod tests {
         let wide = Params::of(&[8, 0, 4, ATOMIC, 2, 0, 14, 4]).unwrap();
         assert!(decode(&wide, &[0xff; 8], 8).is_err());
         assert!(Params::of(&[9, 0, 4, ATOMIC, 2, 0, 12, 4]).is_err());
+    }
+
+    #[test]
+    fn reduced_integers_widen_with_their_sign() {
+        let int = ReducedInt {
+            size: 2,
+            precision: 12,
+            offset: 2,
+            signed: true,
+            big_endian: true,
+        };
+        let mut data = [
+            ((-5i16 as u16 & 0xfff) << 2).to_be_bytes(),
+            (7u16 << 2 | 3).to_be_bytes(),
+        ]
+        .concat();
+        int.widen(&mut data);
+        assert_eq!(data, [(-5i16).to_be_bytes(), 7i16.to_be_bytes()].concat());
     }
 
     #[test]
