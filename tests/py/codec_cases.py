@@ -174,6 +174,8 @@ def corrupt(path):
                 raw = raw[: len(raw) * 2 // 3]
             ds.id.write_direct_chunk((16, 0), bytes(raw), mask)
         f["good"] = np.arange(1000, dtype="<i4")
+        # Not decoded by arrfs yet (nor by a plugin-less libhdf5): must be EIO, not garbage.
+        f.create_dataset("blosc2", data=smooth((64, 64), "<f8"), chunks=(16, 64), **hdf5plugin.Blosc2())
         f.create_dataset("good_zstd", data=smooth((64, 64), "<f8"), chunks=(16, 64), **hdf5plugin.Zstd())
 
 
@@ -194,6 +196,12 @@ def check_corrupt(path, mnt):
                     assert e.errno == errno.EIO, e
                 else:
                     raise AssertionError(f"{name}: reading the damaged chunk succeeded")
+    try:
+        open(f"{mnt}/blosc2.npy", "rb").read()
+    except OSError as e:
+        assert e.errno == errno.EIO, e
+    else:
+        raise AssertionError("blosc2 read without a decoder")
     print(f"{len(CORRUPT)} damaged datasets gave EIO; others read")
 
 
