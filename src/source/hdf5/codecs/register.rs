@@ -96,36 +96,39 @@ unsafe extern "C" fn filter<const ID: i32>(
         log::error!("arrfs decodes HDF5 filters only: cannot encode");
         return 0;
     }
-    if buf.is_null() || (*buf).is_null() || buf_size.is_null() {
+    // SAFETY: `buf` is checked non-null before it is read.
+    if buf.is_null() || unsafe { (*buf).is_null() } || buf_size.is_null() {
         return 0;
     }
     let values = match cd_values.is_null() {
         true => &[][..],
         // SAFETY: libhdf5 passes `cd_nelmts` values.
-        false => std::slice::from_raw_parts(cd_values, cd_nelmts),
+        false => unsafe { std::slice::from_raw_parts(cd_values, cd_nelmts) },
     };
     // SAFETY: libhdf5's buffer holds at least `nbytes` bytes.
-    let input = std::slice::from_raw_parts((*buf).cast::<u8>(), nbytes);
+    let input = unsafe { std::slice::from_raw_parts((*buf).cast::<u8>(), nbytes) };
     // A panic must not unwind into C: it becomes a failed filter.
-    let decoded = catch_unwind(AssertUnwindSafe(|| decode(ID, values, input)))
-        .unwrap_or_else(|_| Err("decoder panicked".into()));
-    let out = match decoded {
-        Ok(out) => out,
-        Err(e) => {
-            log::warn!("libhdf5 read: {e}");
-            return 0;
-        }
+    let decoded = catch_unwind(AssertUnwindSafe(|| {
+        decode(ID, values, input).inspect_err(|e| log::warn!("libhdf5 read: {e}"))
+    }));
+    let Ok(Ok(out)) = decoded else {
+        return 0;
     };
     // libhdf5 frees the buffer it gets back with its own allocator: allocate with it too.
-    let new = H5allocate_memory(out.len().max(1), 0);
+    // SAFETY: a plain allocation by libhdf5's allocator.
+    let new = unsafe { H5allocate_memory(out.len().max(1), 0) };
     if new.is_null() {
         return 0;
     }
-    // SAFETY: `new` holds at least out.len() bytes and does not overlap `out`.
-    std::ptr::copy_nonoverlapping(out.as_ptr(), new.cast::<u8>(), out.len());
-    H5free_memory(*buf);
-    *buf = new;
-    *buf_size = out.len().max(1);
+    // SAFETY: `new` holds at least out.len() bytes and does not overlap `out`; the old
+    // buffer was allocated by libhdf5 and is no longer used (`input` ends here); `buf` and
+    // `buf_size` are writable (libhdf5's contract).
+    unsafe {
+        std::ptr::copy_nonoverlapping(out.as_ptr(), new.cast::<u8>(), out.len());
+        H5free_memory(*buf);
+        *buf = new;
+        *buf_size = out.len().max(1);
+    }
     out.len()
 }
 
