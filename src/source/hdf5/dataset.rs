@@ -20,7 +20,9 @@ use super::chunks::ChunkGrid;
 use super::direct::DirectChunks;
 use super::ffi::{h5check, read_hyperslab, sync, take_h5_string, Hid};
 use super::filters::{stored_filters, FilterPipeline};
-use super::types::{element_type, var_string_mem_type, ElementType};
+use super::types::{
+    converting_mem_type, element_type, reduced_int, var_string_mem_type, ElementType,
+};
 use crate::npy::{boxes_of_range, element_span, ByteOrder, Dtype, ElementBox, NpyHeader};
 use crate::source::Xattr;
 
@@ -41,6 +43,9 @@ pub struct DatasetInfo {
     pub direct: Option<DirectChunks>,
     /// Why chunked data goes through libhdf5 (logged at debug level).
     pub fallback_reason: Option<String>,
+    /// The stored bytes are not numpy's (n-bit precision or a non-IEEE float layout): only
+    /// libhdf5, converting, reads the values.
+    converts: bool,
 }
 
 /// A dataset handle kept open between reads, so its chunk cache survives.
@@ -62,8 +67,10 @@ impl OpenDataset {
             h5check(H5Pset_chunk_cache(dapl.0, 12_421, chunk_cache_bytes, 0.75))?;
             let id = Hid::new(H5Dopen2(file.id(), cpath.as_ptr(), dapl.0))?;
             let file_type = Hid::new(H5Dget_type(id.0))?;
-            let mem_type = match element_type(file_type.0) {
-                Ok(ElementType::VarString { .. }) => var_string_mem_type(file_type.0)?,
+            let converting = converting_mem_type(file_type.0).ok().flatten();
+            let mem_type = match (element_type(file_type.0), converting) {
+                (Ok(ElementType::VarString { .. }), _) => var_string_mem_type(file_type.0)?,
+                (_, Some(converting)) => converting,
                 _ => Hid::new(H5Dget_type(id.0))?,
             };
             Ok(OpenDataset {
@@ -86,6 +93,7 @@ impl DatasetInfo {
         let ftype =
             sync(|| Hid::new(unsafe { H5Dget_type(ds.id()) })).map_err(|e| e.to_string())?;
         let element = element_type(ftype.0)?;
+        let converts = converting_mem_type(ftype.0)?.is_some();
         let mut unit = sync(|| unsafe { H5Tget_size(ftype.0) });
         let mut info = DatasetInfo {
             path: path.to_string(),
@@ -97,6 +105,7 @@ impl DatasetInfo {
             filters: Vec::new(),
             direct: None,
             fallback_reason: None,
+            converts,
         };
         if let ElementType::VarString { utf8 } = info.element {
             unit = info.longest_string(ds, utf8)?;
@@ -141,7 +150,8 @@ impl DatasetInfo {
     }
 
     fn read_layout(&mut self, ds: &hdf5::Dataset) {
-        let fixed = matches!(self.element, ElementType::Fixed { .. });
+        // Stored bytes that need converting are never served by `pread`.
+        let fixed = matches!(self.element, ElementType::Fixed { .. }) && !self.converts;
         sync(|| unsafe {
             let Ok(dcpl) = Hid::new(H5Dget_create_plist(ds.id())) else {
                 return;
@@ -178,6 +188,11 @@ impl DatasetInfo {
         if H5Pget_external_count(dcpl) != 0 {
             return Err("external storage".into());
         }
+        let file_type = Hid::new(H5Dget_type(dset)).map_err(|e| e.to_string())?;
+        let widen = reduced_int(file_type.0);
+        if self.converts && widen.is_none() {
+            return Err("stored with reduced precision: libhdf5 converts it".into());
+        }
         let mut opts = 0;
         if H5Pget_chunk_opts(dcpl, &mut opts) >= 0
             && opts & H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS != 0
@@ -187,10 +202,18 @@ impl DatasetInfo {
         let dims = self.chunks.clone().unwrap_or_default();
         let grid = ChunkGrid::new(self.shape.clone(), dims, self.unit)
             .ok_or("chunk dims do not match the dataspace")?;
+        let pipeline = FilterPipeline::of_dcpl(dcpl, self.unit)?;
+        let mut fill = fill_value(dset, dcpl, self.unit);
+        if let Some(int) = &widen {
+            int.widen(&mut fill);
+        }
         Ok(DirectChunks {
             grid,
-            pipeline: FilterPipeline::of_dcpl(dcpl, self.unit)?,
-            fill: fill_value(dset, dcpl, self.unit),
+            pipeline: match widen {
+                Some(int) => pipeline.widening(int),
+                None => pipeline,
+            },
+            fill,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The HDF5 filter pipeline, decoded in Rust (outside HDF5's global lock) for the filters
-//! we know: deflate, shuffle, fletcher32 and LZF. Any other filter makes the dataset go
-//! through libhdf5 instead.
+//! we know: deflate, shuffle and fletcher32 here, and the codecs of `codecs/` (LZF, zstd,
+//! lz4, bitshuffle, bzip2, blosc, szip, n-bit, scale-offset). Any other filter makes the
+//! dataset go through libhdf5 instead.
 
 use std::ffi::c_char;
 
@@ -8,8 +9,7 @@ use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::{H5Pget_filter2, H5Pget_nfilters};
 use hdf5_sys::h5z::{H5Z_FILTER_DEFLATE, H5Z_FILTER_FLETCHER32, H5Z_FILTER_SHUFFLE};
 
-/// h5py's LZF filter (registered filter id).
-const H5Z_FILTER_LZF: i32 = 32000;
+use super::codecs::{Codec, ReducedInt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Filter {
@@ -19,19 +19,21 @@ enum Filter {
         size: usize,
     },
     Fletcher32,
-    Lzf,
+    Codec(Codec),
 }
 
 /// The filters of a dataset in the order they were applied when writing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FilterPipeline {
     filters: Vec<Filter>,
+    /// Integers stored with reduced precision (n-bit types), widened after decoding.
+    widen: Option<ReducedInt>,
 }
 
 /// One filter of a dataset's pipeline as the file records it.
 pub struct StoredFilter {
     pub id: i32,
-    /// The filter's client data (deflate: the level; shuffle: the element size).
+    /// The filter's client data (deflate: the level; shuffle: the element size), all of it.
     pub values: Vec<u32>,
     /// The name the file or the filter registry gives.
     pub name: String,
@@ -46,22 +48,31 @@ pub unsafe fn stored_filters(dcpl: hid_t) -> Vec<StoredFilter> {
     (0..n)
         .map(|i| {
             let (mut flags, mut config) = (0, 0);
-            let mut nvalues: usize = 8;
-            let mut values = [0u32; 8];
+            // n-bit and scale-offset keep 20 or more values: ask again when 8 are too few.
+            let mut values = vec![0u32; 8];
             let mut name = [0 as c_char; 64];
-            let id = H5Pget_filter2(
-                dcpl,
-                i,
-                &mut flags,
-                &mut nvalues,
-                values.as_mut_ptr(),
-                name.len(),
-                name.as_mut_ptr(),
-                &mut config,
-            );
+            let mut id = 0;
+            for _ in 0..2 {
+                let mut nvalues = values.len();
+                id = H5Pget_filter2(
+                    dcpl,
+                    i,
+                    &mut flags,
+                    &mut nvalues,
+                    values.as_mut_ptr(),
+                    name.len(),
+                    name.as_mut_ptr(),
+                    &mut config,
+                );
+                if nvalues <= values.len() {
+                    values.truncate(nvalues);
+                    break;
+                }
+                values.resize(nvalues.min(MAX_FILTER_VALUES), 0);
+            }
             StoredFilter {
                 id,
-                values: values[..nvalues.min(values.len())].to_vec(),
+                values,
                 name: std::ffi::CStr::from_ptr(name.as_ptr())
                     .to_string_lossy()
                     .into_owned(),
@@ -69,6 +80,9 @@ pub unsafe fn stored_filters(dcpl: hid_t) -> Vec<StoredFilter> {
         })
         .collect()
 }
+
+/// More client data than any filter keeps (n-bit's own limit is 4096).
+const MAX_FILTER_VALUES: usize = 4096;
 
 impl FilterPipeline {
     /// The pipeline of dataset creation property list `dcpl`, or the name of the first filter
@@ -85,11 +99,24 @@ impl FilterPipeline {
                     size: spec.values.first().map_or(type_size, |&v| v as usize),
                 }),
                 H5Z_FILTER_FLETCHER32 => Ok(Filter::Fletcher32),
-                H5Z_FILTER_LZF => Ok(Filter::Lzf),
-                other => Err(format!("filter {other} is decoded by libhdf5")),
+                other => match Codec::of_filter(other, &spec.values) {
+                    Some(codec) => codec.map(Filter::Codec),
+                    None => Err(format!("filter {other} is decoded by libhdf5")),
+                },
             })
             .collect::<Result<_, _>>()?;
-        Ok(FilterPipeline { filters })
+        Ok(FilterPipeline {
+            filters,
+            widen: None,
+        })
+    }
+
+    /// The same pipeline, widening each decoded element from `int`'s stored bits.
+    pub fn widening(self, int: ReducedInt) -> FilterPipeline {
+        FilterPipeline {
+            widen: Some(int),
+            ..self
+        }
     }
 
     /// Decodes one stored chunk into its `chunk_bytes` bytes. Bit `i` of `filter_mask` set
@@ -109,9 +136,7 @@ impl FilterPipeline {
                 Filter::Deflate => inflate(&data, chunk_bytes)?,
                 Filter::Shuffle { size } => unshuffle(&data, *size),
                 Filter::Fletcher32 => strip_fletcher32(data)?,
-                Filter::Lzf => {
-                    lzf::decompress(&data, chunk_bytes).map_err(|e| format!("lzf filter: {e:?}"))?
-                }
+                Filter::Codec(codec) => codec.decode(&data, chunk_bytes)?,
             };
         }
         if data.len() != chunk_bytes {
@@ -119,6 +144,9 @@ impl FilterPipeline {
                 "filter pipeline gave {} bytes for a chunk of {chunk_bytes}",
                 data.len()
             ));
+        }
+        if let Some(int) = &self.widen {
+            int.widen(&mut data);
         }
         Ok(data)
     }
@@ -231,7 +259,10 @@ mod tests {
     }
 
     fn pipeline(filters: Vec<Filter>) -> FilterPipeline {
-        FilterPipeline { filters }
+        FilterPipeline {
+            filters,
+            widen: None,
+        }
     }
 
     #[test]
@@ -276,7 +307,9 @@ mod tests {
     fn lzf_decodes() {
         let data: Vec<u8> = (0..5000u32).map(|i| (i / 10) as u8).collect();
         let stored = lzf::compress(&data).unwrap();
-        let p = pipeline(vec![Filter::Lzf]);
+        let p = pipeline(vec![Filter::Codec(Codec::Lzf {
+            chunk_bytes: data.len(),
+        })]);
         assert_eq!(p.decode(stored, 0, data.len()).unwrap(), data);
     }
 }

@@ -6,6 +6,7 @@
 
 mod attrs;
 mod chunks;
+mod codecs;
 mod dataset;
 mod direct;
 mod ffi;
@@ -56,6 +57,7 @@ pub struct Hdf5Source {
 
 impl Hdf5Source {
     pub fn open(path: &Path, options: &SourceOptions) -> Result<Hdf5Source> {
+        codecs::register::register_all();
         let source = Arc::new(SourceFile::open(path)?);
         let file = hdf5::File::open(path).map_err(|e| Error::format(path, hdf5_cause(&e)))?;
         // Opening the root group reads the superblock and root object header: a truncated

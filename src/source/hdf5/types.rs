@@ -183,3 +183,106 @@ pub fn var_string_mem_type(file_type: hid_t) -> hdf5::Result<Hid> {
     // SAFETY: file_type is a valid string type.
     sync(|| Hid::new(unsafe { H5Tget_native_type(file_type, H5T_direction_t::H5T_DIR_ASCEND) }))
 }
+
+/// A memory type for reading `file_type` through libhdf5 when its stored bytes are not the
+/// numpy bytes of its dtype: integers with fewer significant bits than their size, or at an
+/// offset (n-bit types), and floats outside the IEEE layout of their size. h5py reads those
+/// converted to the plain type of the same size, sign and byte order, and so do we. None:
+/// the stored bytes are numpy's. `Err`: a compound or enum holds such a member (left out).
+pub fn converting_mem_type(file_type: hid_t) -> Result<Option<Hid>, String> {
+    // SAFETY: file_type is a valid datatype id for the whole call.
+    sync(|| unsafe { converting(file_type) })
+}
+
+unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
+    let plain = |id: hid_t| Hid::new(id).map(Some).map_err(|e| e.to_string());
+    match H5Tget_class(tid) {
+        H5T_class_t::H5T_INTEGER if !is_full_width(tid) => {
+            let copy = Hid::new(H5Tcopy(tid)).map_err(|e| e.to_string())?;
+            let bits = 8 * H5Tget_size(tid);
+            let reset = H5Tset_offset(copy.0, 0) >= 0
+                && H5Tset_precision(copy.0, bits) >= 0
+                && H5Tset_pad(copy.0, H5T_pad_t::H5T_PAD_ZERO, H5T_pad_t::H5T_PAD_ZERO) >= 0;
+            reset
+                .then_some(Some(copy))
+                .ok_or("unconvertible integer type".into())
+        }
+        H5T_class_t::H5T_FLOAT if !is_ieee(tid) => {
+            let big = matches!(order_of(tid), ByteOrder::Big);
+            match (H5Tget_size(tid), big) {
+                (4, false) => plain(H5Tcopy(*H5T_IEEE_F32LE)),
+                (4, true) => plain(H5Tcopy(*H5T_IEEE_F32BE)),
+                (8, false) => plain(H5Tcopy(*H5T_IEEE_F64LE)),
+                (8, true) => plain(H5Tcopy(*H5T_IEEE_F64BE)),
+                (size, _) => Err(format!("{size}-byte float outside the IEEE layout")),
+            }
+        }
+        H5T_class_t::H5T_ARRAY => {
+            let (base, dims) = array_parts(tid)?;
+            let Some(mem_base) = converting(base.0)? else {
+                return Ok(None);
+            };
+            plain(H5Tarray_create2(
+                mem_base.0,
+                dims.len() as u32,
+                dims.as_ptr(),
+            ))
+        }
+        H5T_class_t::H5T_COMPOUND => {
+            for i in 0..H5Tget_nmembers(tid).max(0) as u32 {
+                let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
+                if converting(member.0)?.is_some() {
+                    return Err("compound member stored with reduced precision (n-bit)".into());
+                }
+            }
+            Ok(None)
+        }
+        H5T_class_t::H5T_ENUM => {
+            let base = Hid::new(H5Tget_super(tid)).map_err(|e| e.to_string())?;
+            match converting(base.0)? {
+                Some(_) => Err("enum stored with reduced precision (n-bit)".into()),
+                None => Ok(None),
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Whether all bits of the integer type are significant.
+unsafe fn is_full_width(tid: hid_t) -> bool {
+    H5Tget_offset(tid) == 0 && H5Tget_precision(tid) == 8 * H5Tget_size(tid)
+}
+
+/// Whether a float type has the IEEE 754 layout of its size (half, single, double).
+unsafe fn is_ieee(tid: hid_t) -> bool {
+    let (mut spos, mut epos, mut esize, mut mpos, mut msize) = (0, 0, 0, 0, 0);
+    if H5Tget_fields(tid, &mut spos, &mut epos, &mut esize, &mut mpos, &mut msize) < 0 {
+        return false;
+    }
+    let fields = (spos, epos, esize, mpos, msize, H5Tget_ebias(tid));
+    let ieee = match H5Tget_size(tid) {
+        2 => (15, 10, 5, 0, 10, 15),
+        4 => (31, 23, 8, 0, 23, 127),
+        8 => (63, 52, 11, 0, 52, 1023),
+        _ => return false,
+    };
+    is_full_width(tid) && fields == ieee && H5Tget_norm(tid) == H5T_norm_t::H5T_NORM_IMPLIED
+}
+
+/// The layout of a plain integer type stored with reduced precision or at an offset (which
+/// the direct path widens itself); None for any other type.
+pub fn reduced_int(tid: hid_t) -> Option<super::codecs::ReducedInt> {
+    // SAFETY: tid is a valid datatype id for the whole call.
+    sync(|| unsafe {
+        if H5Tget_class(tid) != H5T_class_t::H5T_INTEGER || is_full_width(tid) {
+            return None;
+        }
+        Some(super::codecs::ReducedInt {
+            size: H5Tget_size(tid),
+            precision: u32::try_from(H5Tget_precision(tid)).ok()?,
+            offset: u32::try_from(H5Tget_offset(tid)).ok()?,
+            signed: H5Tget_sign(tid) != H5T_sign_t::H5T_SGN_NONE,
+            big_endian: matches!(order_of(tid), ByteOrder::Big),
+        })
+    })
+}

@@ -1,0 +1,152 @@
+//! Decoders of HDF5's registered and optional filters that libhdf5 may lack: zstd, lz4,
+//! bitshuffle, bzip2, blosc, szip, n-bit, scale-offset and LZF. One [`Codec`] decodes one
+//! filter stage of one chunk; the same code serves the direct chunk path (`filters.rs`) and,
+//! registered through `H5Zregister` (`register.rs`), libhdf5's own reads.
+//!
+//! Every decoder bounds its output by a `limit` (a chunk never decodes to more than its
+//! declared size) and answers garbage with an error, never a panic or a huge allocation.
+
+mod bitshuffle;
+mod blosc;
+mod compressors;
+mod nbit;
+pub mod register;
+mod scaleoffset;
+mod szip;
+
+#[cfg(test)]
+mod fuzz;
+
+/// Filter ids (HDF5's registry of filter plugins, and the built-in ones we decode).
+pub const SZIP: i32 = 4;
+pub const NBIT: i32 = 5;
+pub const SCALEOFFSET: i32 = 6;
+pub const BZIP2: i32 = 307;
+pub const LZF: i32 = 32000;
+pub const BLOSC: i32 = 32001;
+pub const LZ4: i32 = 32004;
+pub const BITSHUFFLE: i32 = 32008;
+pub const ZSTD: i32 = 32015;
+
+/// One filter stage we decode, with what its client data says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Codec {
+    Zstd,
+    Lz4,
+    Bzip2,
+    /// h5py's LZF; `chunk_bytes` is the chunk size its client data records (0 if not).
+    Lzf {
+        chunk_bytes: usize,
+    },
+    Blosc,
+    Bitshuffle(bitshuffle::Params),
+    Szip(szip::Params),
+    Nbit(nbit::Params),
+    ScaleOffset(scaleoffset::Params),
+}
+
+impl Codec {
+    /// The codec of filter `id` with client data `values`: None if we do not decode that
+    /// filter, `Err` if its client data make no sense.
+    pub fn of_filter(id: i32, values: &[u32]) -> Option<Result<Codec, String>> {
+        let codec = match id {
+            ZSTD => Ok(Codec::Zstd),
+            LZ4 => Ok(Codec::Lz4),
+            BZIP2 => Ok(Codec::Bzip2),
+            LZF => Ok(Codec::Lzf {
+                chunk_bytes: values.get(2).map_or(0, |&v| v as usize),
+            }),
+            BLOSC => Ok(Codec::Blosc),
+            BITSHUFFLE => bitshuffle::Params::of(values).map(Codec::Bitshuffle),
+            SZIP => szip::Params::of(values).map(Codec::Szip),
+            NBIT => nbit::Params::of(values).map(Codec::Nbit),
+            SCALEOFFSET => scaleoffset::Params::of(values).map(Codec::ScaleOffset),
+            _ => return None,
+        };
+        Some(codec)
+    }
+
+    /// The filter's usual name, for log lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Codec::Zstd => "zstd",
+            Codec::Lz4 => "lz4",
+            Codec::Bzip2 => "bzip2",
+            Codec::Lzf { .. } => "lzf",
+            Codec::Blosc => "blosc",
+            Codec::Bitshuffle(_) => "bitshuffle",
+            Codec::Szip(_) => "szip",
+            Codec::Nbit(_) => "nbit",
+            Codec::ScaleOffset(_) => "scaleoffset",
+        }
+    }
+
+    /// Decodes one stage of a chunk into at most `limit` bytes.
+    pub fn decode(&self, input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+        let decoded = match self {
+            Codec::Zstd => compressors::zstd(input, limit),
+            Codec::Lz4 => compressors::hdf5_lz4(input, limit),
+            Codec::Bzip2 => compressors::bzip2(input, limit),
+            Codec::Lzf { chunk_bytes } => compressors::lzf(input, *chunk_bytes, limit),
+            Codec::Blosc => blosc::decode(input, limit),
+            Codec::Bitshuffle(p) => bitshuffle::decode(p, input, limit),
+            Codec::Szip(p) => szip::decode(p, input, limit),
+            Codec::Nbit(p) => nbit::decode(p, input, limit),
+            Codec::ScaleOffset(p) => scaleoffset::decode(p, input, limit),
+        };
+        decoded.map_err(|e| format!("{} filter: {e}", self.name()))
+    }
+}
+
+pub use nbit::ReducedInt;
+
+/// Reads a big-endian u32 at `at`, if the input holds it.
+fn be_u32(input: &[u8], at: usize) -> Option<u32> {
+    let bytes = input.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// Reads a big-endian u64 at `at`, if the input holds it.
+fn be_u64(input: &[u8], at: usize) -> Option<u64> {
+    let bytes = input.get(at..at.checked_add(8)?)?;
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// A size a header declares, refused if it exceeds `limit`.
+fn declared(size: u64, limit: usize) -> Result<usize, String> {
+    match usize::try_from(size) {
+        Ok(n) if n <= limit => Ok(n),
+        _ => Err(format!(
+            "declares {size} bytes, more than the {limit} of its chunk"
+        )),
+    }
+}
+
+/// Reads bits most significant first, as HDF5's n-bit and scale-offset filters pack them.
+struct BitReader<'a> {
+    input: &'a [u8],
+    /// Position in bits from the start.
+    at: usize,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        BitReader { input, at: 0 }
+    }
+
+    /// The next `n` (<= 128) bits as an unsigned number, or None past the end.
+    fn read(&mut self, n: u32) -> Option<u128> {
+        let mut value: u128 = 0;
+        let mut left = n as usize;
+        while left > 0 {
+            let byte = *self.input.get(self.at / 8)?;
+            let used = self.at % 8;
+            let take = (8 - used).min(left);
+            let bits = (byte >> (8 - used - take)) & ((1u16 << take) - 1) as u8;
+            value = (value << take) | u128::from(bits);
+            self.at += take;
+            left -= take;
+        }
+        Some(value)
+    }
+}
