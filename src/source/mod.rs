@@ -5,7 +5,9 @@ pub mod dir;
 pub mod hdf5;
 pub mod npz;
 pub mod pickle;
+pub mod safetensors;
 pub mod single;
+pub mod tensors;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -92,6 +94,7 @@ pub enum Format {
     /// A directory of containers.
     Dir,
     Pickle,
+    Safetensors,
 }
 
 const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
@@ -107,7 +110,7 @@ pub fn detect(path: &Path) -> Result<Format> {
     detect_file(path)?.ok_or_else(|| {
         Error::format(
             path,
-            "unknown format (not HDF5, NPZ/zip, pickle, .npy or .npy.gz)",
+            "unknown format (not HDF5, NPZ/zip, pickle, .npy, .npy.gz, safetensors, GGUF or a PyTorch checkpoint)",
         )
     })
 }
@@ -115,10 +118,13 @@ pub fn detect(path: &Path) -> Result<Format> {
 /// The container format of a file, or None if it is none we read.
 pub fn detect_file(path: &Path) -> Result<Option<Format>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut head = [0u8; 8];
-    let n = std::io::Read::read(&mut &file, &mut head).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut head = [0u8; 16];
+    let n = (len.min(head.len() as u64)) as usize;
+    crate::io::pread_exact(&file, 0, &mut head[..n]).map_err(|e| Error::io(path, e))?;
     let head = &head[..n];
     let format = match head {
+        h if safetensors::sniff(h) => Some(Format::Safetensors),
         h if ZIP_MAGICS.iter().any(|m| h.starts_with(m)) => Some(Format::Zip),
         h if h.starts_with(npz::NPY_MAGIC) => Some(Format::Npy),
         h if h.starts_with(GZIP_MAGIC) => Some(Format::Gzip),
@@ -173,6 +179,7 @@ pub fn open_container(
         Format::Gzip => Arc::new(single::GzipNpySource::open_with_store(path, store.clone())?),
         Format::Dir => Arc::new(dir::DirSource::open(path, options)?),
         Format::Pickle => Arc::new(pickle::open(path, options)?),
+        Format::Safetensors => Arc::new(safetensors::open(path, options)?),
     })
 }
 
@@ -185,6 +192,8 @@ pub struct SourceOptions {
     pub attrs_json: bool,
     /// Walk each HDF5 file's metadata in a child process before opening it ([`crate::probe`]).
     pub check_hdf5: bool,
+    /// `-o split_names=SEP`: tensor names of checkpoints split into directories at SEP.
+    pub split_names: Option<String>,
 }
 
 impl Default for SourceOptions {
@@ -193,6 +202,7 @@ impl Default for SourceOptions {
             cache_size: 256 << 20,
             attrs_json: false,
             check_hdf5: false,
+            split_names: None,
         }
     }
 }

@@ -1,0 +1,200 @@
+"""Model checkpoint fixtures (safetensors, GGUF) written in the test run by the formats' own
+libraries, and the checks of their mounted trees against those same libraries.
+
+    checkpoint_cases.py st-write DIR            safetensors files, by safetensors.numpy
+    checkpoint_cases.py st-check FILE MOUNT [SEP]
+                                                every tensor equals np.save of what the
+                                                safetensors library reads; names split at SEP
+    checkpoint_cases.py st-write-bad DIR        truncated / lying / broken safetensors files
+    checkpoint_cases.py st-check-skipped MOUNT  the bad tensor is left out, the rest reads
+
+The oracle is the library that wrote the file: `safetensors.numpy.load_file` for the dtypes
+numpy has, and `safetensors.deserialize` (the library's own parse: dtype, shape, bytes) viewed
+through `ml_dtypes` for bfloat16 / float8, which np.save writes as '<V2' / '<V1'.
+"""
+import io
+import json
+import os
+import struct
+import sys
+
+import ml_dtypes
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from oracle import check_bytes, check_npy  # noqa: E402
+
+rng = np.random.default_rng(11)
+
+# safetensors dtype -> the ml_dtypes type numpy lacks.
+ML_DTYPES = {
+    "BF16": ml_dtypes.bfloat16,
+    "F8_E4M3": ml_dtypes.float8_e4m3fn,
+    "F8_E5M2": ml_dtypes.float8_e5m2,
+    "F8_E4M3FNUZ": ml_dtypes.float8_e4m3fnuz,
+    "F8_E5M2FNUZ": ml_dtypes.float8_e5m2fnuz,
+    "F8_E8M0": ml_dtypes.float8_e8m0fnu,
+}
+LOGICAL = {
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    "F8_E8M0": "float8_e8m0fnu",
+}
+METADATA = {"format": "pt", "note": "h\u00e9llo world", "n": "3"}
+
+
+def st_tensors():
+    """One tensor of every dtype, odd shapes, and dotted names as Hugging Face writes them."""
+    floats = rng.standard_normal((4, 6)).astype("<f4")
+    out = {
+        "model.embed.weight": rng.standard_normal((300, 257)).astype("<f4"),
+        "model.layers.0.attn.q.weight": floats.astype("<f2"),
+        "model.layers.0.attn.q.bias": rng.standard_normal(6).astype("<f8"),
+        "model.layers.1.attn.q.weight": floats.astype(ml_dtypes.bfloat16),
+        "model.layers.1.mlp.f8": floats.astype(ml_dtypes.float8_e4m3fn),
+        "model.layers.1.mlp.f8_e5m2": floats.astype(ml_dtypes.float8_e5m2),
+        "fnuz.e4m3": floats.astype(ml_dtypes.float8_e4m3fnuz),
+        "fnuz.e5m2": floats.astype(ml_dtypes.float8_e5m2fnuz),
+        "scale.e8m0": np.abs(floats).astype(ml_dtypes.float8_e8m0fnu),
+        "i64": np.array([-1, 2**62, -(2**40)], dtype="<i8"),
+        "i32": np.arange(-6, 6, dtype="<i4").reshape(3, 4),
+        "i16": np.arange(-3, 3, dtype="<i2"),
+        "i8": np.arange(-128, 128, dtype="i1"),
+        "u64": np.array([2**64 - 1, 0], dtype="<u8"),
+        "u32": np.arange(5, dtype="<u4"),
+        "u16": np.arange(7, dtype="<u2"),
+        "u8": np.arange(256, dtype="u1").reshape(16, 16),
+        "bool": rng.standard_normal(13) > 0,
+        "c64": (rng.standard_normal(3) + 1j * rng.standard_normal(3)).astype("<c8"),
+        "scalar": np.array(2.5, dtype="<f4"),
+        "empty": np.zeros((0, 3), dtype="<f4"),
+    }
+    return out
+
+
+def st_write(out_dir):
+    from safetensors.numpy import save_file
+    os.makedirs(out_dir, exist_ok=True)
+    save_file(st_tensors(), os.path.join(out_dir, "model.safetensors"), metadata=METADATA)
+    shards = os.path.join(out_dir, "hf")
+    os.makedirs(shards, exist_ok=True)
+    tensors = st_tensors()
+    names = sorted(tensors)
+    for i, part in enumerate((names[::2], names[1::2])):
+        save_file({k: tensors[k] for k in part},
+                  os.path.join(shards, f"model-0000{i + 1}-of-00002.safetensors"), metadata={"shard": str(i)})
+    np.savez(os.path.join(shards, "extra.npz"), a=np.arange(3))
+    with open(os.path.join(shards, "config.json"), "w") as f:
+        json.dump({"model_type": "test"}, f)
+
+
+def st_expected(path):
+    """name -> (expected .npy bytes, array, safetensors dtype), from the library alone:
+    `safe_open(..., framework="numpy").get_tensor` for numpy's dtypes, the library's own
+    parse (`deserialize`: dtype, shape, bytes) viewed as ml_dtypes for the others."""
+    import safetensors
+    from safetensors import safe_open
+    with open(path, "rb") as f:
+        parsed = safetensors.deserialize(f.read())
+    out = {}
+    with safe_open(path, framework="numpy") as lib:
+        for name, info in parsed:
+            dtype = info["dtype"]
+            if dtype in ML_DTYPES:
+                array = np.frombuffer(bytes(info["data"]), dtype=ML_DTYPES[dtype]).reshape(info["shape"])
+            else:
+                array = lib.get_tensor(name)
+            buf = io.BytesIO()
+            np.save(buf, array)
+            # numpy writes float8_e5m2 as '<f1', which np.load refuses; arrfs shows '<V1'
+            # like the other float8 types (same length, so the rest is unchanged).
+            data = buf.getvalue().replace(b"'descr': '<f1'", b"'descr': '<V1'", 1)
+            out[name] = (data, array, dtype)
+    return out
+
+
+def files_under(mount):
+    got = set()
+    for root, _dirs, files in os.walk(mount):
+        for name in files:
+            got.add(os.path.relpath(os.path.join(root, name), mount))
+    return got
+
+
+def st_check(path, mount, sep=None):
+    want = st_expected(path)
+    rel = {name: (name.replace(sep, "/") if sep else name) + ".npy" for name in want}
+    got = files_under(mount)
+    assert got == set(rel.values()), f"missing {sorted(set(rel.values()) - got)}, extra {sorted(got - set(rel.values()))}"
+    for name, (data, array, dtype) in sorted(want.items()):
+        file = os.path.join(mount, rel[name])
+        if dtype in ML_DTYPES:
+            check_bytes(file, data, reads=40)
+            loaded = np.load(file, mmap_mode="r")
+            assert loaded.shape == array.shape, (file, loaded.shape)
+            same = np.asarray(loaded).view(ML_DTYPES[dtype])
+            assert np.array_equal(same, array, equal_nan=True), file
+            assert os.getxattr(file, "user.arrfs.dtype_logical") == LOGICAL[dtype].encode(), file
+        else:
+            check_npy(file, array, reads=40)
+        assert os.getxattr(file, "user.safetensors.dtype") == dtype.encode(), file
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        metadata = json.loads(f.read(n)).get("__metadata__", {})
+    for key, value in metadata.items():
+        assert os.getxattr(mount, f"user.safetensors.{key}") == value.encode(), key
+    print(f"{path}: {len(want)} tensors ok")
+
+
+def st_write_bad(out_dir):
+    from safetensors.numpy import save, save_file
+    os.makedirs(out_dir, exist_ok=True)
+    tensors = {"a": np.arange(1000, dtype="<f8"), "b": np.arange(10, dtype="<i4")}
+    good = save(tensors)
+    n = struct.unpack("<Q", good[:8])[0]
+    header = json.loads(good[8:8 + n])
+
+    def write(name, data):
+        with open(os.path.join(out_dir, name), "wb") as f:
+            f.write(data)
+
+    def with_header(h):
+        text = json.dumps(h).encode()
+        text += b" " * (-len(text) % 8)
+        return struct.pack("<Q", len(text)) + text
+
+    write("truncated.safetensors", good[:len(good) - 100])
+    write("lying_length.safetensors", struct.pack("<Q", len(good)) + good[8:])
+    write("not_object.safetensors", with_header([1, 2, 3]) + good[8 + n:])
+    write("bad_json.safetensors", struct.pack("<Q", 12) + b'{"a": [1, 2' + b" " + good[8 + n:])
+    past = json.loads(json.dumps(header))
+    past["b"]["data_offsets"] = [8040, 8040 + 10 * 4]
+    write("past_end.safetensors", with_header(past) + good[8 + n:])
+    wrong = json.loads(json.dumps(header))
+    wrong["b"]["shape"] = [11]
+    wrong["c"] = {"dtype": "Q9", "shape": [1], "data_offsets": [0, 1]}
+    write("wrong_length.safetensors", with_header(wrong) + good[8 + n:])
+    save_file(tensors, os.path.join(out_dir, "good.safetensors"))
+
+
+def st_check_skipped(mount):
+    """wrong_length.safetensors: `b` (shape that does not fit its bytes) and `c` (unknown
+    dtype) are left out with reasons; `a` reads right."""
+    assert files_under(mount) == {"a.npy"}, files_under(mount)
+    check_npy(os.path.join(mount, "a.npy"), np.arange(1000, dtype="<f8"), reads=20)
+    skipped = os.getxattr(mount, "user.arrfs.skipped").decode()
+    assert "b: data_offsets" in skipped and "c: dtype \"Q9\"" in skipped, skipped
+    print("bad tensors left out, the rest reads")
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {
+        "st-write": lambda: st_write(*args),
+        "st-check": lambda: st_check(*args),
+        "st-write-bad": lambda: st_write_bad(*args),
+        "st-check-skipped": lambda: st_check_skipped(*args),
+    }[cmd]()
