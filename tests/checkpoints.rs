@@ -177,3 +177,70 @@ fn safetensors_metadata_in_the_attrs_json_sidecar() {
     let out = child.wait_with_output().unwrap();
     common::assert_success("sidecar equals safe_open().metadata()", &out);
 }
+
+#[test]
+fn gguf_tensors_and_metadata_equal_gguf_reader() {
+    let dir = written("gguf", "gguf-write");
+    // 15 written fields + general.architecture (+ general.alignment).
+    for (name, fields) in [("model.gguf", 16), ("aligned.gguf", 17)] {
+        let out = mount_and_check(&dir.join(name), &[], "gguf-check", &[]);
+        let want = format!("12 tensors, {fields} metadata fields ok");
+        assert!(out.contains(&want), "{out}");
+    }
+}
+
+#[test]
+fn gguf_every_quantized_type_is_shown_as_gguf_reader_shows_it() {
+    let dir = written("gguf-quants", "gguf-write");
+    let out = mount_and_check(&dir.join("allquants.gguf"), &[], "gguf-check", &[]);
+    assert!(out.contains(" tensors, 1 metadata fields ok"), "{out}");
+}
+
+#[test]
+fn gguf_split_names_makes_directories() {
+    let dir = written("gguf-split", "gguf-write");
+    let source = dir.join("model.gguf");
+    let out = mount_and_check(&source, &["-o", "split_names=."], "gguf-check", &["."]);
+    assert!(out.contains("12 tensors"), "{out}");
+}
+
+#[test]
+fn broken_gguf_fails_the_mount_with_one_line() {
+    let dir = written("gguf-bad", "gguf-write");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let bytes = std::fs::read(dir.join("model.gguf")).unwrap();
+    // Cut inside the tensor data, inside the metadata, and a count that lies.
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "cut_data.gguf",
+            bytes[..bytes.len() - 100].to_vec(),
+            "truncated",
+        ),
+        ("cut_header.gguf", bytes[..200].to_vec(), "truncated"),
+        (
+            "big_count.gguf",
+            {
+                let mut b = bytes.clone();
+                b[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+                b
+            },
+            "cannot fit in the file",
+        ),
+        (
+            "version_1.gguf",
+            {
+                let mut b = bytes.clone();
+                b[4..8].copy_from_slice(&1u32.to_le_bytes());
+                b
+            },
+            "version 1",
+        ),
+    ];
+    for (name, data, needle) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, data).unwrap();
+        let line = common::assert_mount_fails(&path, &mnt, &["-f"], needle);
+        assert!(line.contains(name), "{line}");
+    }
+}

@@ -2,6 +2,7 @@
 //! file's payload. The virtual tree (`vfs`) knows nothing else about formats.
 
 pub mod dir;
+pub mod gguf;
 pub mod hdf5;
 pub mod npz;
 pub mod pickle;
@@ -95,6 +96,7 @@ pub enum Format {
     Dir,
     Pickle,
     Safetensors,
+    Gguf,
 }
 
 const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
@@ -125,6 +127,7 @@ pub fn detect_file(path: &Path) -> Result<Option<Format>> {
     let head = &head[..n];
     let format = match head {
         h if safetensors::sniff(h) => Some(Format::Safetensors),
+        h if h.starts_with(gguf::MAGIC) => Some(Format::Gguf),
         h if ZIP_MAGICS.iter().any(|m| h.starts_with(m)) => Some(Format::Zip),
         h if h.starts_with(npz::NPY_MAGIC) => Some(Format::Npy),
         h if h.starts_with(GZIP_MAGIC) => Some(Format::Gzip),
@@ -180,6 +183,7 @@ pub fn open_container(
         Format::Dir => Arc::new(dir::DirSource::open(path, options)?),
         Format::Pickle => Arc::new(pickle::open(path, options)?),
         Format::Safetensors => Arc::new(safetensors::open(path, options)?),
+        Format::Gguf => Arc::new(gguf::open(path, options)?),
     })
 }
 

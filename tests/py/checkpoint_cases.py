@@ -190,6 +190,103 @@ def st_check_skipped(mount):
     print("bad tensors left out, the rest reads")
 
 
+GGUF_METADATA = [
+    ("add_uint8", "t.u8", 200), ("add_int8", "t.i8", -100), ("add_uint16", "t.u16", 60000),
+    ("add_int16", "t.i16", -30000), ("add_uint32", "t.u32", 4_000_000_000),
+    ("add_int32", "t.i32", -2_000_000_000), ("add_float32", "t.f32", 0.1),
+    ("add_bool", "t.bool", True), ("add_string", "t.str", "h\u00e9llo"),
+    ("add_uint64", "t.u64", 2**64 - 1), ("add_int64", "t.i64", -(2**62)),
+    ("add_float64", "t.f64", 1e-300), ("add_array", "t.ints", [1, 2, 3]),
+    ("add_array", "t.strs", ["a", "b\u00e9", ""]), ("add_array", "t.floats", [0.5, 0.25]),
+]
+
+
+def gguf_write(out_dir):
+    """GGUFWriter files: plain and Q8_0/Q4_0 tensors with metadata of every value type; one
+    with a custom alignment; one with a tensor of every quantized type the package knows."""
+    import gguf
+    from gguf.constants import GGMLQuantizationType as Q, GGML_QUANT_SIZES
+    from gguf import quants
+    os.makedirs(out_dir, exist_ok=True)
+    for name, alignment in (("model.gguf", None), ("aligned.gguf", 256)):
+        w = gguf.GGUFWriter(os.path.join(out_dir, name), "llama")
+        if alignment:
+            w.add_custom_alignment(alignment)
+        for method, key, value in GGUF_METADATA:
+            getattr(w, method)(key, value)
+        weights = rng.standard_normal((3, 5, 64)).astype("<f4")
+        w.add_tensor("token_embd.weight", rng.standard_normal((70, 256)).astype("<f4"))
+        w.add_tensor("blk.0.attn_q.weight", weights)
+        w.add_tensor("blk.0.attn_k.weight", weights.astype("<f2"))
+        w.add_tensor("blk.0.attn_v.weight", weights[0].astype(ml_dtypes.bfloat16).view("<u2"), raw_dtype=Q.BF16)
+        w.add_tensor("blk.0.q8", quants.quantize(weights[0], Q.Q8_0), raw_dtype=Q.Q8_0)
+        w.add_tensor("blk.0.q4", quants.quantize(weights[1], Q.Q4_0), raw_dtype=Q.Q4_0)
+        w.add_tensor("f64", rng.standard_normal(7))
+        w.add_tensor("i8", np.arange(-5, 5, dtype="i1"))
+        w.add_tensor("i16", np.arange(9, dtype="<i2"))
+        w.add_tensor("i32", np.arange(12, dtype="<i4").reshape(3, 4))
+        w.add_tensor("i64", np.array([-(2**40), 2**62], dtype="<i8"))
+        w.add_tensor("scalar_like", np.array([1.5], dtype="<f4"))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    w = gguf.GGUFWriter(os.path.join(out_dir, "allquants.gguf"), "llama")
+    for qtype, (values, nbytes) in GGML_QUANT_SIZES.items():
+        if values == 1:
+            continue
+        raw = rng.integers(0, 256, size=(2, 3 * nbytes), dtype="u1")
+        w.add_tensor(f"q.{qtype.name}", raw, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gguf_check(path, mount, sep=None):
+    """Every tensor equals np.save of GGUFReader's `.data` (BF16 viewed as ml_dtypes'
+    bfloat16, which np.save writes as '<V2'); metadata equals the reader's fields."""
+    import gguf
+    reader = gguf.GGUFReader(path)
+    rel = {t.name: (t.name.replace(sep, "/") if sep else t.name) + ".npy" for t in reader.tensors}
+    got = files_under(mount)
+    assert got == set(rel.values()), f"missing {sorted(set(rel.values()) - got)}, extra {sorted(got - set(rel.values()))}"
+    for t in reader.tensors:
+        file = os.path.join(mount, rel[t.name])
+        kind = t.tensor_type.name
+        assert os.getxattr(file, "user.gguf.type") == kind.encode(), file
+        if kind == "BF16":
+            array = np.ascontiguousarray(t.data).view(ml_dtypes.bfloat16)
+            buf = io.BytesIO()
+            np.save(buf, array)
+            check_bytes(file, buf.getvalue(), reads=30)
+            assert os.getxattr(file, "user.arrfs.dtype_logical") == b"bfloat16"
+        else:
+            check_npy(file, np.ascontiguousarray(t.data), reads=30)
+            if t.data.dtype == np.uint8 and kind not in ("I8",):
+                logical = os.getxattr(file, "user.arrfs.dtype_logical").decode()
+                assert logical.startswith(kind + " "), (file, logical)
+    fields = 0
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        got = os.getxattr(mount, f"user.gguf.{key}").decode()
+        want = field.contents()
+        if isinstance(want, str):
+            assert got == want, (key, got, want)
+        elif isinstance(want, bool):
+            assert got == ("true" if want else "false"), (key, got)
+        elif isinstance(want, float) and field.types[0] == gguf.GGUFValueType.FLOAT32:
+            # arrfs prints an f32 as its shortest text (0.1); the reader widens it to f64.
+            assert np.float32(float(got)) == np.float32(want), (key, got, want)
+        elif isinstance(want, float):
+            assert float(got) == want, (key, got, want)
+        else:
+            assert json.loads(got) == want, (key, got, want)
+        fields += 1
+    print(f"{path}: {len(reader.tensors)} tensors, {fields} metadata fields ok")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -197,4 +294,6 @@ if __name__ == "__main__":
         "st-check": lambda: st_check(*args),
         "st-write-bad": lambda: st_write_bad(*args),
         "st-check-skipped": lambda: st_check_skipped(*args),
+        "gguf-write": lambda: gguf_write(*args),
+        "gguf-check": lambda: gguf_check(*args),
     }[cmd]()
