@@ -244,3 +244,107 @@ fn broken_gguf_fails_the_mount_with_one_line() {
         assert!(line.contains(name), "{line}");
     }
 }
+
+fn torch_fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/torch")
+        .join(name)
+}
+
+fn check_torch(name: &str) -> String {
+    let fixture = torch_fixture(name);
+    let mount = Mount::new(&fixture, &[]);
+    let out = run_py(
+        "checkpoint_cases.py",
+        &[
+            OsStr::new("torch-check"),
+            fixture.as_os_str(),
+            mount.point.as_os_str(),
+        ],
+    );
+    mount.stop();
+    out
+}
+
+#[test]
+fn torch_state_dict_equals_what_torch_loads() {
+    let out = check_torch("state_dict.pt");
+    assert!(out.contains("10 files ok"), "{out}");
+}
+
+#[test]
+fn torch_optimizer_state_and_python_values_follow_the_pickle_layout() {
+    // 10 model tensors, Adam's state, param_groups' numbers and bools, epoch and loss.
+    let out = check_torch("optimizer.pt");
+    assert!(out.contains("35 files ok"), "{out}");
+}
+
+#[test]
+fn torch_views_with_offsets_and_strides_read_as_tensor_numpy() {
+    let out = check_torch("views.pt");
+    assert!(out.contains("12 files ok"), "{out}");
+}
+
+#[test]
+fn torch_shared_storages_give_each_tensor_its_file() {
+    let out = check_torch("shared.pt");
+    assert!(out.contains("7 files ok"), "{out}");
+}
+
+#[test]
+fn torch_dtypes_bf16_f16_ints_bool_complex_float8() {
+    let out = check_torch("dtypes.pt");
+    assert!(out.contains("20 files ok"), "{out}");
+}
+
+#[test]
+fn torch_hostile_checkpoint_runs_nothing_and_the_rest_is_shown() {
+    let marker = Path::new("/tmp/arrfs-torch-pwned");
+    let _ = std::fs::remove_file(marker);
+    let fixture = torch_fixture("hostile.pt");
+    let mount = Mount::new(&fixture, &[]);
+    let out = run_py(
+        "checkpoint_cases.py",
+        &[
+            OsStr::new("torch-check"),
+            fixture.as_os_str(),
+            mount.point.as_os_str(),
+        ],
+    );
+    assert!(out.contains("2 files ok"), "{out}");
+    let skipped = xattr(&mount.point, "user.arrfs.skipped");
+    for needle in [
+        "system: global posix.system is not on the allow-list",
+        "eval: global __builtin__.eval is not on the allow-list",
+        "nested: global torch.serialization.load is not on the allow-list",
+        "copyreg: global commands.Popen is not on the allow-list",
+    ] {
+        assert!(skipped.contains(needle), "{needle:?} not in {skipped}");
+    }
+    mount.stop();
+    assert!(!marker.exists(), "os.system ran");
+}
+
+#[test]
+fn torch_legacy_checkpoint_is_refused_with_one_line() {
+    let dir = TempDir::new("torch-legacy");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    common::assert_mount_fails(
+        &torch_fixture("legacy.pt"),
+        &mnt,
+        &["-f"],
+        "legacy.pt: legacy PyTorch checkpoint",
+    );
+}
+
+/// The value of extended attribute `name` of `path`, as text.
+fn xattr(path: &Path, name: &str) -> String {
+    let out = std::process::Command::new("getfattr")
+        .args(["--only-values", "-n", name])
+        .arg(path)
+        .output()
+        .unwrap();
+    common::assert_success("getfattr", &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -9,6 +9,7 @@ pub mod pickle;
 pub mod safetensors;
 pub mod single;
 pub mod tensors;
+pub mod torch;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -87,7 +88,7 @@ pub trait Source: Send + Sync {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Hdf5,
-    /// NPZ or any zip archive.
+    /// NPZ or any zip archive; a PyTorch checkpoint if it holds `NAME/data.pkl`.
     Zip,
     Npy,
     /// A gzip-wrapped `.npy`.
@@ -97,6 +98,8 @@ pub enum Format {
     Pickle,
     Safetensors,
     Gguf,
+    /// A PyTorch checkpoint of torch < 1.6 (or `_use_new_zipfile_serialization=False`).
+    TorchLegacy,
 }
 
 const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
@@ -128,6 +131,7 @@ pub fn detect_file(path: &Path) -> Result<Option<Format>> {
     let format = match head {
         h if safetensors::sniff(h) => Some(Format::Safetensors),
         h if h.starts_with(gguf::MAGIC) => Some(Format::Gguf),
+        h if h.starts_with(torch::LEGACY_MAGIC) => Some(Format::TorchLegacy),
         h if ZIP_MAGICS.iter().any(|m| h.starts_with(m)) => Some(Format::Zip),
         h if h.starts_with(npz::NPY_MAGIC) => Some(Format::Npy),
         h if h.starts_with(GZIP_MAGIC) => Some(Format::Gzip),
@@ -177,14 +181,34 @@ pub fn open_container(
             }
             Arc::new(hdf5::Hdf5Source::open(path, options)?)
         }
-        Format::Zip => Arc::new(npz::ZipSource::open_with_store(path, store.clone())?),
+        Format::Zip => open_zip(path, store)?,
         Format::Npy => Arc::new(single::NpyFileSource::open(path)?),
         Format::Gzip => Arc::new(single::GzipNpySource::open_with_store(path, store.clone())?),
         Format::Dir => Arc::new(dir::DirSource::open(path, options)?),
         Format::Pickle => Arc::new(pickle::open(path, options)?),
         Format::Safetensors => Arc::new(safetensors::open(path, options)?),
         Format::Gguf => Arc::new(gguf::open(path, options)?),
+        Format::TorchLegacy => {
+            return Err(Error::format(
+                path,
+                "legacy PyTorch checkpoint (torch < 1.6 format) is not supported; re-save it with a current torch.save",
+            ))
+        }
     })
+}
+
+/// A zip is a PyTorch checkpoint if it holds `NAME/data.pkl`, else an NPZ / zip of arrays.
+fn open_zip(path: &Path, store: &Arc<SeekPointStore>) -> Result<Arc<dyn Source>> {
+    let file = Arc::new(crate::io::SourceFile::open(path)?);
+    let members = npz::read_central_directory(path, file.len())?;
+    if torch::data_pkl(&members).is_some() {
+        return torch::open_source(path, &members);
+    }
+    Ok(Arc::new(npz::ZipSource::from_members(
+        file,
+        members,
+        store.clone(),
+    )?))
 }
 
 /// Settings every source may use.

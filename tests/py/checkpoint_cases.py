@@ -1,5 +1,6 @@
 """Model checkpoint fixtures (safetensors, GGUF) written in the test run by the formats' own
-libraries, and the checks of their mounted trees against those same libraries.
+libraries, and the checks of their mounted trees against those same libraries. PyTorch
+checkpoints are shipped with the bytes torch gave for them (torch is not installed here).
 
     checkpoint_cases.py st-write DIR            safetensors files, by safetensors.numpy
     checkpoint_cases.py st-check FILE MOUNT [SEP]
@@ -7,6 +8,13 @@ libraries, and the checks of their mounted trees against those same libraries.
                                                 safetensors library reads; names split at SEP
     checkpoint_cases.py st-write-bad DIR        truncated / lying / broken safetensors files
     checkpoint_cases.py st-check-skipped MOUNT  the bad tensor is left out, the rest reads
+    checkpoint_cases.py gguf-write DIR          GGUF files, by gguf.GGUFWriter
+    checkpoint_cases.py gguf-check FILE MOUNT [SEP]
+                                                every tensor equals np.save of GGUFReader's
+                                                .data; metadata equals its fields
+    checkpoint_cases.py torch-check FIXTURE MOUNT
+                                                the mount equals the bytes torch gave
+                                                (tests/fixtures/torch/make.py)
 
 The oracle is the library that wrote the file: `safetensors.numpy.load_file` for the dtypes
 numpy has, and `safetensors.deserialize` (the library's own parse: dtype, shape, bytes) viewed
@@ -287,6 +295,24 @@ def gguf_check(path, mount, sep=None):
     print(f"{path}: {len(reader.tensors)} tensors, {fields} metadata fields ok")
 
 
+def torch_check(fixture, mount):
+    """The mount of a torch.save checkpoint shows exactly the files of FIXTURE.expected.zip
+    (written by tests/fixtures/torch/make.py from torch.load and tensor.numpy()), byte for
+    byte and in random slices."""
+    import zipfile
+    with zipfile.ZipFile(fixture[:-3] + ".expected.zip") as z:
+        want = {name: z.read(name) for name in z.namelist()}
+    got = files_under(mount)
+    assert got == set(want), f"missing {sorted(set(want) - got)}, extra {sorted(got - set(want))}"
+    for rel, data in sorted(want.items()):
+        file = os.path.join(mount, rel)
+        check_bytes(file, data, reads=30)
+        if b"'<V" in data[:128]:
+            logical = os.getxattr(file, "user.arrfs.dtype_logical").decode()
+            assert logical in ("bfloat16", "float8_e4m3fn", "float8_e5m2"), (file, logical)
+    print(f"{fixture}: {len(want)} files ok")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -296,4 +322,5 @@ if __name__ == "__main__":
         "st-check-skipped": lambda: st_check_skipped(*args),
         "gguf-write": lambda: gguf_write(*args),
         "gguf-check": lambda: gguf_check(*args),
+        "torch-check": lambda: torch_check(*args),
     }[cmd]()
