@@ -348,3 +348,45 @@ fn xattr(path: &Path, name: &str) -> String {
     common::assert_success("getfattr", &out);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[test]
+fn torch_missing_storage_leaves_its_tensors_out_and_the_rest_reads() {
+    let dir = TempDir::new("torch-missing");
+    let copy = dir.join("views.pt");
+    let fixture = torch_fixture("views.pt");
+    run_py(
+        "checkpoint_cases.py",
+        &[
+            OsStr::new("torch-write-missing"),
+            fixture.as_os_str(),
+            copy.as_os_str(),
+        ],
+    );
+    std::fs::copy(
+        torch_fixture("views.expected.zip"),
+        dir.join("views.expected.zip"),
+    )
+    .unwrap();
+    let mount = Mount::new(&copy, &[]);
+    let out = run_py(
+        "checkpoint_cases.py",
+        &[
+            OsStr::new("torch-check-missing"),
+            copy.as_os_str(),
+            mount.point.as_os_str(),
+        ],
+    );
+    assert!(out.contains("left out"), "{out}");
+    mount.stop();
+}
+
+#[test]
+fn truncated_torch_checkpoint_fails_the_mount_with_one_line() {
+    let dir = TempDir::new("torch-truncated");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let bytes = std::fs::read(torch_fixture("views.pt")).unwrap();
+    let cut = dir.join("cut.pt");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    common::assert_mount_fails(&cut, &mnt, &["-f"], "cut.pt");
+}

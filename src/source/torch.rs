@@ -167,7 +167,8 @@ fn leave_out_unreadable(nodes: &mut [Node], storages: &HashMap<String, Storage>)
             match reasons.get(&index) {
                 Some(why) => {
                     log::info!("tensor {name} left out: {why}");
-                    dir.skipped.push((name, why.clone()));
+                    let stem = name.strip_suffix(".npy").unwrap_or(&name).to_string();
+                    dir.skipped.push((stem, why.clone()));
                 }
                 None => kept.push((name, index)),
             }

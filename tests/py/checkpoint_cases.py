@@ -313,6 +313,33 @@ def torch_check(fixture, mount):
     print(f"{fixture}: {len(want)} files ok")
 
 
+def torch_write_missing(fixture, out):
+    """A copy of FIXTURE (a torch.save zip) without its storage member `data/0`; every
+    other member byte for byte, stored as torch stores them."""
+    import zipfile
+    with zipfile.ZipFile(fixture) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if not info.filename.endswith("/data/0"):
+                dst.writestr(info.filename, src.read(info.filename))
+
+
+def torch_check_missing(fixture, mount):
+    """The copy without storage 0: the tensors viewing it are left out with the reason,
+    every other file equals FIXTURE.expected.zip."""
+    import zipfile
+    with zipfile.ZipFile(fixture[:-3] + ".expected.zip") as z:
+        want = {name: z.read(name) for name in z.namelist()}
+    got = files_under(mount)
+    assert got and got < set(want), (sorted(got), sorted(want))
+    for rel in sorted(got):
+        check_bytes(os.path.join(mount, rel), want[rel], reads=10)
+    skipped = os.getxattr(mount, "user.arrfs.skipped").decode()
+    gone = sorted(os.path.splitext(name)[0] for name in set(want) - got)
+    for name in gone:
+        assert f"{name}: storage 0 is missing from the archive" in skipped, (name, skipped)
+    print(f"{len(gone)} tensors of the missing storage left out, {len(got)} files ok")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -323,4 +350,6 @@ if __name__ == "__main__":
         "gguf-write": lambda: gguf_write(*args),
         "gguf-check": lambda: gguf_check(*args),
         "torch-check": lambda: torch_check(*args),
+        "torch-write-missing": lambda: torch_write_missing(*args),
+        "torch-check-missing": lambda: torch_check_missing(*args),
     }[cmd]()
