@@ -45,7 +45,8 @@ pub struct MountArgs {
     #[arg(short, long)]
     pub foreground: bool,
     /// Mount options: allow_other, allow_root, auto_unmount, default_permissions,
-    /// fsname=NAME, no_hdf5_check (skip the crash-safe metadata walk of HDF5 files)
+    /// fsname=NAME, no_hdf5_check (skip the crash-safe metadata walk of HDF5 files),
+    /// split_names=SEP (checkpoint tensor names split into directories at SEP, e.g. `.`)
     #[arg(short = 'o', value_delimiter = ',', value_name = "OPT[,OPT..]")]
     pub options: Vec<String>,
     /// FUSE worker threads (default: number of CPUs)

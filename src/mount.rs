@@ -21,6 +21,8 @@ const READY_ENV: &str = "ARRFS_DAEMON_READY";
 const READY_LINE: &str = "arrfs-ready";
 /// `-o no_hdf5_check`: open HDF5 files without walking them in a child process first.
 const NO_HDF5_CHECK: &str = "no_hdf5_check";
+/// `-o split_names=SEP`: checkpoint tensor names become directories at SEP.
+const SPLIT_NAMES: &str = "split_names=";
 
 /// Mounts and serves until unmounted. Without `--foreground`, starts the daemon and returns
 /// once the mount answers (or with the daemon's error).
@@ -156,6 +158,12 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
         cache_size: args.cache_size,
         attrs_json: args.attrs_json,
         check_hdf5: !args.options.iter().any(|o| o == NO_HDF5_CHECK),
+        split_names: args
+            .options
+            .iter()
+            .rev()
+            .find_map(|o| o.strip_prefix(SPLIT_NAMES))
+            .map(str::to_string),
     };
     let source = source::open(source_path, &options)?;
     let mtime = std::fs::metadata(source_path)
@@ -304,6 +312,7 @@ fn fuse_config(args: &MountArgs, source_path: &Path) -> Result<Config> {
             "auto_unmount" => opts.push(MountOption::AutoUnmount),
             "default_permissions" => opts.push(MountOption::DefaultPermissions),
             "ro" | "" | NO_HDF5_CHECK => {}
+            o if o.starts_with(SPLIT_NAMES) => {}
             o if o.starts_with("fsname=") => fsname = Some(o["fsname=".len()..].to_string()),
             "rw" => {
                 return Err(Error::Usage(

@@ -2,10 +2,14 @@
 //! file's payload. The virtual tree (`vfs`) knows nothing else about formats.
 
 pub mod dir;
+pub mod gguf;
 pub mod hdf5;
 pub mod npz;
 pub mod pickle;
+pub mod safetensors;
 pub mod single;
+pub mod tensors;
+pub mod torch;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -84,7 +88,7 @@ pub trait Source: Send + Sync {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Hdf5,
-    /// NPZ or any zip archive.
+    /// NPZ or any zip archive; a PyTorch checkpoint if it holds `NAME/data.pkl`.
     Zip,
     Npy,
     /// A gzip-wrapped `.npy`.
@@ -92,6 +96,10 @@ pub enum Format {
     /// A directory of containers.
     Dir,
     Pickle,
+    Safetensors,
+    Gguf,
+    /// A PyTorch checkpoint of torch < 1.6 (or `_use_new_zipfile_serialization=False`).
+    TorchLegacy,
 }
 
 const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
@@ -107,7 +115,7 @@ pub fn detect(path: &Path) -> Result<Format> {
     detect_file(path)?.ok_or_else(|| {
         Error::format(
             path,
-            "unknown format (not HDF5, NPZ/zip, pickle, .npy or .npy.gz)",
+            "unknown format (not HDF5, NPZ/zip, pickle, .npy, .npy.gz, safetensors, GGUF or a PyTorch checkpoint)",
         )
     })
 }
@@ -115,10 +123,15 @@ pub fn detect(path: &Path) -> Result<Format> {
 /// The container format of a file, or None if it is none we read.
 pub fn detect_file(path: &Path) -> Result<Option<Format>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut head = [0u8; 8];
-    let n = std::io::Read::read(&mut &file, &mut head).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut head = [0u8; 16];
+    let n = (len.min(head.len() as u64)) as usize;
+    crate::io::pread_exact(&file, 0, &mut head[..n]).map_err(|e| Error::io(path, e))?;
     let head = &head[..n];
     let format = match head {
+        h if safetensors::sniff(h) => Some(Format::Safetensors),
+        h if h.starts_with(gguf::MAGIC) => Some(Format::Gguf),
+        h if h.starts_with(torch::LEGACY_MAGIC) => Some(Format::TorchLegacy),
         h if ZIP_MAGICS.iter().any(|m| h.starts_with(m)) => Some(Format::Zip),
         h if h.starts_with(npz::NPY_MAGIC) => Some(Format::Npy),
         h if h.starts_with(GZIP_MAGIC) => Some(Format::Gzip),
@@ -168,12 +181,34 @@ pub fn open_container(
             }
             Arc::new(hdf5::Hdf5Source::open(path, options)?)
         }
-        Format::Zip => Arc::new(npz::ZipSource::open_with_store(path, store.clone())?),
+        Format::Zip => open_zip(path, store)?,
         Format::Npy => Arc::new(single::NpyFileSource::open(path)?),
         Format::Gzip => Arc::new(single::GzipNpySource::open_with_store(path, store.clone())?),
         Format::Dir => Arc::new(dir::DirSource::open(path, options)?),
         Format::Pickle => Arc::new(pickle::open(path, options)?),
+        Format::Safetensors => Arc::new(safetensors::open(path, options)?),
+        Format::Gguf => Arc::new(gguf::open(path, options)?),
+        Format::TorchLegacy => {
+            return Err(Error::format(
+                path,
+                "legacy PyTorch checkpoint (torch < 1.6 format) is not supported; re-save it with a current torch.save",
+            ))
+        }
     })
+}
+
+/// A zip is a PyTorch checkpoint if it holds `NAME/data.pkl`, else an NPZ / zip of arrays.
+fn open_zip(path: &Path, store: &Arc<SeekPointStore>) -> Result<Arc<dyn Source>> {
+    let file = Arc::new(crate::io::SourceFile::open(path)?);
+    let members = npz::read_central_directory(path, file.len())?;
+    if torch::data_pkl(&members).is_some() {
+        return torch::open_source(path, &members);
+    }
+    Ok(Arc::new(npz::ZipSource::from_members(
+        file,
+        members,
+        store.clone(),
+    )?))
 }
 
 /// Settings every source may use.
@@ -185,6 +220,8 @@ pub struct SourceOptions {
     pub attrs_json: bool,
     /// Walk each HDF5 file's metadata in a child process before opening it ([`crate::probe`]).
     pub check_hdf5: bool,
+    /// `-o split_names=SEP`: tensor names of checkpoints split into directories at SEP.
+    pub split_names: Option<String>,
 }
 
 impl Default for SourceOptions {
@@ -193,6 +230,7 @@ impl Default for SourceOptions {
             cache_size: 256 << 20,
             attrs_json: false,
             check_hdf5: false,
+            split_names: None,
         }
     }
 }

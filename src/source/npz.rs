@@ -45,15 +45,15 @@ pub struct ZipSource {
 }
 
 /// What the central directory says about one member.
-struct MemberInfo {
-    path: String,
-    is_dir: bool,
-    encrypted: bool,
-    method: CompressionMethod,
-    data_start: u64,
-    compressed_size: u64,
-    size: u64,
-    crc32: u32,
+pub(crate) struct MemberInfo {
+    pub path: String,
+    pub is_dir: bool,
+    pub encrypted: bool,
+    pub method: CompressionMethod,
+    pub data_start: u64,
+    pub compressed_size: u64,
+    pub size: u64,
+    pub crc32: u32,
 }
 
 impl ZipSource {
@@ -65,6 +65,15 @@ impl ZipSource {
     pub fn open_with_store(path: &Path, store: Arc<SeekPointStore>) -> Result<ZipSource> {
         let file = Arc::new(SourceFile::open(path)?);
         let members = read_central_directory(path, file.len())?;
+        ZipSource::from_members(file, members, store)
+    }
+
+    /// The archive whose central directory was read already.
+    pub(crate) fn from_members(
+        file: Arc<SourceFile>,
+        members: Vec<MemberInfo>,
+        store: Arc<SeekPointStore>,
+    ) -> Result<ZipSource> {
         let mut source = ZipSource {
             file,
             nodes: vec![Node::Dir(Dir::default())],
@@ -228,7 +237,7 @@ impl ZipSource {
 }
 
 /// Every member's metadata, with the data offset from its local header.
-fn read_central_directory(path: &Path, len: u64) -> Result<Vec<MemberInfo>> {
+pub(crate) fn read_central_directory(path: &Path, len: u64) -> Result<Vec<MemberInfo>> {
     let bad = |e: zip::result::ZipError| Error::format(path, format!("not a readable zip: {e}"));
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut archive = zip::ZipArchive::new(file).map_err(bad)?;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::numpy::{self, DtypeObject, JoblibWrapper, WrapperData};
 use super::reader::{OpReader, ReadError};
 use super::text;
+use super::torch;
 use super::value::{Blob, Encoding, Global, Heap, ObjId, Object, Value};
 
 /// Bounds on what one stream may make the machine hold.
@@ -83,6 +84,8 @@ pub struct PickleMachine<R> {
     nested_streams: usize,
     /// Start of the opcode being run, for messages.
     at: u64,
+    /// Persistent ids name PyTorch storages (a `torch.save` checkpoint's `data.pkl`).
+    torch_storages: bool,
 }
 
 impl<R: Read + Seek> PickleMachine<R> {
@@ -96,7 +99,14 @@ impl<R: Read + Seek> PickleMachine<R> {
             limits,
             nested_streams: 0,
             at: 0,
+            torch_storages: false,
         }
+    }
+
+    /// Interprets persistent ids as PyTorch does in `torch.save` checkpoints: storages.
+    pub fn with_torch_storages(mut self) -> Self {
+        self.torch_storages = true;
+        self
     }
 
     /// Runs opcodes up to STOP and returns the object it leaves.
@@ -211,7 +221,7 @@ impl<R: Read + Seek> PickleMachine<R> {
                 .line()
                 .map_err(Into::into)
                 .and_then(|_| self.persistent()),
-            b'Q' => self.pop().and_then(|_| self.persistent()),
+            b'Q' => self.pop().and_then(|pid| self.persistent_id(pid)),
             0x82 => self.extension::<1>(),
             0x83 => self.extension::<2>(),
             0x84 => self.extension::<4>(),
@@ -625,6 +635,10 @@ impl<R: Read + Seek> PickleMachine<R> {
             (Global::Complex, _) => Ok(complex(&args)),
             (Global::Bytes, []) => Ok(empty_bytes()),
             (Global::Reconstructor, [class, ..]) => self.instantiate(&class.clone(), Vec::new()),
+            (Global::Torch(torch), _) => match torch::call(&self.heap, torch, &args) {
+                torch::Made::Value(value) => Ok(value),
+                torch::Made::Object(object) => self.object(object),
+            },
             _ => Ok(Value::opaque(format!("unsupported call of {global:?}"))),
         }
     }
@@ -763,6 +777,17 @@ impl<R: Read + Seek> PickleMachine<R> {
         match self.reader.byte()? {
             0..=5 => Ok(()),
             p => self.invalid(format!("pickle protocol {p} (newer than 5)")),
+        }
+    }
+
+    /// BINPERSID: in a PyTorch checkpoint, a storage; anywhere else, opaque.
+    fn persistent_id(&mut self, pid: Value) -> Step {
+        if !self.torch_storages {
+            return self.persistent();
+        }
+        match torch::storage(&self.heap, &pid) {
+            Ok(storage) => self.new_object(storage),
+            Err(why) => self.push(Value::opaque(why)),
         }
     }
 

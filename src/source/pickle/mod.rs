@@ -7,6 +7,7 @@ mod machine;
 mod numpy;
 mod reader;
 mod text;
+pub mod torch;
 mod tree;
 mod value;
 
@@ -15,10 +16,10 @@ use std::path::Path;
 use std::sync::Mutex;
 
 pub use machine::{Limits, MachineError, PickleMachine};
+pub use numpy::{ArrayPayload, PayloadData};
 pub use reader::OpReader;
+pub use tree::{DirNode, Node};
 
-use numpy::{ArrayPayload, PayloadData};
-use tree::Node;
 use value::Blob;
 
 use crate::error::{Error, Result};
@@ -62,14 +63,6 @@ impl PickleSource {
             Some(Node::Dir(_)) => Err(Error::IsDir),
             None => Err(Error::NotFound),
         }
-    }
-
-    fn entry(&self, name: &str, index: usize) -> Option<Entry> {
-        let kind = match self.nodes.get(index)? {
-            Node::Dir(_) => EntryKind::Dir,
-            Node::Array(array) => EntryKind::Array(array.header.clone()),
-        };
-        Some(Entry::new(name.to_string(), index as Key, kind))
     }
 
     /// Reads decoded bytes of a text payload, starting at the nearest checkpoint.
@@ -135,23 +128,60 @@ fn copy_overlap(decoded: &[u8], start: u64, offset: u64, buf: &mut [u8]) {
     }
 }
 
+/// The listing of directory `dir` of a tree built from a pickle (also a torch checkpoint's).
+pub fn listing(nodes: &[Node], dir: Key) -> Result<Listing> {
+    let Some(node) = nodes.get(dir as usize) else {
+        return Err(Error::NotFound);
+    };
+    let Node::Dir(dir) = node else {
+        return Err(Error::NotDir);
+    };
+    Ok(Listing {
+        entries: dir
+            .children
+            .iter()
+            .filter_map(|(name, index)| entry(nodes, name, *index))
+            .collect(),
+        xattrs: Vec::new(),
+        skipped: dir.skipped.clone(),
+    })
+}
+
+fn entry(nodes: &[Node], name: &str, index: usize) -> Option<Entry> {
+    let node = nodes.get(index)?;
+    let kind = match node {
+        Node::Dir(_) => EntryKind::Dir,
+        Node::Array(array) => EntryKind::Array(array.header.clone()),
+    };
+    let mut entry = Entry::new(name.to_string(), index as Key, kind);
+    if let Some(logical) = match node {
+        Node::Array(array) => array.logical,
+        Node::Dir(_) => None,
+    } {
+        entry.xattrs.push((
+            "user.arrfs.dtype_logical".into(),
+            logical.as_bytes().to_vec(),
+        ));
+    }
+    Some(entry)
+}
+
+/// Runs a PyTorch checkpoint's `data.pkl`: persistent ids are storages, torch's rebuild
+/// functions are data. `stem` names a top-level tensor.
+pub fn run_torch<R: std::io::Read + std::io::Seek>(
+    reader: R,
+    len: u64,
+    stem: &str,
+) -> Result<Vec<Node>, MachineError> {
+    let reader = OpReader::new(reader, len);
+    let mut machine = PickleMachine::new(reader, Limits::default()).with_torch_storages();
+    let top = machine.run()?;
+    Ok(tree::build(&machine.heap, &top, stem))
+}
+
 impl Source for PickleSource {
     fn list(&self, dir: Key) -> Result<Listing> {
-        let Some(node) = self.nodes.get(dir as usize) else {
-            return Err(Error::NotFound);
-        };
-        let Node::Dir(dir) = node else {
-            return Err(Error::NotDir);
-        };
-        Ok(Listing {
-            entries: dir
-                .children
-                .iter()
-                .filter_map(|(name, index)| self.entry(name, *index))
-                .collect(),
-            xattrs: Vec::new(),
-            skipped: dir.skipped.clone(),
-        })
+        listing(&self.nodes, dir)
     }
 
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -192,6 +222,7 @@ impl PickleSource {
                 Ok(())
             }
             PayloadData::Encoded(blob) => self.read_encoded(file, blob, offset, buf),
+            PayloadData::Tensor(_) => Err(self.read_error("tensor storage outside a checkpoint")),
         }
     }
 }

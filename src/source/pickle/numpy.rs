@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::torch::TensorData;
 use super::value::{Blob, Encoding, Heap, Object, Value};
 use crate::npy::{ByteOrder, Dtype, Field, NpyHeader};
 
@@ -16,6 +17,8 @@ pub enum PayloadData {
     Memory(Arc<[u8]>),
     /// Stored as text (latin-1 characters), decoded when read.
     Encoded(Arc<Blob>),
+    /// A PyTorch tensor: a view into a storage the checkpoint holds outside the pickle.
+    Tensor(TensorData),
 }
 
 /// An array as the tree shows it: its `.npy` header and where its bytes are.
@@ -25,6 +28,8 @@ pub struct ArrayPayload {
     pub data: PayloadData,
     /// Stored big-endian, served in native order: swap the bytes of each unit of this size.
     pub swap_unit: Option<usize>,
+    /// The real type of a void dtype (`bfloat16`), shown as `user.arrfs.dtype_logical`.
+    pub logical: Option<&'static str>,
 }
 
 impl ArrayPayload {
@@ -33,6 +38,7 @@ impl ArrayPayload {
             header,
             data,
             swap_unit: None,
+            logical: None,
         }
     }
 

@@ -148,6 +148,7 @@ fn object_kind(object: &Object) -> &'static str {
         Object::Dtype(_) => "a dtype",
         Object::PendingArray => "an array without data",
         Object::Wrapper(_) => "a joblib wrapper without data",
+        Object::Storage(_) => "a bare storage",
         _ => "this object",
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::numpy::{ArrayPayload, DtypeObject, JoblibWrapper};
+use super::torch::{StorageRef, TorchGlobal};
 
 /// Index of an object in the [`Heap`].
 pub type ObjId = usize;
@@ -100,6 +101,8 @@ pub enum Global {
     Object,
     /// `joblib.numpy_pickle.NumpyArrayWrapper`: array bytes follow its BUILD in the file.
     JoblibWrapper,
+    /// PyTorch's rebuild functions, storage classes, dtypes, `Size`, `device`.
+    Torch(TorchGlobal),
 }
 
 const NUMPY_MODULES: &[&str] = &[
@@ -132,7 +135,7 @@ impl Global {
             (_, "bytes") if builtins => Global::Bytes,
             (_, "object") if builtins => Global::Object,
             ("joblib.numpy_pickle", "NumpyArrayWrapper") => Global::JoblibWrapper,
-            _ => return None,
+            _ => return super::torch::lookup(module, name).map(Global::Torch),
         })
     }
 }
@@ -151,6 +154,8 @@ pub enum Object {
     Failed(Arc<str>),
     Dtype(DtypeObject),
     Wrapper(JoblibWrapper),
+    /// A PyTorch storage named by a persistent id.
+    Storage(Arc<StorageRef>),
 }
 
 /// Every container and numpy object of one stream, with a budget on what they hold.
