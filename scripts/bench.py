@@ -368,6 +368,160 @@ def hdf5_more_cases(args):
     ]
 
 
+def make_chunked(args, chunks):
+    """A gzip dataset of `chunks` chunks of 1 KiB ((16, 16) float32), smooth data."""
+    path = os.path.join(args.data, f"bench-chunks-{chunks}.h5")
+    if os.path.exists(path):
+        return path
+    rows = chunks * 16
+    with h5py.File(path + ".tmp", "w") as f:
+        ds = f.create_dataset("x", shape=(rows, 16), dtype="<f4", chunks=(16, 16),
+                              compression="gzip")
+        step = 1 << 20
+        for i in range(0, rows, step):
+            n = min(step, rows - i)
+            ds[i:i + n] = np.sin(np.arange(i, i + n, dtype="<f4")[:, None] / 1000 + np.arange(16))
+    os.rename(path + ".tmp", path)
+    return path
+
+
+def make_group(args, n):
+    """One group of `n` scalar float64 datasets."""
+    path = os.path.join(args.data, f"bench-group-{n}.h5")
+    if not os.path.exists(path):
+        with h5py.File(path + ".tmp", "w") as f:
+            for i in range(n):
+                f[f"d{i:06d}"] = np.float64(i)
+        os.rename(path + ".tmp", path)
+    return path
+
+
+def make_forest(args, n, groups=1000):
+    """`n` small datasets spread over `groups` groups."""
+    path = os.path.join(args.data, f"bench-forest-{n}.h5")
+    if not os.path.exists(path):
+        per = n // groups
+        with h5py.File(path + ".tmp", "w") as f:
+            for g in range(groups):
+                grp = f.create_group(f"g{g:04d}")
+                for d in range(per):
+                    grp[f"d{d:04d}"] = np.int32(d)
+        os.rename(path + ".tmp", path)
+    return path
+
+
+def make_wide_npz(args, n):
+    path = os.path.join(args.data, f"bench-npz-{n}.npz")
+    if not os.path.exists(path):
+        np.savez(path + ".tmp.npz", **{f"a{i:06d}": np.arange(4) for i in range(n)})
+        os.rename(path + ".tmp.npz", path)
+    return path
+
+
+def h5py_last_row(path):
+    def run():
+        with h5py.File(path, "r") as f:
+            f["x"][-1]
+    return run
+
+
+def arrfs_last_row(mnt):
+    a = np.load(os.path.join(mnt, "x.npy"), mmap_mode="r")
+    np.array(a[-1])
+
+
+def h5py_keys(path, n):
+    def run():
+        with h5py.File(path, "r") as f:
+            assert len(list(f.keys())) == n
+    return run
+
+
+def listdir(n):
+    def run(mnt):
+        assert len(os.listdir(mnt)) == n
+    return run
+
+
+def ls_l(n):
+    def run(mnt):
+        out = subprocess.run(["ls", "-l", mnt], capture_output=True, check=True)
+        assert out.stdout.count(b"\n") == n + 1
+    return run
+
+
+def h5py_visit_count(path, n):
+    def run():
+        found = []
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: found.append((name, obj.dtype, obj.shape))
+                         if isinstance(obj, h5py.Dataset) else None)
+        assert len(found) == n
+    return run
+
+
+def walk_count(n):
+    def run(mnt):
+        assert sum(len(files) for _, _, files in os.walk(mnt)) == n
+    return run
+
+
+def namelist(path, n):
+    def run():
+        with zipfile.ZipFile(path) as z:
+            assert len(z.namelist()) == n
+    return run
+
+
+def scale_cases(args):
+    """S1-S6 (issue 10): costs linear in chunks, entries and datasets."""
+    s1 = make_chunked(args, args.s1_chunks)
+    s3 = make_chunked(args, args.s3_chunks)
+    group = make_group(args, args.s4_datasets)
+    forest = make_forest(args, args.s5_datasets)
+    wide = make_wide_npz(args, args.s6_members)
+    return [
+        Case("S1", f"gzip dataset, {args.s1_chunks:,} chunks of 1 KiB: full load", s1,
+             "h5py ds[()]", h5_read(s1, "x"), npy_load("x.npy")),
+        Case("S3", f"{args.s3_chunks:,} chunks: first byte of the last row, fresh mount", s3,
+             "h5py ds[-1], fresh open", h5py_last_row(s3), arrfs_last_row,
+             mode="mount + mmap a[-1]"),
+        Case("S4", f"group of {args.s4_datasets:,} datasets: os.listdir", group,
+             "h5py list(f.keys())", h5py_keys(group, args.s4_datasets), listdir(args.s4_datasets),
+             mode="mount + listdir"),
+        Case("S4b", f"group of {args.s4_datasets:,} datasets: ls -l", group,
+             "h5py list(f.keys())", h5py_keys(group, args.s4_datasets), ls_l(args.s4_datasets),
+             mode="mount + ls -l"),
+        Case("S5", f"{args.s5_datasets:,} datasets in 1,000 groups: walk", forest,
+             "h5py visititems", h5py_visit_count(forest, args.s5_datasets),
+             walk_count(args.s5_datasets), mode="mount + os.walk", anchor_runs=1),
+        Case("S6", f"NPZ of {args.s6_members:,} members: list", wide,
+             "zipfile namelist", namelist(wide, args.s6_members), listdir(args.s6_members),
+             mode="mount + listdir"),
+    ]
+
+
+def chunk_scaling(args, rows):
+    """S2: arrfs's full load at 10x the chunks, against itself."""
+    small_n = args.s1_chunks // 10
+    small = make_chunked(args, small_n)
+    large = make_chunked(args, args.s1_chunks)
+    times = {}
+    for n, path in [(small_n, small), (args.s1_chunks, large)]:
+        runs = []
+        for _ in range(args.runs):
+            warm(path)
+            mount = Mount(args.arrfs, path, os.path.join(args.data, "mnt"))
+            try:
+                runs.append(timed(lambda: np.load(os.path.join(mount.point, "x.npy"))))
+            finally:
+                mount.close()
+        times[n] = statistics.median(runs)
+    rows.append(("S2", f"full load, {args.s1_chunks:,} vs {small_n:,} chunks (goal <= 12)",
+                 f"arrfs at {small_n:,}", times[small_n], f"arrfs at {args.s1_chunks:,}",
+                 times[args.s1_chunks], float("nan")))
+
+
 def ceiling(args, rows):
     """The fastest a .npy load can be here: a plain file in /dev/shm."""
     path = f"/dev/shm/arrfs-bench-{os.getpid()}.npy"
@@ -397,16 +551,28 @@ def main():
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--data", default="bench-data")
     p.add_argument("--only", default="", help="comma-separated case names, e.g. H1,H2")
+    p.add_argument("--s1-chunks", type=int, default=250_000)
+    p.add_argument("--s3-chunks", type=int, default=1_000_000)
+    p.add_argument("--s4-datasets", type=int, default=100_000)
+    p.add_argument("--s5-datasets", type=int, default=1_000_000)
+    p.add_argument("--s6-members", type=int, default=100_000)
     args = p.parse_args()
     os.makedirs(args.data, exist_ok=True)
     args.data = os.path.abspath(args.data)
     args.arrfs = os.path.abspath(args.arrfs)
     only = set(filter(None, args.only.split(",")))
     rows = []
-    for make in [hdf5_cases, hdf5_more_cases, npz_cases, pickle_cases]:
+    makers = {hdf5_cases: {"H1", "H2"}, hdf5_more_cases: {"H3", "H4", "H4b", "H5"},
+              npz_cases: {"N1", "N2", "N3"}, pickle_cases: {"K1", "K2"},
+              scale_cases: {"S1", "S3", "S4", "S4b", "S5", "S6"}}
+    for make, names in makers.items():
+        if only and not only & names:
+            continue  # makes no data it will not use
         for case in make(args):
             if not only or case.name in only:
                 run_case(case, args, rows)
+    if not only or "S2" in only:
+        chunk_scaling(args, rows)
     if not only or "K3" in only:
         mount_time(args, rows)
     if not only or "C" in only:

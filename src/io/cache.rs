@@ -46,6 +46,15 @@ impl Deref for CachedBytes {
     }
 }
 
+/// What a cached value costs beyond its bytes (map entries, order entry, allocation): counted
+/// too, so that a cache of many tiny chunks stays within its capacity in memory, not only
+/// in payload.
+const ENTRY_OVERHEAD: usize = 128;
+
+fn charge(value: &CachedBytes) -> usize {
+    value.len() + ENTRY_OVERHEAD
+}
+
 /// LRU by bytes: the least recently used values go first once `capacity` is exceeded. A value
 /// larger than the whole capacity is never kept.
 struct Lru<K> {
@@ -78,14 +87,14 @@ impl<K: Hash + Eq + Clone> Lru<K> {
     }
 
     fn insert(&mut self, key: K, value: Arc<CachedBytes>) {
-        if value.len() > self.capacity || self.values.contains_key(&key) {
+        if charge(&value) > self.capacity || self.values.contains_key(&key) {
             return;
         }
-        while self.used + value.len() > self.capacity {
+        while self.used + charge(&value) > self.capacity {
             self.evict_oldest();
         }
         self.tick += 1;
-        self.used += value.len();
+        self.used += charge(&value);
         self.order.insert(self.tick, key.clone());
         self.values.insert(key, (value, self.tick));
     }
@@ -95,7 +104,7 @@ impl<K: Hash + Eq + Clone> Lru<K> {
             return;
         };
         if let Some((value, _)) = self.values.remove(&key) {
-            self.used -= value.len();
+            self.used -= charge(&value);
         }
     }
 }
@@ -164,7 +173,7 @@ impl<K: Hash + Eq + Clone> ChunkCache<K> {
         let lru = &mut state.lru;
         if let Some((value, last_use)) = lru.values.remove(key) {
             lru.order.remove(&last_use);
-            lru.used -= value.len();
+            lru.used -= charge(&value);
         }
     }
 
@@ -184,30 +193,31 @@ mod tests {
 
     #[test]
     fn removed_values_free_their_bytes() {
-        let cache = ChunkCache::new(100);
+        let cache = ChunkCache::new(1000);
         cache.get_or_load(&1, load(40)).unwrap();
         cache.get_or_load(&2, load(30)).unwrap();
         cache.remove(&1);
         cache.remove(&7);
-        assert_eq!(cache.used(), 30);
+        assert_eq!(cache.used(), 30 + ENTRY_OVERHEAD);
         assert!(!cache.has_or_loading(&1) && cache.has_or_loading(&2));
     }
 
     #[test]
     fn least_recently_used_goes_first_and_bytes_stay_bounded() {
-        let cache = ChunkCache::new(100);
+        // Room for two values of 40 bytes, each charged its overhead too.
+        let cache = ChunkCache::new(2 * (40 + ENTRY_OVERHEAD) + 39);
         cache.get_or_load(&1, load(40)).unwrap();
         cache.get_or_load(&2, load(40)).unwrap();
         cache.get_or_load(&1, load(40)).unwrap(); // 1 is now the most recent
         cache.get_or_load(&3, load(40)).unwrap(); // evicts 2
         assert!(cache.has_or_loading(&1) && cache.has_or_loading(&3));
         assert!(!cache.has_or_loading(&2));
-        assert_eq!(cache.used(), 80);
+        assert_eq!(cache.used(), 2 * (40 + ENTRY_OVERHEAD));
     }
 
     #[test]
     fn values_larger_than_the_cache_are_served_but_not_kept() {
-        let cache = ChunkCache::new(10);
+        let cache = ChunkCache::new(10 + ENTRY_OVERHEAD);
         assert_eq!(cache.get_or_load(&1, load(11)).unwrap().len(), 11);
         assert_eq!(cache.used(), 0);
     }

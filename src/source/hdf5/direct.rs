@@ -42,8 +42,9 @@ const JOB_BYTES: usize = 256 << 10;
 /// A sequential reader drops a chunk from the cache once it is this far past the chunk's
 /// end (FUSE threads may still serve a slightly earlier request of the same stream).
 const PASSED_SLACK: u64 = 4 << 20;
-/// At most this many used chunks are remembered for dropping.
-const PASSED_TRACKED: usize = 4096;
+/// At most this many used chunks are remembered for dropping (24 bytes each): enough for a
+/// stream of 1 KiB chunks to pass its slack before the oldest are forgotten.
+const PASSED_TRACKED: usize = 1 << 16;
 
 /// Reads ahead at least this much of a sequentially read file, and at least a few chunks.
 const MIN_READ_AHEAD: u64 = 4 << 20;
