@@ -41,6 +41,9 @@ pub enum Error {
     Mount(String),
     #[error("{0}")]
     Usage(String),
+    /// A bug caught at the request boundary (a panic): EIO for that request only.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -80,7 +83,10 @@ impl Error {
                 Some(code @ (libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => code,
                 _ => libc::EIO,
             },
-            Error::Format { .. } | Error::Read { .. } | Error::SourceChanged { .. } => libc::EIO,
+            Error::Format { .. }
+            | Error::Read { .. }
+            | Error::SourceChanged { .. }
+            | Error::Internal(_) => libc::EIO,
         }
     }
 

@@ -33,6 +33,21 @@ impl FuseAdapter {
     }
 }
 
+/// Runs one request's call into the tree. A panic there (a bug, or a case a source did not
+/// foresee) fails that request with EIO and an ERROR log line; the mount and every other
+/// request go on.
+fn guarded<T>(call: impl FnOnce() -> crate::Result<T>) -> crate::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        log::error!("request failed with a panic (a bug; please report it): {what}");
+        Err(Error::Internal(what))
+    })
+}
+
 fn errno(e: &Error) -> Errno {
     Errno::from_i32(e.errno())
 }
@@ -86,21 +101,21 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name) {
+        match guarded(|| self.fs.lookup(parent.0, name)) {
             Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
+        match guarded(|| self.fs.getattr(ino.0)) {
             Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
+        match guarded(|| self.fs.readlink(ino.0)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(&e)),
         }
@@ -112,7 +127,7 @@ impl Filesystem for FuseAdapter {
     /// never get here: the mount is read-only, so the kernel refuses them with EROFS.
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        match self.fs.open(ino.0, write) {
+        match guarded(|| self.fs.open(ino.0, write)) {
             Ok(()) if self.no_open => reply.error(Errno::ENOSYS),
             Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
@@ -130,7 +145,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, offset, size) {
+        match guarded(|| self.fs.read(ino.0, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
         }
@@ -164,7 +179,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.getattr(ino.0) {
+        match guarded(|| self.fs.getattr(ino.0)) {
             Ok(a) if a.kind == Kind::Dir => reply.opened(
                 FileHandle(0),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
@@ -182,8 +197,10 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let listed = self.fs.readdir(ino.0, offset, |entry, next| {
-            reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name)
+        let listed = guarded(|| {
+            self.fs.readdir(ino.0, offset, |entry, next| {
+                reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name)
+            })
         });
         match listed {
             Ok(()) => reply.ok(),
@@ -202,22 +219,24 @@ impl Filesystem for FuseAdapter {
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
         let mut failed = None;
-        let listed = self.fs.readdir(ino.0, offset, |entry, next| {
-            let attr = match self.fs.getattr(entry.ino) {
-                Ok(attr) => file_attr(&attr),
-                Err(e) => {
-                    failed = Some(e);
-                    return true;
-                }
-            };
-            reply.add(
-                INodeNo(entry.ino),
-                next,
-                &entry.name,
-                &TTL,
-                &attr,
-                Generation(0),
-            )
+        let listed = guarded(|| {
+            self.fs.readdir(ino.0, offset, |entry, next| {
+                let attr = match self.fs.getattr(entry.ino) {
+                    Ok(attr) => file_attr(&attr),
+                    Err(e) => {
+                        failed = Some(e);
+                        return true;
+                    }
+                };
+                reply.add(
+                    INodeNo(entry.ino),
+                    next,
+                    &entry.name,
+                    &TTL,
+                    &attr,
+                    Generation(0),
+                )
+            })
         });
         match listed.and_then(|()| failed.map_or(Ok(()), Err)) {
             Ok(()) => reply.ok(),
@@ -230,15 +249,15 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply_xattr(self.fs.getxattr(ino.0, name), size, reply);
+        reply_xattr(guarded(|| self.fs.getxattr(ino.0, name)), size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(self.fs.listxattr(ino.0), size, reply);
+        reply_xattr(guarded(|| self.fs.listxattr(ino.0)), size, reply);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.fs.getattr(ino.0) {
+        match guarded(|| self.fs.getattr(ino.0)) {
             Ok(_) if mask.contains(AccessFlags::W_OK) => reply.error(Errno::EROFS),
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -379,5 +398,19 @@ impl Filesystem for FuseAdapter {
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
         reply.error(Errno::EROFS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_a_request_becomes_eio() {
+        let failed = guarded::<()>(|| panic!("capacity overflow"));
+        let err = failed.unwrap_err();
+        assert_eq!(err.errno(), libc::EIO);
+        assert!(err.to_string().contains("capacity overflow"), "{err}");
+        assert_eq!(guarded(|| Ok(7)).unwrap(), 7);
     }
 }

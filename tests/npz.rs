@@ -93,6 +93,19 @@ fn truncated_zip_fails_at_mount_with_one_line() {
 }
 
 #[test]
+fn flipped_stored_byte_fails_np_load_of_that_member_only() {
+    let dir = bad_fixtures("npz-flipped-stored");
+    let mount = Mount::new(&dir.join("flipped_stored.npz"), &[]);
+    let out = run_py(
+        "npz_cases.py",
+        &[OsStr::new("check-flipped-stored"), mount.point.as_os_str()],
+    );
+    assert!(out.contains("flipped stored member fails"), "{out}");
+    let log = mount.stop();
+    assert!(log.contains("CRC-32 mismatch"), "{log}");
+}
+
+#[test]
 fn flipped_deflate_byte_fails_that_member_only() {
     let dir = bad_fixtures("npz-flipped");
     let mount = Mount::new(&dir.join("flipped.npz"), &[]);

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 pub mod cache;
 pub mod inflate;
 pub mod readahead;
+pub mod verify;
 
 /// Reads exactly `buf.len()` bytes at `offset`.
 pub fn pread_exact(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {

@@ -10,6 +10,7 @@ use zip::CompressionMethod;
 
 use crate::error::{Error, Result};
 use crate::io::inflate::{scan, DeflateRange, SeekPointStore, SeekableInflate};
+use crate::io::verify::RangeCheck;
 use crate::io::SourceFile;
 use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions, ROOT};
 
@@ -34,7 +35,11 @@ struct Member {
 }
 
 enum MemberData {
-    Stored { start: u64 },
+    /// Served by `pread`; the CRC-32 is checked as a reader reaches the end.
+    Stored {
+        start: u64,
+        check: RangeCheck,
+    },
     Deflated(SeekableInflate),
 }
 
@@ -157,6 +162,7 @@ impl ZipSource {
         let data = match info.method {
             CompressionMethod::Stored if info.compressed_size == info.size => MemberData::Stored {
                 start: info.data_start,
+                check: RangeCheck::new(info.data_start, info.size, info.crc32),
             },
             CompressionMethod::Stored => return Err("stored member with two sizes".into()),
             CompressionMethod::Deflated => MemberData::Deflated(SeekableInflate::new(
@@ -191,7 +197,7 @@ impl ZipSource {
             return false;
         }
         let head = match &member.data {
-            MemberData::Stored { start } => {
+            MemberData::Stored { start, .. } => {
                 let mut head = [0u8; NPY_MAGIC.len()];
                 self.file.read_at(*start, &mut head).map(|_| head.to_vec())
             }
@@ -287,7 +293,10 @@ impl Source for ZipSource {
             return Err(Error::IsDir);
         };
         match &member.data {
-            MemberData::Stored { start } => self.file.read_at(start + offset, buf),
+            MemberData::Stored { start, check } => {
+                self.file.read_at(start + offset, buf)?;
+                check.saw(&self.file, offset, buf)
+            }
             MemberData::Deflated(stream) => stream.read_at(offset, buf),
         }
     }

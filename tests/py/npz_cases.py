@@ -244,6 +244,8 @@ def write_bad(out):
     os.remove(f"{out}/whole.npz")
     np.savez_compressed(f"{out}/flipped.npz", a=data["big"], b=data["ints"])
     flip_byte_in_member(f"{out}/flipped.npz", "a.npy")
+    np.savez(f"{out}/flipped_stored.npz", a=data["big"], b=data["ints"])
+    flip_byte_in_member(f"{out}/flipped_stored.npz", "a.npy")
     tree = f"{out}/broken_tree"
     os.makedirs(tree, exist_ok=True)
     np.savez(f"{tree}/good.npz", x=data["ints"])
@@ -284,6 +286,20 @@ def check_flipped(mount):
     print("flipped member fails, the other reads")
 
 
+def check_flipped_stored(mount):
+    """A stored member is served by pread: the corruption shows when its CRC-32 is checked,
+    at the end of a front-to-back read, so np.load raises rather than return wrong data."""
+    try:
+        np.load(f"{mount}/a.npy")
+    except (OSError, ValueError) as e:  # EIO, or numpy's short read when the kernel stops
+        print(f"np.load raised: {e}")   # at the page that failed
+    else:
+        raise AssertionError("np.load of the corrupt a.npy returned data")
+    expect_eio(lambda: read_all(f"{mount}/a.npy"), "a.npy read again")
+    assert np.array_equal(np.load(f"{mount}/b.npy"), arrays()["ints"]), "b.npy"
+    print("flipped stored member fails, the other reads")
+
+
 def read_through(path):
     total = 0
     fd = os.open(path, os.O_RDONLY)
@@ -316,6 +332,7 @@ if __name__ == "__main__":
         "write-bomb": lambda: write_bomb(sys.argv[2]),
         "write-small": lambda: np.savez(sys.argv[2], x=np.arange(10, dtype="<i8")),
         "check-flipped": lambda: check_flipped(sys.argv[2]),
+        "check-flipped-stored": lambda: check_flipped_stored(sys.argv[2]),
         "read-through": lambda: read_through(sys.argv[2]),
         "check-broken-tree": lambda: check_broken_tree(sys.argv[2]),
     }[sys.argv[1]]()
