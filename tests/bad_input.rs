@@ -1,5 +1,5 @@
-//! SPEC section 6: bad input gets one clear line and exit 1 at mount, EIO plus a log line at
-//! read time, and never a crash, a hang or a mount left behind.
+//! Bad input (README, "Files and the mount"): one clear line and exit 1 at mount, EIO plus
+//! a log line at read time, and never a crash, a hang or a mount left behind.
 
 mod common;
 

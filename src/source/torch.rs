@@ -1,7 +1,8 @@
 //! PyTorch checkpoints (`torch.save` since 1.6): a zip holding `NAME/data.pkl` (the object,
 //! pickled) and one member `NAME/data/KEY` per storage. The pickle is run by our own machine
 //! with torch's globals read as data (`pickle/torch.rs`); nothing is imported or called. The
-//! tree follows SPEC 2 for pickles; each tensor reads from its storage member: a `pread`
+//! tree follows the pickle layout (README, "What appears where"); each tensor reads from its
+//! storage member: a `pread`
 //! when the view is contiguous (C or Fortran order, as `np.save(tensor.numpy())` writes it),
 //! else gathered into C order, row by row, as it is read.
 

@@ -89,7 +89,7 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(needle.as_str()))
 }
 
-/// Runs `arrfs ARGS SOURCE MOUNTPOINT` expecting the mount to fail as SPEC section 6 says:
+/// Runs `arrfs ARGS SOURCE MOUNTPOINT` expecting the mount to fail as the README's "Bad input" says:
 /// exit 1 within 20 s, exactly one line on stderr that contains `needle`, and the mountpoint
 /// left as it was (nothing mounted, or the earlier mount untouched). Returns that line.
 pub fn assert_mount_fails(source: &Path, mountpoint: &Path, args: &[&str], needle: &str) -> String {

@@ -1,6 +1,6 @@
 """HDF5 fixtures written by h5py, and the checks of their virtual tree against h5py itself.
 
-    python hdf5_cases.py write FILE        write every case of SPEC section 3
+    python hdf5_cases.py write FILE        write every case of the README's type table
     python hdf5_cases.py check FILE MOUNT  compare the mounted tree with h5py's reading
     python hdf5_cases.py check FILE MOUNT libhdf5
                                            the same, for a mount that reads all chunks through

@@ -92,7 +92,7 @@ def write(out):
 
 
 def kind_of(path):
-    """The container kind by magic bytes, as SPEC section 1 says (None: not shown)."""
+    """The container kind by magic bytes, as the README says (detection by first bytes) (None: not shown)."""
     with open(path, "rb") as f:
         head = f.read(8)
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):

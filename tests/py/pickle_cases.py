@@ -114,7 +114,7 @@ def escape(name):
 
 
 def expected(obj, rel, out):
-    """Fills `out` with relative path -> array, as SPEC 2 lays out `obj` at `rel`."""
+    """Fills `out` with relative path -> array, as the README ("What appears where") lays out `obj` at `rel`."""
     if isinstance(obj, np.ndarray):
         if not obj.dtype.hasobject:
             out[rel + ".npy"] = obj

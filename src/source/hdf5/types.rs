@@ -1,5 +1,5 @@
 //! HDF5 datatypes as numpy dtypes, following h5py so that a virtual file equals
-//! `np.save(f, h5py_dataset[()])` (SPEC section 3).
+//! `np.save(f, h5py_dataset[()])` (README, "The `.npy` bytes").
 
 use std::ffi::c_void;
 

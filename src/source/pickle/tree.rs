@@ -1,4 +1,4 @@
-//! The virtual layout of an unpickled object (SPEC 2): dicts, lists and tuples become
+//! The virtual layout of an unpickled object (README, "What appears where"): dicts, lists and tuples become
 //! directories, arrays and scalars `.npy` files, everything else is left out with a reason.
 //! Shared values are visited once per reference, so the number of visited nodes is capped:
 //! a billion-laughs stream stops at the cap with one log line.
