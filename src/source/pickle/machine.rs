@@ -114,7 +114,7 @@ impl<R: Read + Seek> PickleMachine<R> {
         loop {
             self.at = self.reader.pos();
             let opcode = self.reader.byte()?;
-            if opcode == b'.' {
+            if opcode == op::STOP {
                 return self.pop();
             }
             self.step(opcode)?;
@@ -135,96 +135,85 @@ impl<R: Read + Seek> PickleMachine<R> {
     }
 
     fn step(&mut self, opcode: u8) -> Step {
+        use op::*;
         match opcode {
-            b'(' => self.mark(),
-            b'0' => self.pop_opcode(),
-            b'1' => self.pop_mark().map(drop),
-            b'2' => self.dup(),
-            b'N' => self.push(Value::None),
-            0x88 => self.push(Value::Bool(true)),
-            0x89 => self.push(Value::Bool(false)),
-            b'I' => self.int_line(),
-            b'L' => self.long_line(),
-            b'F' => self.float_line(),
-            b'J' => self.bin_int::<4>(),
-            b'K' => self.bin_int::<1>(),
-            b'M' => self.bin_int::<2>(),
-            0x8a => self.long_bytes::<1>(),
-            0x8b => self.long_bytes::<4>(),
-            b'G' => self.bin_float(),
-            b'S' => self.string_line(),
-            b'T' => self.sized::<4>(Self::py2_str, Encoding::Raw),
-            b'U' => self.sized::<1>(Self::py2_str, Encoding::Raw),
-            b'V' => self.unicode_line(),
-            b'X' => self.sized::<4>(Value::Str, Encoding::Utf8),
-            0x8c => self.sized::<1>(Value::Str, Encoding::Utf8),
-            0x8d => self.sized::<8>(Value::Str, Encoding::Utf8),
-            b'B' => self.sized::<4>(Value::Bytes, Encoding::Raw),
-            b'C' => self.sized::<1>(Value::Bytes, Encoding::Raw),
-            0x8e | 0x96 => self.sized::<8>(Value::Bytes, Encoding::Raw),
-            _ => self.structural(opcode),
-        }
-    }
-
-    fn structural(&mut self, opcode: u8) -> Step {
-        match opcode {
-            b']' => self.new_object(Object::List(Vec::new())),
-            b')' => self.new_object(Object::Tuple(Vec::new())),
-            b'}' => self.new_object(Object::Dict(Vec::new())),
-            0x8f => self.new_object(Object::Set),
-            b'l' => self.collect_into(Object::List),
-            b't' => self.collect_into(Object::Tuple),
-            0x85 => self.tuple_of(1),
-            0x86 => self.tuple_of(2),
-            0x87 => self.tuple_of(3),
-            b'd' => self.dict_from_mark(),
-            0x91 => self.pop_mark().and_then(|_| self.new_object(Object::Set)),
-            b'a' => self.append(),
-            b'e' => self.appends(),
-            b's' => self.setitem(),
-            b'u' => self.setitems(),
-            0x90 => self.pop_mark().map(drop),
-            _ => self.memo_or_call(opcode),
-        }
-    }
-
-    fn memo_or_call(&mut self, opcode: u8) -> Step {
-        match opcode {
-            b'p' => self.line_index().and_then(|i| self.put(i)),
-            b'q' => self.index::<1>().and_then(|i| self.put(i)),
-            b'r' => self.index::<4>().and_then(|i| self.put(i)),
-            0x94 => self.put(self.memo.len() as u64),
-            b'g' => self.line_index().and_then(|i| self.get(i)),
-            b'h' => self.index::<1>().and_then(|i| self.get(i)),
-            b'j' => self.index::<4>().and_then(|i| self.get(i)),
-            b'c' => self.global_lines(),
-            0x93 => self.stack_global(),
-            b'R' => self.reduce(),
-            0x81 => self.new_obj(),
-            0x92 => self.new_obj_ex(),
-            b'o' => self.obj(),
-            b'i' => self.inst(),
-            b'b' => self.build(),
-            _ => self.framing_and_rest(opcode),
-        }
-    }
-
-    fn framing_and_rest(&mut self, opcode: u8) -> Step {
-        match opcode {
-            0x80 => self.proto(),
+            MARK => self.mark(),
+            POP => self.pop_opcode(),
+            POP_MARK => self.pop_mark().map(drop),
+            DUP => self.dup(),
+            // Scalars.
+            NONE => self.push(Value::None),
+            NEWTRUE => self.push(Value::Bool(true)),
+            NEWFALSE => self.push(Value::Bool(false)),
+            INT => self.int_line(),
+            LONG => self.long_line(),
+            FLOAT => self.float_line(),
+            BININT => self.bin_int::<4>(),
+            BININT1 => self.bin_int::<1>(),
+            BININT2 => self.bin_int::<2>(),
+            LONG1 => self.long_bytes::<1>(),
+            LONG4 => self.long_bytes::<4>(),
+            BINFLOAT => self.bin_float(),
+            // Strings and bytes.
+            STRING => self.string_line(),
+            BINSTRING => self.sized::<4>(Self::py2_str, Encoding::Raw),
+            SHORT_BINSTRING => self.sized::<1>(Self::py2_str, Encoding::Raw),
+            UNICODE => self.unicode_line(),
+            BINUNICODE => self.sized::<4>(Value::Str, Encoding::Utf8),
+            SHORT_BINUNICODE => self.sized::<1>(Value::Str, Encoding::Utf8),
+            BINUNICODE8 => self.sized::<8>(Value::Str, Encoding::Utf8),
+            BINBYTES => self.sized::<4>(Value::Bytes, Encoding::Raw),
+            SHORT_BINBYTES => self.sized::<1>(Value::Bytes, Encoding::Raw),
+            BINBYTES8 | BYTEARRAY8 => self.sized::<8>(Value::Bytes, Encoding::Raw),
+            // Containers.
+            EMPTY_LIST => self.new_object(Object::List(Vec::new())),
+            EMPTY_TUPLE => self.new_object(Object::Tuple(Vec::new())),
+            EMPTY_DICT => self.new_object(Object::Dict(Vec::new())),
+            EMPTY_SET => self.new_object(Object::Set),
+            LIST => self.collect_into(Object::List),
+            TUPLE => self.collect_into(Object::Tuple),
+            TUPLE1 => self.tuple_of(1),
+            TUPLE2 => self.tuple_of(2),
+            TUPLE3 => self.tuple_of(3),
+            DICT => self.dict_from_mark(),
+            FROZENSET => self.pop_mark().and_then(|_| self.new_object(Object::Set)),
+            APPEND => self.append(),
+            APPENDS => self.appends(),
+            SETITEM => self.setitem(),
+            SETITEMS => self.setitems(),
+            ADDITEMS => self.pop_mark().map(drop),
+            // The memo.
+            PUT => self.line_index().and_then(|i| self.put(i)),
+            BINPUT => self.index::<1>().and_then(|i| self.put(i)),
+            LONG_BINPUT => self.index::<4>().and_then(|i| self.put(i)),
+            MEMOIZE => self.put(self.memo.len() as u64),
+            GET => self.line_index().and_then(|i| self.get(i)),
+            BINGET => self.index::<1>().and_then(|i| self.get(i)),
+            LONG_BINGET => self.index::<4>().and_then(|i| self.get(i)),
+            // Globals and calls: interpreted from the allow-list, never run.
+            GLOBAL => self.global_lines(),
+            STACK_GLOBAL => self.stack_global(),
+            REDUCE => self.reduce(),
+            NEWOBJ => self.new_obj(),
+            NEWOBJ_EX => self.new_obj_ex(),
+            OBJ => self.obj(),
+            INST => self.inst(),
+            BUILD => self.build(),
+            // Framing, buffers, persistent ids, extensions.
+            PROTO => self.proto(),
             // Frames only group opcodes for buffering; positions stay absolute.
-            0x95 => self.reader.array::<8>().map(drop).map_err(Into::into),
-            0x98 => Ok(()),
-            0x97 => self.push(Value::opaque("out-of-band buffer (protocol 5 NEXT_BUFFER)")),
-            b'P' => self
+            FRAME => self.reader.array::<8>().map(drop).map_err(Into::into),
+            READONLY_BUFFER => Ok(()),
+            NEXT_BUFFER => self.push(Value::opaque("out-of-band buffer (protocol 5 NEXT_BUFFER)")),
+            PERSID => self
                 .reader
                 .line()
                 .map_err(Into::into)
                 .and_then(|_| self.persistent()),
-            b'Q' => self.pop().and_then(|pid| self.persistent_id(pid)),
-            0x82 => self.extension::<1>(),
-            0x83 => self.extension::<2>(),
-            0x84 => self.extension::<4>(),
+            BINPERSID => self.pop().and_then(|pid| self.persistent_id(pid)),
+            EXT1 => self.extension::<1>(),
+            EXT2 => self.extension::<2>(),
+            EXT4 => self.extension::<4>(),
             _ => self.invalid(format!("unknown opcode {opcode:#04x}")),
         }
     }
@@ -851,4 +840,80 @@ fn twos_complement(bytes: &[u8]) -> i64 {
         *o = *b;
     }
     i64::from_le_bytes(out)
+}
+
+/// The pickle opcodes, by the names CPython's `pickletools` gives them.
+mod op {
+    pub const MARK: u8 = b'(';
+    pub const STOP: u8 = b'.';
+    pub const POP: u8 = b'0';
+    pub const POP_MARK: u8 = b'1';
+    pub const DUP: u8 = b'2';
+    pub const FLOAT: u8 = b'F';
+    pub const INT: u8 = b'I';
+    pub const BININT: u8 = b'J';
+    pub const BININT1: u8 = b'K';
+    pub const LONG: u8 = b'L';
+    pub const BININT2: u8 = b'M';
+    pub const NONE: u8 = b'N';
+    pub const PERSID: u8 = b'P';
+    pub const BINPERSID: u8 = b'Q';
+    pub const REDUCE: u8 = b'R';
+    pub const STRING: u8 = b'S';
+    pub const BINSTRING: u8 = b'T';
+    pub const SHORT_BINSTRING: u8 = b'U';
+    pub const UNICODE: u8 = b'V';
+    pub const BINUNICODE: u8 = b'X';
+    pub const APPEND: u8 = b'a';
+    pub const BUILD: u8 = b'b';
+    pub const GLOBAL: u8 = b'c';
+    pub const DICT: u8 = b'd';
+    pub const EMPTY_DICT: u8 = b'}';
+    pub const APPENDS: u8 = b'e';
+    pub const GET: u8 = b'g';
+    pub const BINGET: u8 = b'h';
+    pub const INST: u8 = b'i';
+    pub const LONG_BINGET: u8 = b'j';
+    pub const LIST: u8 = b'l';
+    pub const EMPTY_LIST: u8 = b']';
+    pub const OBJ: u8 = b'o';
+    pub const PUT: u8 = b'p';
+    pub const BINPUT: u8 = b'q';
+    pub const LONG_BINPUT: u8 = b'r';
+    pub const SETITEM: u8 = b's';
+    pub const TUPLE: u8 = b't';
+    pub const EMPTY_TUPLE: u8 = b')';
+    pub const SETITEMS: u8 = b'u';
+    pub const BINFLOAT: u8 = b'G';
+    // Protocol 2.
+    pub const PROTO: u8 = 0x80;
+    pub const NEWOBJ: u8 = 0x81;
+    pub const EXT1: u8 = 0x82;
+    pub const EXT2: u8 = 0x83;
+    pub const EXT4: u8 = 0x84;
+    pub const TUPLE1: u8 = 0x85;
+    pub const TUPLE2: u8 = 0x86;
+    pub const TUPLE3: u8 = 0x87;
+    pub const NEWTRUE: u8 = 0x88;
+    pub const NEWFALSE: u8 = 0x89;
+    pub const LONG1: u8 = 0x8a;
+    pub const LONG4: u8 = 0x8b;
+    // Protocol 3.
+    pub const BINBYTES: u8 = b'B';
+    pub const SHORT_BINBYTES: u8 = b'C';
+    // Protocol 4.
+    pub const SHORT_BINUNICODE: u8 = 0x8c;
+    pub const BINUNICODE8: u8 = 0x8d;
+    pub const BINBYTES8: u8 = 0x8e;
+    pub const EMPTY_SET: u8 = 0x8f;
+    pub const ADDITEMS: u8 = 0x90;
+    pub const FROZENSET: u8 = 0x91;
+    pub const NEWOBJ_EX: u8 = 0x92;
+    pub const STACK_GLOBAL: u8 = 0x93;
+    pub const MEMOIZE: u8 = 0x94;
+    pub const FRAME: u8 = 0x95;
+    // Protocol 5.
+    pub const BYTEARRAY8: u8 = 0x96;
+    pub const NEXT_BUFFER: u8 = 0x97;
+    pub const READONLY_BUFFER: u8 = 0x98;
 }
