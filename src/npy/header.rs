@@ -3,7 +3,7 @@
 use super::dtype::Dtype;
 use super::pyrepr::tuple_repr;
 
-const MAGIC: &[u8] = b"\x93NUMPY";
+use super::NPY_MAGIC as MAGIC;
 const ARRAY_ALIGN: usize = 64;
 /// numpy leaves room for the growth axis to reach this many digits (`GROWTH_AXIS_MAX_DIGITS`).
 const GROWTH_AXIS_MAX_DIGITS: usize = 21;

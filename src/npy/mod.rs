@@ -7,6 +7,9 @@ mod layout;
 pub mod peek;
 mod pyrepr;
 
+/// The first bytes of every `.npy` file.
+pub const NPY_MAGIC: &[u8] = b"\x93NUMPY";
+
 pub use dtype::{ByteOrder, Dtype, Field};
 pub use header::NpyHeader;
 pub use layout::{boxes_of_range, element_span, ElementBox, NpyLayout, Piece};

@@ -1,7 +1,7 @@
 //! Reading back the `descr` and `shape` of any `.npy` header (ours, or a file numpy wrote
 //! inside an NPZ), for `arrfs ls`.
 
-const MAGIC: &[u8] = b"\x93NUMPY";
+use super::NPY_MAGIC as MAGIC;
 
 /// How many bytes from the start of the file hold the whole header, from its first 12 bytes;
 /// None if they are not a `.npy` header.

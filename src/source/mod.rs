@@ -133,7 +133,7 @@ pub fn detect_file(path: &Path) -> Result<Option<Format>> {
         h if h.starts_with(gguf::MAGIC) => Some(Format::Gguf),
         h if h.starts_with(torch::LEGACY_MAGIC) => Some(Format::TorchLegacy),
         h if ZIP_MAGICS.iter().any(|m| h.starts_with(m)) => Some(Format::Zip),
-        h if h.starts_with(npz::NPY_MAGIC) => Some(Format::Npy),
+        h if h.starts_with(crate::npy::NPY_MAGIC) => Some(Format::Npy),
         h if h.starts_with(GZIP_MAGIC) => Some(Format::Gzip),
         _ if hdf5_signature_offset(&file)?.is_some() => Some(Format::Hdf5),
         _ if pickle::sniff(path, &file)? => Some(Format::Pickle),

@@ -12,9 +12,8 @@ use crate::error::{Error, Result};
 use crate::io::inflate::{scan, DeflateRange, SeekPointStore, SeekableInflate};
 use crate::io::verify::RangeCheck;
 use crate::io::SourceFile;
+use crate::npy::NPY_MAGIC;
 use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions, ROOT};
-
-pub const NPY_MAGIC: &[u8] = b"\x93NUMPY";
 
 enum Node {
     Dir(Dir),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::io::inflate::{scan, DeflateRange, SeekPointStore, SeekableInflate};
 use crate::io::SourceFile;
-use crate::source::npz::NPY_MAGIC;
+use crate::npy::NPY_MAGIC;
 use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions, ROOT};
 
 /// The key of the one file.
