@@ -10,7 +10,7 @@ use arrfs::source::SourceOptions;
 use arrfs::{Error, Result};
 
 fn main() -> ExitCode {
-    if let Some(code) = arrfs::probe::run_if_requested() {
+    if let Some(code) = arrfs::source::hdf5::probe::run_if_requested() {
         return code;
     }
     let cli = Cli::parse();

@@ -102,7 +102,6 @@ pub enum Format {
     TorchLegacy,
 }
 
-const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
 const ZIP_MAGICS: [&[u8]; 2] = [b"PK\x03\x04", b"PK\x05\x06"];
 const GZIP_MAGIC: &[u8] = b"\x1f\x8b";
 
@@ -135,26 +134,13 @@ pub fn detect_file(path: &Path) -> Result<Option<Format>> {
         h if ZIP_MAGICS.iter().any(|m| h.starts_with(m)) => Some(Format::Zip),
         h if h.starts_with(crate::npy::NPY_MAGIC) => Some(Format::Npy),
         h if h.starts_with(GZIP_MAGIC) => Some(Format::Gzip),
-        _ if hdf5_signature_offset(&file)?.is_some() => Some(Format::Hdf5),
+        _ if hdf5::signature_offset(&file)?.is_some() => Some(Format::Hdf5),
         _ if pickle::sniff(path, &file)? => Some(Format::Pickle),
         _ => None,
     };
     Ok(format)
 }
 
-/// HDF5's superblock may follow a user block: it sits at 0, 512, 1024, 2048, ...
-fn hdf5_signature_offset(file: &std::fs::File) -> Result<Option<u64>> {
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut offset = 0;
-    while offset + HDF5_MAGIC.len() as u64 <= len {
-        let mut buf = [0u8; 8];
-        if crate::io::pread_exact(file, offset, &mut buf).is_ok() && buf == HDF5_MAGIC {
-            return Ok(Some(offset));
-        }
-        offset = if offset == 0 { 512 } else { offset * 2 };
-    }
-    Ok(None)
-}
 
 /// Opens `path` as the source of its detected format.
 pub fn open(path: &Path, options: &SourceOptions) -> Result<Arc<dyn Source>> {
@@ -175,12 +161,7 @@ pub fn open_container(
     store: &Arc<SeekPointStore>,
 ) -> Result<Arc<dyn Source>> {
     Ok(match format {
-        Format::Hdf5 => {
-            if options.check_hdf5 {
-                crate::probe::check_hdf5(path)?;
-            }
-            Arc::new(hdf5::Hdf5Source::open(path, options)?)
-        }
+        Format::Hdf5 => Arc::new(hdf5::Hdf5Source::open_checked(path, options)?),
         Format::Zip => open_zip(path, store)?,
         Format::Npy => Arc::new(single::NpyFileSource::open(path)?),
         Format::Gzip => Arc::new(single::GzipNpySource::open_with_store(path, store.clone())?),
@@ -218,7 +199,7 @@ pub struct SourceOptions {
     pub cache_size: u64,
     /// Add `x.attrs.json` / `.attrs.json` sidecars with every attribute, typed.
     pub attrs_json: bool,
-    /// Walk each HDF5 file's metadata in a child process before opening it ([`crate::probe`]).
+    /// Walk each HDF5 file's metadata in a child process before opening it ([`hdf5::probe`]).
     pub check_hdf5: bool,
     /// `-o split_names=SEP`: tensor names of checkpoints split into directories at SEP.
     pub split_names: Option<String>,

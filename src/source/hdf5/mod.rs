@@ -11,6 +11,7 @@ mod dataset;
 mod direct;
 mod ffi;
 mod filters;
+pub mod probe;
 mod types;
 
 use std::path::Path;
@@ -19,6 +20,23 @@ use std::sync::{Arc, RwLock};
 use hdf5::{IndexType, IterationOrder, LinkType, LocationType};
 
 pub use attrs::element_value;
+
+/// The format signature at the start of an HDF5 superblock.
+const SIGNATURE: &[u8] = b"\x89HDF\r\n\x1a\n";
+
+/// HDF5's superblock may follow a user block: it sits at 0, 512, 1024, 2048, ...
+pub fn signature_offset(file: &std::fs::File) -> Result<Option<u64>> {
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut offset = 0;
+    while offset + SIGNATURE.len() as u64 <= len {
+        let mut buf = [0u8; 8];
+        if crate::io::pread_exact(file, offset, &mut buf).is_ok() && buf == SIGNATURE {
+            return Ok(Some(offset));
+        }
+        offset = if offset == 0 { 512 } else { offset * 2 };
+    }
+    Ok(None)
+}
 
 /// Chunk-table work done in this process so far: chunk index entries enumerated plus table
 /// lookups. Counted so that tests can show reading costs O(chunks), not O(chunks^2).
@@ -56,6 +74,15 @@ pub struct Hdf5Source {
 }
 
 impl Hdf5Source {
+    /// Opens `path`, after walking its metadata in a child process ([`probe`]) unless
+    /// `-o no_hdf5_check` turned that off.
+    pub fn open_checked(path: &Path, options: &SourceOptions) -> Result<Hdf5Source> {
+        if options.check_hdf5 {
+            probe::check_hdf5(path)?;
+        }
+        Hdf5Source::open(path, options)
+    }
+
     pub fn open(path: &Path, options: &SourceOptions) -> Result<Hdf5Source> {
         codecs::register::register_all();
         let source = Arc::new(SourceFile::open(path)?);
