@@ -12,7 +12,6 @@
 //! so memory does not grow with member size. Each stream also parks its decoder there after
 //! a read, so sequential reads continue where the last one stopped.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -86,76 +85,47 @@ impl Snapshot {
     }
 }
 
-/// Seek points and parked decoders of every stream of a source, bounded in bytes (LRU).
+/// Seek points and parked decoders of every stream of a source, bounded in bytes (the
+/// ones used least lately and least often go first).
 pub struct SeekPointStore {
-    budget: u64,
-    state: Mutex<StoreState>,
-}
-
-#[derive(Default)]
-struct StoreState {
-    entries: HashMap<(u64, u64), (u64, Arc<Snapshot>)>,
-    tick: u64,
+    entries: quick_cache::sync::Cache<(u64, u64), Arc<Snapshot>>,
 }
 
 impl SeekPointStore {
     /// A store that keeps at most `budget` bytes (but room for a few snapshots at least).
     pub fn new(budget: u64) -> Arc<SeekPointStore> {
+        let snapshots = (budget / SNAPSHOT_BYTES).max(8) as usize;
         Arc::new(SeekPointStore {
-            budget: budget.max(8 * SNAPSHOT_BYTES),
-            state: Mutex::default(),
+            entries: quick_cache::sync::Cache::new(snapshots),
         })
     }
 
+    /// How many snapshots the store keeps.
     fn capacity(&self) -> u64 {
-        self.budget / SNAPSHOT_BYTES
+        self.entries.capacity()
     }
 
     fn put(&self, stream: u64, slot: u64, snapshot: Arc<Snapshot>) {
-        let mut state = self.state.lock().unwrap();
-        state.tick += 1;
-        let tick = state.tick;
-        state.entries.insert((stream, slot), (tick, snapshot));
-        while state.entries.len() as u64 > self.capacity() {
-            let oldest = state
-                .entries
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(k, _)| *k);
-            oldest.map(|k| state.entries.remove(&k));
-        }
+        self.entries.insert((stream, slot), snapshot);
     }
 
     fn take(&self, stream: u64, slot: u64) -> Option<Arc<Snapshot>> {
-        let mut state = self.state.lock().unwrap();
-        state.entries.remove(&(stream, slot)).map(|(_, s)| s)
+        self.entries.remove(&(stream, slot)).map(|(_, s)| s)
     }
 
     fn contains(&self, stream: u64, slot: u64) -> bool {
-        self.state
-            .lock()
-            .unwrap()
-            .entries
-            .contains_key(&(stream, slot))
+        self.entries.contains_key(&(stream, slot))
     }
 
     /// The latest seek point of `stream` with ordinal <= `ordinal`.
     fn at_or_before(&self, stream: u64, ordinal: u64) -> Option<Arc<Snapshot>> {
-        let mut state = self.state.lock().unwrap();
-        state.tick += 1;
-        let tick = state.tick;
-        let key = (1..=ordinal)
+        (1..=ordinal)
             .rev()
-            .map(|k| (stream, k))
-            .find(|key| state.entries.contains_key(key))?;
-        let found = state.entries.get_mut(&key)?;
-        found.0 = tick;
-        Some(found.1.clone())
+            .find_map(|k| self.entries.get(&(stream, k)))
     }
 
     fn forget(&self, stream: u64) {
-        let mut state = self.state.lock().unwrap();
-        state.entries.retain(|(s, _), _| *s != stream);
+        self.entries.retain(|(s, _), _| *s != stream);
     }
 }
 

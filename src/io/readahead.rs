@@ -1,7 +1,6 @@
 //! Read-ahead: a small pool of worker threads that decode data before it is asked for, and
 //! the detector that tells sequential reading (worth it) from random reading (not).
 
-use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
@@ -60,10 +59,10 @@ fn run_jobs(queue: &Mutex<Receiver<Job>>) {
 /// read-ahead requests on several FUSE threads, so sequential reads can arrive slightly out
 /// of order.
 const RECENT_ENDS: usize = 4;
-/// Files tracked at once; past this the oldest knowledge is simply forgotten.
+/// Files tracked at once; past this the least used are forgotten.
 const TRACKED_FILES: usize = 1024;
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Stream {
     recent_ends: [u64; RECENT_ENDS],
     next_slot: usize,
@@ -72,9 +71,16 @@ struct Stream {
 }
 
 /// Per-file detection of sequential reading.
-#[derive(Default)]
 pub struct SequentialReads {
-    streams: Mutex<HashMap<u64, Stream>>,
+    streams: Mutex<quick_cache::unsync::Cache<u64, Stream>>,
+}
+
+impl Default for SequentialReads {
+    fn default() -> Self {
+        SequentialReads {
+            streams: Mutex::new(quick_cache::unsync::Cache::new(TRACKED_FILES)),
+        }
+    }
 }
 
 impl SequentialReads {
@@ -83,10 +89,12 @@ impl SequentialReads {
     /// random read.
     pub fn record(&self, file: u64, offset: u64, end: u64, window: u64) -> Option<(u64, u64)> {
         let mut streams = self.streams.lock().unwrap();
-        if streams.len() >= TRACKED_FILES && !streams.contains_key(&file) {
-            streams.clear();
-        }
-        let stream = streams.entry(file).or_default();
+        let Ok(Some(mut entry)) = streams.get_mut_or_insert_with(&file, || {
+            Ok::<_, std::convert::Infallible>(Stream::default())
+        }) else {
+            return None;
+        };
+        let stream = &mut *entry;
         let sequential = offset > 0 && stream.recent_ends.contains(&offset);
         stream.recent_ends[stream.next_slot] = end;
         stream.next_slot = (stream.next_slot + 1) % RECENT_ENDS;

@@ -141,7 +141,6 @@ pub fn detect_file(path: &Path) -> Result<Option<Format>> {
     Ok(format)
 }
 
-
 /// Opens `path` as the source of its detected format.
 pub fn open(path: &Path, options: &SourceOptions) -> Result<Arc<dyn Source>> {
     match detect(path)? {

@@ -124,7 +124,7 @@ fn tiny_store_still_reads_correctly() {
             data[offset as usize..][..n]
         );
     }
-    assert!(store.state.lock().unwrap().entries.len() as u64 <= store.capacity());
+    assert!(store.entries.len() as u64 <= store.capacity());
 }
 
 #[test]
