@@ -69,18 +69,35 @@ fn value_text(value: &Value) -> String {
     }
 }
 
+/// Attributes whose value would take more than this are left out: sizes come from the
+/// file, and a corrupt one must not make us allocate without bound.
+const MAX_ATTRIBUTE_BYTES: usize = 64 << 20;
+
 /// The attribute's value as JSON: a scalar for a scalar dataspace, else lists nested by shape.
 pub fn attr_value(attr: &hdf5::Attribute, bytes_as: BytesAs) -> Result<Value, String> {
     let aid = attr.id();
+    // SAFETY (this and the next two): plain queries of an open attribute and its own ids.
     let ftype = sync(|| Hid::new(unsafe { H5Aget_type(aid) })).map_err(|e| e.to_string())?;
+    // SAFETY: as above.
     let space = sync(|| Hid::new(unsafe { H5Aget_space(aid) })).map_err(|e| e.to_string())?;
+    // SAFETY: as above.
     let n = sync(|| unsafe { H5Sget_simple_extent_npoints(space.0) }).max(0) as usize;
+    let too_big = || format!("larger than {MAX_ATTRIBUTE_BYTES} bytes");
     let values = match element_type(ftype.0)? {
-        ElementType::VarString { .. } => read_var_strings(aid, ftype.0, n)?,
+        ElementType::VarString { .. } => {
+            let pointers = n.checked_mul(std::mem::size_of::<usize>());
+            if pointers.is_none_or(|b| b > MAX_ATTRIBUTE_BYTES) {
+                return Err(too_big());
+            }
+            read_var_strings(aid, ftype.0, n)?
+        }
         ElementType::Fixed { dtype, .. } => {
+            // SAFETY: a plain query of the attribute's own type id.
             let size = sync(|| unsafe { H5Tget_size(ftype.0) });
-            let mut buf = vec![0u8; n * size];
+            let bytes = n.checked_mul(size).filter(|&b| b <= MAX_ATTRIBUTE_BYTES);
+            let mut buf = vec![0u8; bytes.ok_or_else(too_big)?];
             let status = sync(|| {
+                // SAFETY: `buf` holds the n elements of the attribute's own type.
                 h5check(unsafe { H5Aread(aid, ftype.0, buf.as_mut_ptr().cast::<c_void>()) })
             });
             status.map_err(|e| e.to_string())?;
@@ -101,8 +118,13 @@ fn nest(values: &[Value], shape: &[usize]) -> Value {
             _ => Value::Array(values.to_vec()),
         };
     };
-    let stride: usize = inner.iter().product();
-    if inner.is_empty() || outer * stride != values.len() {
+    let stride = inner.iter().try_fold(1usize, |p, &d| p.checked_mul(d));
+    let Some(stride) = stride.filter(|s| outer.checked_mul(*s) == Some(values.len())) else {
+        return Value::Array(values.to_vec());
+    };
+    // An empty inner shape would give `outer` empty lists: bounded, as `outer` comes from
+    // the file.
+    if inner.is_empty() || (stride == 0 && outer > 1 << 16) {
         return Value::Array(values.to_vec());
     }
     let rows = (0..outer).map(|i| nest(&values[i * stride..(i + 1) * stride], inner));
@@ -112,6 +134,7 @@ fn nest(values: &[Value], shape: &[usize]) -> Value {
 fn read_var_strings(aid: i64, ftype: i64, n: usize) -> Result<Vec<Value>, String> {
     let mem = var_string_mem_type(ftype).map_err(|e| e.to_string())?;
     let mut ptrs: Vec<*mut c_char> = vec![std::ptr::null_mut(); n];
+    // SAFETY: `ptrs` holds one string pointer for each of the attribute's n elements.
     sync(|| h5check(unsafe { H5Aread(aid, mem.0, ptrs.as_mut_ptr().cast::<c_void>()) }))
         .map_err(|e| e.to_string())?;
     Ok(ptrs
@@ -237,6 +260,14 @@ mod tests {
     }
 
     #[test]
+    fn nesting_survives_shapes_that_overflow() {
+        let values: Vec<Value> = (0..6).map(Value::from).collect();
+        let huge = [usize::MAX / 2, 4, 1 << 40];
+        assert_eq!(nest(&values, &huge), Value::Array(values.clone()));
+        assert_eq!(nest(&values, &[0, 6]), Value::Array(values.clone()));
+    }
+
+    #[test]
     fn arrays_nest_by_shape() {
         let values: Vec<Value> = (0..6).map(Value::from).collect();
         assert_eq!(
@@ -248,3 +279,4 @@ mod tests {
         assert_eq!(nest(&[], &[3, 0]), serde_json::json!([[], [], []]));
     }
 }
+
