@@ -22,9 +22,15 @@ pub struct ChunkGrid {
 }
 
 impl ChunkGrid {
+    /// None unless the chunk dims fit the shape and a chunk holds at most 4 GiB (HDF5's own
+    /// limit: dims read from a corrupt file must not make us allocate without bound).
     pub fn new(shape: Vec<u64>, chunk: Vec<u64>, unit: usize) -> Option<ChunkGrid> {
         let usable = shape.len() == chunk.len() && chunk.iter().all(|&c| c > 0) && unit > 0;
-        usable.then_some(ChunkGrid { shape, chunk, unit })
+        let bytes = chunk
+            .iter()
+            .try_fold(unit as u64, |bytes, &c| bytes.checked_mul(c))
+            .filter(|&b| b <= u64::from(u32::MAX));
+        (usable && bytes.is_some()).then_some(ChunkGrid { shape, chunk, unit })
     }
 
     /// Bytes of one whole chunk (edge chunks are stored whole too).
