@@ -35,7 +35,8 @@ class Mount:
         self.point = point
         os.makedirs(point, exist_ok=True)
         self.proc = subprocess.Popen([arrfs, "-f", source, point], stderr=subprocess.DEVNULL)
-        deadline = time.time() + 30
+        # Mounting a file of a million datasets walks all of it first (the HDF5 check).
+        deadline = time.time() + 900
         while not os.path.ismount(point):
             if self.proc.poll() is not None or time.time() > deadline:
                 raise SystemExit(f"arrfs did not mount {source}")

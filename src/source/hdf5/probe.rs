@@ -94,11 +94,31 @@ pub fn check_hdf5(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether SIGINT or SIGTERM is waiting: the mount blocks them until it serves, and a user
+/// who presses Ctrl-C during a long check must not wait for the check to end.
+fn stop_requested() -> bool {
+    // SAFETY: sigpending fills a local set, which is only read afterwards.
+    unsafe {
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut pending) == 0
+            && (libc::sigismember(&pending, libc::SIGINT) == 1
+                || libc::sigismember(&pending, libc::SIGTERM) == 1)
+    }
+}
+
 fn wait_with_timeout(mut child: Child, path: &Path) -> Result<ExitStatus> {
     let deadline = Instant::now() + PROBE_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait().map_err(|e| Error::io(path, e))? {
             return Ok(status);
+        }
+        if stop_requested() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Mount(format!(
+                "interrupted while checking {}",
+                path.display()
+            )));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
