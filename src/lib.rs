@@ -2,7 +2,8 @@
 //!
 //! `vfs` is the filesystem core, `fuse` its thin kernel adapter, `source` the container
 //! formats behind one trait, `npy` the `.npy` header and byte-range mapping, `io` file access.
-//! `cli`, `mount`, `inspect`, `logging` and `probe` serve the command line.
+//! `cli`, `mount`, `inspect`, `show`, `progress`, `logging` and `probe` serve the command
+//! line.
 
 pub mod cli;
 pub mod error;
@@ -13,6 +14,8 @@ pub mod logging;
 pub mod mount;
 pub mod npy;
 pub mod probe;
+pub mod progress;
+pub mod show;
 pub mod source;
 #[cfg(test)]
 mod testing;
