@@ -1,5 +1,5 @@
 //! The command line: `arrfs [OPTIONS] SOURCE MOUNTPOINT`, `arrfs unmount`, `arrfs ls`,
-//! `arrfs cat`.
+//! `arrfs cat`, `arrfs show`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ Examples:
   arrfs unmount /mnt/arr          (fusermount -u /mnt/arr works too)
   arrfs ls data.h5 -R             the virtual tree, no mount needed (--json for scripts)
   arrfs cat data.h5 grp/x.npy > x.npy
+  arrfs show data.h5 grp/x.npy --stats   dtype, chunks, attributes, values, min/max/mean
   arrfs --attrs-json data.h5 /mnt/arr; cat /mnt/arr/grp/x.attrs.json
   arrfs completions bash > ~/.local/share/bash-completion/completions/arrfs";
 
@@ -102,6 +103,19 @@ pub enum Command {
         /// Make the `--attrs-json` sidecars readable too
         #[arg(long)]
         attrs_json: bool,
+    },
+    /// Describe one array (dtype, shape, chunks, filters, attributes) and print it as numpy's
+    /// repr does, without mounting
+    Show {
+        source: PathBuf,
+        /// The array inside the virtual tree, e.g. grp/x.npy
+        path: String,
+        /// Also min, max, mean and NaN count, in one pass over every element
+        #[arg(long)]
+        stats: bool,
+        /// With --stats: only N elements, evenly spaced
+        #[arg(long, value_name = "N", requires = "stats")]
+        sample: Option<u64>,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::npy::{peek, tuple_repr};
+use crate::progress;
 use crate::source::{self, SourceOptions};
 use crate::vfs::{Fs, Ino, Kind};
 
@@ -237,6 +238,12 @@ pub fn cat(fs: &Fs, path: &str, output: Option<&Path>) -> Result<()> {
     let ino = follow(fs, path)?;
     fs.open(ino, false).map_err(|e| in_tree(path, e))?;
     let size = fs.getattr(ino)?.size;
+    // A bar only for a file: on stdout the bytes are the output, and small files are done
+    // before a bar could say anything.
+    let bar = match output {
+        Some(_) if size >= progress::CAT_BAR_BYTES => progress::bytes(size, path),
+        _ => indicatif::ProgressBar::hidden(),
+    };
     let mut out: Box<dyn Write> = match output {
         Some(p) => Box::new(std::fs::File::create(p).map_err(|e| Error::io(p, e))?),
         None => Box::new(std::io::stdout().lock()),
@@ -251,12 +258,14 @@ pub fn cat(fs: &Fs, path: &str, output: Option<&Path>) -> Result<()> {
         }
         write_all(&mut out, &chunk)?;
         offset += chunk.len() as u64;
+        bar.set_position(offset);
     }
+    bar.finish_and_clear();
     out.flush().map_err(|e| Error::io("output", e))
 }
 
 /// The inode `path` names, following symbolic links as `open` would.
-fn follow(fs: &Fs, path: &str) -> Result<Ino> {
+pub(crate) fn follow(fs: &Fs, path: &str) -> Result<Ino> {
     let mut path = path.trim_matches('/').to_string();
     for _ in 0..MAX_SYMLINK_HOPS {
         let ino = fs.resolve(&path).map_err(|e| in_tree(&path, e))?;
@@ -272,7 +281,7 @@ fn follow(fs: &Fs, path: &str) -> Result<Ino> {
 }
 
 /// Errors of a path inside the tree name that path, as `ls` and `cat` of a file would.
-fn in_tree(path: &str, e: Error) -> Error {
+pub(crate) fn in_tree(path: &str, e: Error) -> Error {
     match e {
         Error::NotFound | Error::NotDir | Error::IsDir => {
             Error::io(path, std::io::Error::from_raw_os_error(e.errno()))

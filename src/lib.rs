@@ -2,7 +2,7 @@
 //!
 //! `vfs` is the filesystem core, `fuse` its thin kernel adapter, `source` the container
 //! formats behind one trait, `npy` the `.npy` header and byte-range mapping, `io` file access.
-//! `cli`, `mount`, `inspect` and `logging` serve the command line.
+//! `cli`, `mount`, `inspect`, `show`, `progress` and `logging` serve the command line.
 
 pub mod cli;
 pub mod error;
@@ -12,6 +12,8 @@ pub mod io;
 pub mod logging;
 pub mod mount;
 pub mod npy;
+pub mod progress;
+pub mod show;
 pub mod source;
 #[cfg(test)]
 mod testing;

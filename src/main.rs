@@ -6,6 +6,7 @@ use clap::Parser;
 
 use arrfs::cli::{self, Cli, Command};
 use arrfs::inspect::{self, open_tree};
+use arrfs::show::StatsScope;
 use arrfs::source::SourceOptions;
 use arrfs::{Error, Result};
 
@@ -49,6 +50,20 @@ fn run(cli: &Cli) -> Result<()> {
         } => {
             let fs = open_tree(source, &options(*attrs_json))?;
             inspect::cat(&fs, path, output.as_deref())
+        }
+        Command::Show {
+            source,
+            path,
+            stats,
+            sample,
+        } => {
+            let fs = open_tree(source, &options(false))?;
+            let scope = match (stats, sample) {
+                (false, _) => StatsScope::None,
+                (true, None) => StatsScope::All,
+                (true, Some(n)) => StatsScope::Sample(*n),
+            };
+            arrfs::show::show(&fs, path, scope)
         }
         Command::Completions { shell } => {
             cli::write_completions(*shell, &mut std::io::stdout());

@@ -13,6 +13,7 @@ use fuser::{Config, MountOption, SessionACL};
 use crate::cli::MountArgs;
 use crate::error::{Error, Result};
 use crate::fuse::FuseAdapter;
+use crate::progress::{DelayedSpinner, WALK_SPINNER_DELAY};
 use crate::source::{self, SourceOptions};
 use crate::vfs::Fs;
 
@@ -165,7 +166,14 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
             .find_map(|o| o.strip_prefix(SPLIT_NAMES))
             .map(str::to_string),
     };
-    let source = source::open(source_path, &options)?;
+    // The metadata walk (and the crash-safe HDF5 probe) can take seconds on big files.
+    let walk = DelayedSpinner::start(
+        WALK_SPINNER_DELAY,
+        format!("reading the metadata of {}", source_path.display()),
+    );
+    let source = source::open(source_path, &options);
+    drop(walk);
+    let source = source?;
     let mtime = std::fs::metadata(source_path)
         .and_then(|m| m.modified())
         .map_err(|e| Error::io(source_path, e))?;

@@ -37,6 +37,23 @@ pub fn descr_and_shape(header: &[u8]) -> Option<(String, Vec<u64>)> {
     Some((descr?, shape?))
 }
 
+/// `fortran_order` of a whole header (False when absent or unreadable).
+pub fn fortran_order(header: &[u8]) -> bool {
+    let start = if header.get(6) == Some(&1) { 10 } else { 12 };
+    let Some(text) = header
+        .get(start..)
+        .and_then(|t| std::str::from_utf8(t).ok())
+    else {
+        return false;
+    };
+    let body = text.trim().trim_start_matches('{').trim_end_matches('}');
+    split_top_level(body, ',').into_iter().any(|item| {
+        item.split_once(':').is_some_and(|(key, value)| {
+            key.trim().trim_matches(['\'', '"']) == "fortran_order" && value.trim() == "True"
+        })
+    })
+}
+
 /// The top-level field names of a structured descr (`[('a', '<i4'), ('b', [...])]`).
 pub fn field_names(descr: &str) -> Vec<String> {
     let Some(inner) = descr.strip_prefix('[').and_then(|d| d.strip_suffix(']')) else {
@@ -107,6 +124,9 @@ mod tests {
         assert_eq!(header_len(&header[..12]), Some(header.len()));
         let (descr, shape) = descr_and_shape(&header).unwrap();
         assert_eq!((descr.as_str(), shape), (">f8", vec![3, 4]));
+        let mut fortran = NpyHeader::new(Dtype::plain('i', ByteOrder::Little, 2), vec![2, 2]);
+        fortran.fortran_order = true;
+        assert!(fortran_order(&fortran.encode()));
     }
 
     #[test]
@@ -118,6 +138,7 @@ mod tests {
         let (descr, shape) = descr_and_shape(&header).unwrap();
         assert_eq!(descr, "[('a', '<i4'), ('b, c', '<f8', (3,))]");
         assert_eq!(shape, vec![5]);
+        assert!(!fortran_order(&header));
         assert_eq!(field_names(&descr), ["a", "b, c"]);
         assert_eq!(header_len(b"not a npy header"), None);
     }
