@@ -279,4 +279,3 @@ mod tests {
         assert_eq!(nest(&[], &[3, 0]), serde_json::json!([[], [], []]));
     }
 }
-
