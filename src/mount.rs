@@ -19,10 +19,6 @@ use crate::vfs::Fs;
 /// Set in the daemon's environment: it prints this line on stdout once the mount answers.
 const READY_ENV: &str = "ARRFS_DAEMON_READY";
 const READY_LINE: &str = "arrfs-ready";
-/// `-o no_hdf5_check`: open HDF5 files without walking them in a child process first.
-const NO_HDF5_CHECK: &str = "no_hdf5_check";
-/// `-o split_names=SEP`: checkpoint tensor names become directories at SEP.
-const SPLIT_NAMES: &str = "split_names=";
 
 /// Mounts and serves until unmounted. Without `--foreground`, starts the daemon and returns
 /// once the mount answers (or with the daemon's error).
@@ -30,6 +26,7 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     let (source_path, mountpoint) = paths(args)?;
     check_mountpoint(mountpoint)?;
     std::fs::metadata(source_path).map_err(|e| Error::io(source_path, e))?;
+    source_options(args)?;
     match args.foreground || is_daemon() {
         true => serve(args, source_path, mountpoint),
         false => start_daemon(),
@@ -149,22 +146,29 @@ fn wait_ready(child: &mut std::process::Child, ready: &mpsc::Receiver<bool>) -> 
     }
 }
 
+/// The options of the tree: the `-o` source options (the mount checks HDF5 files unless
+/// `no_hdf5_check`); the others are the mount's.
+fn source_options(args: &MountArgs) -> Result<SourceOptions> {
+    let mut options = SourceOptions {
+        cache_size: args.cache_size,
+        attrs_json: args.attrs_json,
+        check_hdf5: true,
+        ..SourceOptions::default()
+    };
+    for opt in &args.options {
+        if SourceOptions::is_source_option(opt) {
+            options.apply(opt)?;
+        }
+    }
+    Ok(options)
+}
+
 /// Opens the source, mounts it, and serves requests until unmounted or signalled.
 fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> {
     // First, so that every thread started from here on (sources start decode workers)
     // leaves these signals to the one thread that waits for them.
     let signals = block_signals();
-    let options = SourceOptions {
-        cache_size: args.cache_size,
-        attrs_json: args.attrs_json,
-        check_hdf5: !args.options.iter().any(|o| o == NO_HDF5_CHECK),
-        split_names: args
-            .options
-            .iter()
-            .rev()
-            .find_map(|o| o.strip_prefix(SPLIT_NAMES))
-            .map(str::to_string),
-    };
+    let options = source_options(args)?;
     let source = source::open(source_path, &options)?;
     let mtime = std::fs::metadata(source_path)
         .and_then(|m| m.modified())
@@ -282,15 +286,12 @@ impl FuseConnection {
 /// id, parent, major:minor, root, mount point, ... (spaces in paths escaped as `\040`).
 fn mount_minor(mountinfo: &str, mountpoint: &Path) -> Option<u32> {
     let wanted = mountpoint.to_str()?.replace(' ', "\\040");
-    mountinfo
-        .lines()
-        .rev()
-        .find_map(|line| {
-            let mut fields = line.split(' ');
-            let dev = fields.nth(2)?;
-            let point = fields.nth(1)?;
-            (point == wanted).then(|| dev.split(':').nth(1)?.parse().ok())?
-        })
+    mountinfo.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let dev = fields.nth(2)?;
+        let point = fields.nth(1)?;
+        (point == wanted).then(|| dev.split(':').nth(1)?.parse().ok())?
+    })
 }
 
 fn fuse_config(args: &MountArgs, source_path: &Path) -> Result<Config> {
@@ -311,8 +312,8 @@ fn fuse_config(args: &MountArgs, source_path: &Path) -> Result<Config> {
             "allow_root" => config.acl = SessionACL::RootAndOwner,
             "auto_unmount" => opts.push(MountOption::AutoUnmount),
             "default_permissions" => opts.push(MountOption::DefaultPermissions),
-            "ro" | "" | NO_HDF5_CHECK => {}
-            o if o.starts_with(SPLIT_NAMES) => {}
+            "ro" | "" => {}
+            o if SourceOptions::is_source_option(o) => {}
             o if o.starts_with("fsname=") => fsname = Some(o["fsname=".len()..].to_string()),
             "rw" => {
                 return Err(Error::Usage(

@@ -6,6 +6,7 @@ mod header;
 mod layout;
 pub mod peek;
 mod pyrepr;
+pub mod widen;
 
 pub use dtype::{ByteOrder, Dtype, Field};
 pub use header::NpyHeader;
