@@ -415,6 +415,33 @@ fn torch_hostile_checkpoint_runs_nothing_and_the_rest_is_shown() {
 }
 
 #[test]
+fn torch_hostile_objects_inside_tensor_arguments_run_nothing() {
+    // Hooks, metadata and parameter state holding eval / os.system / torch.load and a nested
+    // pickle run by pickle.loads: those tensors are shown; a tensor whose storage offset is
+    // such a call is left out; nothing runs.
+    let marker = Path::new("/tmp/arrfs-torch-pwned");
+    let _ = std::fs::remove_file(marker);
+    let fixture = torch_fixture("hostile_metadata.pt");
+    let mount = Mount::new(&fixture, &[]);
+    let out = run_py(
+        "checkpoint_cases.py",
+        &[
+            OsStr::new("torch-check"),
+            fixture.as_os_str(),
+            mount.point.as_os_str(),
+        ],
+    );
+    assert!(out.contains("3 files ok"), "{out}");
+    let skipped = xattr(&mount.point, "user.arrfs.skipped");
+    assert!(
+        skipped.contains("offset: global pickle.loads is not on the allow-list"),
+        "{skipped}"
+    );
+    mount.stop();
+    assert!(!marker.exists(), "a hostile global ran");
+}
+
+#[test]
 fn torch_legacy_checkpoint_is_refused_with_one_line() {
     let dir = TempDir::new("torch-legacy");
     let mnt = dir.join("mnt");
