@@ -1,5 +1,10 @@
 """arrfs against the reference readers, side by side. See scripts/bench for usage.
 
+Checkpoints (M1 safetensors, M2 torch.save; M2 needs a Python with torch, ARRFS_TORCH_PYTHON,
+default /tmp/torchvenv/bin/python, else it is skipped with a note): one tensor and every
+tensor through a fresh mount (mount time included) against the library loading the whole
+file, timed inside the loading process and as a fresh process's wall time.
+
 Every case times the anchor (h5py, np.load, pickle.load, zipfile) and arrfs on the same data
 in the same run; each figure is the median of --runs runs. Before each run the source file
 is read once, so both sides start from the same (warm) page cache for the container, and
@@ -523,6 +528,118 @@ def chunk_scaling(args, rows):
                  times[args.s1_chunks], float("nan")))
 
 
+CHECKPOINT_TENSORS = 200
+# Where torch is, if anywhere: the project's .venv has no torch (its wheels are gigabytes).
+TORCH_PYTHON = os.environ.get("ARRFS_TORCH_PYTHON", "/tmp/torchvenv/bin/python")
+
+
+def checkpoint_shape(args):
+    """200 float32 tensors of (rows, 1024) making up --size-mb in all."""
+    rows = max(1, args.size_mb * MB // CHECKPOINT_TENSORS // 4096)
+    return rows, 1024
+
+
+def make_safetensors(args):
+    from safetensors.numpy import save_file
+    path = os.path.join(args.data, f"bench-{args.size_mb}.safetensors")
+    if not os.path.exists(path):
+        rng = np.random.default_rng(7)
+        shape = checkpoint_shape(args)
+        tensors = {f"layers.{i}.weight": rng.standard_normal(shape, dtype=np.float32)
+                   for i in range(CHECKPOINT_TENSORS)}
+        save_file(tensors, path + ".tmp")
+        os.rename(path + ".tmp", path)
+    return path
+
+
+def make_torch(args):
+    path = os.path.join(args.data, f"bench-{args.size_mb}.pt")
+    if not os.path.exists(path):
+        rows, cols = checkpoint_shape(args)
+        code = ("import sys, torch; torch.manual_seed(8)\n"
+                f"sd = {{f'layers.{{i}}.weight': torch.randn({rows}, {cols}) for i in range({CHECKPOINT_TENSORS})}}\n"
+                "torch.save(sd, sys.argv[1])")
+        subprocess.run([TORCH_PYTHON, "-c", code, path + ".tmp"], check=True)
+        os.rename(path + ".tmp", path)
+    return path
+
+
+def child_seconds(python, code, *argv):
+    """Runs `code` in a fresh interpreter: (seconds it printed, wall seconds of the process,
+    interpreter start and imports included)."""
+    t0 = time.perf_counter()
+    out = subprocess.run([python, "-c", code, *argv], check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1]), time.perf_counter() - t0
+
+
+# Each child times its own load after its imports ("in-process") and prints it.
+SAFETENSORS_LOAD = ("import sys, time\nfrom safetensors.numpy import load_file\n"
+                    "t = time.perf_counter(); load_file(sys.argv[1]); print(time.perf_counter() - t)")
+TORCH_LOAD = ("import sys, time, torch\n"
+              "t = time.perf_counter(); torch.load(sys.argv[1], weights_only=True); print(time.perf_counter() - t)")
+# All arrays are kept, as the whole-file loads keep them.
+NP_LOAD = ("import sys, time\nimport numpy as np\nt = time.perf_counter()\n"
+           "arrays = [np.load(f) for f in sys.argv[1:]]\nprint(time.perf_counter() - t)")
+
+
+def checkpoint_case(args, rows, name, what, path, anchor_name, anchor_code, anchor_python):
+    """(a) one tensor through a fresh mount (mount time included) and (b) every tensor
+    through a fresh mount, against the library loading the whole file; each timed inside
+    the process that loads (after imports) and as the wall time of a fresh Python process."""
+    anchor_in, anchor_fresh, rss = [], [], []
+    arrfs = {key: [] for key in ("a-in", "a-fresh", "b-in", "b-fresh")}
+    one = "layers.100.weight.npy"
+    for _ in range(args.runs):
+        warm(path)
+        t_in, t_fresh = child_seconds(anchor_python, anchor_code, path)
+        anchor_in.append(t_in)
+        anchor_fresh.append(t_fresh)
+        for key in arrfs:
+            warm(path)
+            started = time.perf_counter()
+            mount = Mount(args.arrfs, path, os.path.join(args.data, "mnt"))
+            mounted = time.perf_counter() - started
+            try:
+                files = [os.path.join(mount.point, one)]
+                if key.startswith("b"):
+                    files = sorted(os.path.join(mount.point, f) for f in os.listdir(mount.point))
+                    assert len(files) == CHECKPOINT_TENSORS, len(files)
+                if key.endswith("in"):
+                    t = timed(lambda: [np.load(f) for f in files])
+                else:
+                    _, t = child_seconds(sys.executable, NP_LOAD, *files)
+                arrfs[key].append(mounted + t)
+                rss.append(mount.peak_rss_mb())
+            finally:
+                mount.close()
+    a_in, a_fresh = statistics.median(anchor_in), statistics.median(anchor_fresh)
+    peak = max(rss)
+    for key, label in (("a-in", "first tensor"), ("a-fresh", "first tensor"),
+                       ("b-in", "every tensor"), ("b-fresh", "every tensor")):
+        fresh = key.endswith("fresh")
+        where = "fresh process" if fresh else "in-process"
+        rows.append((f"{name}{key[0]}", f"{what}: {label}", f"{anchor_name}, whole file ({where})",
+                     a_fresh if fresh else a_in, f"mount + np.load {'1' if key[0] == 'a' else 'all'} ({where})",
+                     statistics.median(arrfs[key]), peak))
+    print(f"  {name}: anchor {a_in:.3f}s in-process, {a_fresh:.3f}s fresh", file=sys.stderr)
+
+
+def checkpoint_cases(args, rows, only):
+    size = f"{args.size_mb} MiB, {CHECKPOINT_TENSORS} float32 tensors"
+    if not only or "M1" in only:
+        path = make_safetensors(args)
+        checkpoint_case(args, rows, "M1", f"safetensors {size}", path, "safetensors.numpy.load_file",
+                        SAFETENSORS_LOAD, sys.executable)
+    if only and "M2" not in only:
+        return
+    if not os.path.exists(TORCH_PYTHON):
+        print(f"M2 skipped: no torch here ({TORCH_PYTHON} missing; set ARRFS_TORCH_PYTHON)", file=sys.stderr)
+        return
+    path = make_torch(args)
+    checkpoint_case(args, rows, "M2", f"torch.save {size}", path, "torch.load(weights_only=True)",
+                    TORCH_LOAD, TORCH_PYTHON)
+
+
 def ceiling(args, rows):
     """The fastest a .npy load can be here: a plain file in /dev/shm."""
     path = f"/dev/shm/arrfs-bench-{os.getpid()}.npy"
@@ -576,6 +693,7 @@ def main():
         chunk_scaling(args, rows)
     if not only or "K3" in only:
         mount_time(args, rows)
+    checkpoint_cases(args, rows, only)
     if not only or "C" in only:
         ceiling(args, rows)
     print(f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, "

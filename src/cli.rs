@@ -6,6 +6,11 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+/// Every format the tree shows, detected by content.
+const ABOUT: &str =
+    "Mount HDF5, NPZ/zip, .npy (also gzipped), pickle/joblib, safetensors, GGUF and \
+PyTorch checkpoints (or a directory of them) as a read-only tree of plain .npy files";
+
 const EXAMPLE: &str = "\
 Examples:
   arrfs data.h5 /mnt/arr          mount (read-only); returns once the mount answers
@@ -15,6 +20,9 @@ Examples:
   arrfs ls data.h5 -R             the virtual tree, no mount needed (--json for scripts)
   arrfs cat data.h5 grp/x.npy > x.npy
   arrfs show data.h5 grp/x.npy --stats   dtype, chunks, attributes, values, min/max/mean
+  arrfs model.safetensors /mnt/m -o split_names=.,widen=f32
+                                  dotted names as directories, bfloat16/float8 as float32
+  arrfs ls -o widen=f32 model.safetensors   ls and cat take the same -o tree options
   arrfs --attrs-json data.h5 /mnt/arr; cat /mnt/arr/grp/x.attrs.json
   arrfs completions bash > ~/.local/share/bash-completion/completions/arrfs";
 
@@ -22,7 +30,7 @@ Examples:
 #[command(
     name = "arrfs",
     version,
-    about = "Mount HDF5, NPZ, pickle and .npy containers as a read-only tree of plain .npy files",
+    about = ABOUT,
     after_help = EXAMPLE,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
@@ -36,7 +44,8 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct MountArgs {
-    /// The container (HDF5, NPZ/zip, pickle, .npy) or directory to mount
+    /// The container (HDF5, NPZ/zip, .npy, pickle, safetensors, GGUF, PyTorch checkpoint) or
+    /// directory to mount
     #[arg(required = true)]
     pub source: Option<PathBuf>,
     /// An existing directory to mount on
@@ -46,8 +55,9 @@ pub struct MountArgs {
     #[arg(short, long)]
     pub foreground: bool,
     /// Mount options: allow_other, allow_root, auto_unmount, default_permissions,
-    /// fsname=NAME, no_hdf5_check (skip the crash-safe metadata walk of HDF5 files),
-    /// split_names=SEP (checkpoint tensor names split into directories at SEP, e.g. `.`)
+    /// fsname=NAME, no_hdf5_check (skip the crash-safe metadata walk of HDF5 files); tree
+    /// options (also for ls and cat): split_names=SEP (checkpoint tensor names split into
+    /// directories at SEP, e.g. `.`), widen=f32 (bfloat16/float8 tensors served as float32)
     #[arg(short = 'o', value_delimiter = ',', value_name = "OPT[,OPT..]")]
     pub options: Vec<String>,
     /// FUSE worker threads (default: number of CPUs)
@@ -91,6 +101,9 @@ pub enum Command {
         /// Show the `--attrs-json` sidecars too
         #[arg(long)]
         attrs_json: bool,
+        /// Tree options, as when mounting: split_names=SEP, widen=f32
+        #[arg(short = 'o', value_delimiter = ',', value_name = "OPT[,OPT..]")]
+        options: Vec<String>,
     },
     /// Write one virtual .npy file to stdout, without mounting
     Cat {
@@ -98,11 +111,14 @@ pub enum Command {
         /// The file inside the virtual tree, e.g. grp/x.npy
         path: String,
         /// Write to this file instead of stdout
-        #[arg(short, long)]
+        #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Make the `--attrs-json` sidecars readable too
         #[arg(long)]
         attrs_json: bool,
+        /// Tree options, as when mounting: split_names=SEP, widen=f32
+        #[arg(short = 'o', value_delimiter = ',', value_name = "OPT[,OPT..]")]
+        options: Vec<String>,
     },
     /// Describe one array (dtype, shape, chunks, filters, attributes) and print it as numpy's
     /// repr does, without mounting

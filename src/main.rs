@@ -38,8 +38,9 @@ fn run(cli: &Cli) -> Result<()> {
             recursive,
             json,
             attrs_json,
+            options,
         } => {
-            let fs = open_tree(source, &options(*attrs_json))?;
+            let fs = open_tree(source, &tree_options(*attrs_json, options)?)?;
             inspect::ls(&fs, path.as_deref().unwrap_or(""), *recursive, *json)
         }
         Command::Cat {
@@ -47,8 +48,9 @@ fn run(cli: &Cli) -> Result<()> {
             path,
             output,
             attrs_json,
+            options,
         } => {
-            let fs = open_tree(source, &options(*attrs_json))?;
+            let fs = open_tree(source, &tree_options(*attrs_json, options)?)?;
             inspect::cat(&fs, path, output.as_deref())
         }
         Command::Show {
@@ -57,7 +59,7 @@ fn run(cli: &Cli) -> Result<()> {
             stats,
             sample,
         } => {
-            let fs = open_tree(source, &options(false))?;
+            let fs = open_tree(source, &tree_options(false, &[])?)?;
             let scope = match (stats, sample) {
                 (false, _) => StatsScope::None,
                 (true, None) => StatsScope::All,
@@ -73,11 +75,23 @@ fn run(cli: &Cli) -> Result<()> {
     }
 }
 
-fn options(attrs_json: bool) -> SourceOptions {
-    SourceOptions {
+/// `ls` and `cat` take the tree's `-o` options; mount options mean nothing to them.
+fn tree_options(attrs_json: bool, opts: &[String]) -> Result<SourceOptions> {
+    let mut options = SourceOptions {
         attrs_json,
         ..SourceOptions::default()
+    };
+    for opt in opts.iter().filter(|o| !o.is_empty()) {
+        if !SourceOptions::is_source_option(opt) {
+            // `cat SOURCE PATH -o FILE` wrote to FILE before -o took tree options.
+            return Err(Error::Usage(format!(
+                "-o {opt}: ls and cat take tree options (split_names=SEP, widen=f32); \
+                 cat writes to a file with --output FILE"
+            )));
+        }
+        options.apply(opt)?;
     }
+    Ok(options)
 }
 
 /// `arrfs cat ... | head`: the reader went away, which is not an error of ours.

@@ -20,10 +20,6 @@ use crate::vfs::Fs;
 /// Set in the daemon's environment: it prints this line on stdout once the mount answers.
 const READY_ENV: &str = "ARRFS_DAEMON_READY";
 const READY_LINE: &str = "arrfs-ready";
-/// `-o no_hdf5_check`: open HDF5 files without walking them in a child process first.
-const NO_HDF5_CHECK: &str = "no_hdf5_check";
-/// `-o split_names=SEP`: checkpoint tensor names become directories at SEP.
-const SPLIT_NAMES: &str = "split_names=";
 
 /// Mounts and serves until unmounted. Without `--foreground`, starts the daemon and returns
 /// once the mount answers (or with the daemon's error).
@@ -31,6 +27,7 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     let (source_path, mountpoint) = paths(args)?;
     check_mountpoint(mountpoint)?;
     std::fs::metadata(source_path).map_err(|e| Error::io(source_path, e))?;
+    source_options(args)?;
     match args.foreground || is_daemon() {
         true => serve(args, source_path, mountpoint),
         false => start_daemon(),
@@ -150,22 +147,29 @@ fn wait_ready(child: &mut std::process::Child, ready: &mpsc::Receiver<bool>) -> 
     }
 }
 
+/// The options of the tree: the `-o` source options (the mount checks HDF5 files unless
+/// `no_hdf5_check`); the others are the mount's.
+fn source_options(args: &MountArgs) -> Result<SourceOptions> {
+    let mut options = SourceOptions {
+        cache_size: args.cache_size,
+        attrs_json: args.attrs_json,
+        check_hdf5: true,
+        ..SourceOptions::default()
+    };
+    for opt in &args.options {
+        if SourceOptions::is_source_option(opt) {
+            options.apply(opt)?;
+        }
+    }
+    Ok(options)
+}
+
 /// Opens the source, mounts it, and serves requests until unmounted or signalled.
 fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> {
     // First, so that every thread started from here on (sources start decode workers)
     // leaves these signals to the one thread that waits for them.
     let signals = block_signals();
-    let options = SourceOptions {
-        cache_size: args.cache_size,
-        attrs_json: args.attrs_json,
-        check_hdf5: !args.options.iter().any(|o| o == NO_HDF5_CHECK),
-        split_names: args
-            .options
-            .iter()
-            .rev()
-            .find_map(|o| o.strip_prefix(SPLIT_NAMES))
-            .map(str::to_string),
-    };
+    let options = source_options(args)?;
     // The metadata walk (and the crash-safe HDF5 probe) can take seconds on big files.
     let walk = DelayedSpinner::start(
         WALK_SPINNER_DELAY,
@@ -316,8 +320,8 @@ fn fuse_config(args: &MountArgs, source_path: &Path) -> Result<Config> {
             "allow_root" => config.acl = SessionACL::RootAndOwner,
             "auto_unmount" => opts.push(MountOption::AutoUnmount),
             "default_permissions" => opts.push(MountOption::DefaultPermissions),
-            "ro" | "" | NO_HDF5_CHECK => {}
-            o if o.starts_with(SPLIT_NAMES) => {}
+            "ro" | "" => {}
+            o if SourceOptions::is_source_option(o) => {}
             o if o.starts_with("fsname=") => fsname = Some(o["fsname=".len()..].to_string()),
             "rw" => {
                 return Err(Error::Usage(

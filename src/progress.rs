@@ -1,4 +1,4 @@
-//! Progress on long work (`arrfs cat -o`, `arrfs show --stats`, the metadata walk of a
+//! Progress on long work (`arrfs cat --output`, `arrfs show --stats`, the metadata walk of a
 //! mount): drawn on stderr only when stderr is a terminal, so scripts, pipes and logs never
 //! see a bar.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// `arrfs cat -o` shows a bar from this many bytes on (smaller files are done at once).
+/// `arrfs cat --output` shows a bar from this many bytes on (smaller files are done at once).
 pub const CAT_BAR_BYTES: u64 = 64 << 20;
 
 /// How long a metadata walk may take before a spinner says what is going on.

@@ -99,7 +99,7 @@ fn safetensors_ls_and_cat_work_without_a_mount() {
         .arg("cat")
         .arg(&source)
         .arg("i32.npy")
-        .arg("-o")
+        .arg("--output")
         .arg(&cat)
         .output()
         .unwrap();
@@ -116,6 +116,80 @@ fn safetensors_ls_and_cat_work_without_a_mount() {
         .output()
         .unwrap();
     common::assert_success("cat output equals the library's tensor", &out);
+}
+
+#[test]
+fn safetensors_widen_f32_serves_bfloat16_and_float8_as_float32() {
+    let dir = written("st-widen", "st-write");
+    for (name, want) in [
+        ("model.safetensors", "21 tensors ok, 6 widened"),
+        // Every bit pattern of bfloat16 and of each float8 type (NaNs, infinities,
+        // subnormals), against ml_dtypes.
+        ("allbits.safetensors", "6 tensors ok, 6 widened"),
+    ] {
+        let source = dir.join(name);
+        let out = mount_and_check(&source, &["-o", "widen=f32"], "st-check-widened", &[]);
+        assert!(out.contains(want), "{out}");
+    }
+}
+
+#[test]
+fn ls_and_cat_take_the_tree_options_of_the_mount() {
+    let dir = written("st-ls-options", "st-write");
+    let source = dir.join("model.safetensors");
+    let out = common::arrfs()
+        .args(["ls", "-R", "-o", "split_names=.,widen=f32"])
+        .arg(&source)
+        .output()
+        .unwrap();
+    common::assert_success("arrfs ls -o split_names=.,widen=f32", &out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.ends_with("model/layers/1/attn/q/weight.npy"))
+        .unwrap_or_else(|| panic!("no split name in {text}"));
+    assert!(line.contains("<f4") && line.contains("(4, 6)"), "{line}");
+    let cat = dir.join("f8.npy");
+    let out = common::arrfs()
+        .args(["cat", "-o", "widen=f32", "--output"])
+        .arg(&cat)
+        .arg(&source)
+        .arg("model.layers.1.mlp.f8.npy")
+        .output()
+        .unwrap();
+    common::assert_success("arrfs cat -o widen=f32", &out);
+    let check = format!(
+        "import io, ml_dtypes, numpy as np, safetensors\n\
+         info = dict(safetensors.deserialize(open({:?}, 'rb').read()))['model.layers.1.mlp.f8']\n\
+         a = np.frombuffer(bytes(info['data']), ml_dtypes.float8_e4m3fn).reshape(info['shape'])\n\
+         buf = io.BytesIO(); np.save(buf, a.astype(np.float32))\n\
+         assert open({:?}, 'rb').read() == buf.getvalue()\nprint('same')",
+        source.display().to_string(),
+        cat.display().to_string()
+    );
+    let out = std::process::Command::new(common::python())
+        .args(["-c", &check])
+        .output()
+        .unwrap();
+    common::assert_success("cat -o widen=f32 equals ml_dtypes' astype(float32)", &out);
+    // `-o FILE` wrote to FILE before -o took tree options: a usage error that says so.
+    let out = common::arrfs()
+        .arg("cat")
+        .arg(&source)
+        .arg("i32.npy")
+        .arg("-o")
+        .arg(dir.join("x.npy"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--output"), "{err}");
+    let out = common::arrfs()
+        .args(["ls", "-o", "widen=f16"])
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 #[test]
@@ -194,6 +268,14 @@ fn gguf_every_quantized_type_is_shown_as_gguf_reader_shows_it() {
     let dir = written("gguf-quants", "gguf-write");
     let out = mount_and_check(&dir.join("allquants.gguf"), &[], "gguf-check", &[]);
     assert!(out.contains(" tensors, 1 metadata fields ok"), "{out}");
+}
+
+#[test]
+fn gguf_widen_f32_serves_bf16_as_float32() {
+    let dir = written("gguf-widen", "gguf-write");
+    let source = dir.join("model.gguf");
+    let out = mount_and_check(&source, &["-o", "widen=f32"], "gguf-check-widened", &[]);
+    assert!(out.contains("12 tensors ok, 1 widened"), "{out}");
 }
 
 #[test]
@@ -298,6 +380,13 @@ fn torch_dtypes_bf16_f16_ints_bool_complex_float8() {
 }
 
 #[test]
+fn torch_widen_f32_serves_bf16_and_float8_as_float32() {
+    let fixture = torch_fixture("dtypes.pt");
+    let out = mount_and_check(&fixture, &["-o", "widen=f32"], "torch-check-widened", &[]);
+    assert!(out.contains("20 files ok, 4 widened"), "{out}");
+}
+
+#[test]
 fn torch_hostile_checkpoint_runs_nothing_and_the_rest_is_shown() {
     let marker = Path::new("/tmp/arrfs-torch-pwned");
     let _ = std::fs::remove_file(marker);
@@ -323,6 +412,33 @@ fn torch_hostile_checkpoint_runs_nothing_and_the_rest_is_shown() {
     }
     mount.stop();
     assert!(!marker.exists(), "os.system ran");
+}
+
+#[test]
+fn torch_hostile_objects_inside_tensor_arguments_run_nothing() {
+    // Hooks, metadata and parameter state holding eval / os.system / torch.load and a nested
+    // pickle run by pickle.loads: those tensors are shown; a tensor whose storage offset is
+    // such a call is left out; nothing runs.
+    let marker = Path::new("/tmp/arrfs-torch-pwned");
+    let _ = std::fs::remove_file(marker);
+    let fixture = torch_fixture("hostile_metadata.pt");
+    let mount = Mount::new(&fixture, &[]);
+    let out = run_py(
+        "checkpoint_cases.py",
+        &[
+            OsStr::new("torch-check"),
+            fixture.as_os_str(),
+            mount.point.as_os_str(),
+        ],
+    );
+    assert!(out.contains("3 files ok"), "{out}");
+    let skipped = xattr(&mount.point, "user.arrfs.skipped");
+    assert!(
+        skipped.contains("offset: global pickle.loads is not on the allow-list"),
+        "{skipped}"
+    );
+    mount.stop();
+    assert!(!marker.exists(), "a hostile global ran");
 }
 
 #[test]

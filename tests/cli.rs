@@ -122,7 +122,7 @@ fn cat_to_a_file_follows_symlinks_and_names_bad_paths() {
         .arg("cat")
         .arg(&fixture)
         .arg("links/soft")
-        .arg("-o")
+        .arg("--output")
         .arg(&out));
     let direct = run(arrfs().arg("cat").arg(&fixture).arg("numeric/le_f8.npy")).stdout;
     assert_eq!(std::fs::read(&out).unwrap(), direct);

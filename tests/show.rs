@@ -19,7 +19,7 @@ fn show_prints_what_numpy_prints() {
     assert!(out.contains("arrays checked"), "{out}");
 }
 
-/// A 96 MiB `.npy` written by numpy (over the 64 MiB from which `cat -o` shows a bar).
+/// A 96 MiB `.npy` written by numpy (over the 64 MiB from which `cat --output` shows a bar).
 fn large_npy(dir: &TempDir) -> std::path::PathBuf {
     let path = dir.join("large.npy");
     let code = "import numpy as np, sys; np.save(sys.argv[1], np.arange(12 << 20, dtype='f8'))";
@@ -40,16 +40,16 @@ fn cat_to_a_file_shows_a_bar_only_on_a_terminal() {
         .arg("cat")
         .arg(&source)
         .arg("large.npy")
-        .arg("-o")
+        .arg("--output")
         .arg(dir.join("piped.npy"))
         .output()
         .unwrap();
-    assert_success("arrfs cat -o", &piped);
+    assert_success("arrfs cat --output", &piped);
     assert!(piped.stderr.is_empty(), "{:?}", piped.stderr);
 
     // `script` (util-linux) runs the command on a pseudo-terminal and records what it drew.
     let command = format!(
-        "{} cat {} large.npy -o {}",
+        "{} cat {} large.npy --output {}",
         env!("CARGO_BIN_EXE_arrfs"),
         source.display(),
         dir.join("tty.npy").display()
@@ -58,7 +58,7 @@ fn cat_to_a_file_shows_a_bar_only_on_a_terminal() {
         .args(["-qec", &command, "/dev/null"])
         .output()
         .expect("script (util-linux) runs");
-    assert_success("arrfs cat -o under script", &tty);
+    assert_success("arrfs cat --output under script", &tty);
     let drawn = String::from_utf8_lossy(&tty.stdout);
     assert!(
         drawn.contains("96.00 MiB"),

@@ -298,6 +298,6 @@ def _load_via_cat(src: StrPath, path: str, mmap_mode: Optional[str]) -> np.ndarr
         return np.load(io.BytesIO(data), allow_pickle=False)
     with tempfile.TemporaryDirectory(prefix="arrfs-") as tmp:
         file = Path(tmp) / "array.npy"
-        _run(["cat", os.fspath(src), path, "-o", str(file)])
+        _run(["cat", os.fspath(src), path, "--output", str(file)])
         # The map keeps the unlinked file's pages alive.
         return np.load(file, mmap_mode=mmap_mode, allow_pickle=False)

@@ -6,6 +6,7 @@ mod header;
 mod layout;
 pub mod peek;
 mod pyrepr;
+pub mod widen;
 
 /// The first bytes of every `.npy` file.
 pub const NPY_MAGIC: &[u8] = b"\x93NUMPY";

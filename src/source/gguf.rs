@@ -215,7 +215,7 @@ pub fn open(path: &Path, options: &SourceOptions) -> Result<TensorFile> {
     }
     .ok_or_else(|| bad("general.alignment is not a power of two".into()))?;
     let data_start = reader.pos.next_multiple_of(alignment);
-    let mut tree = TensorFile::new(file, options.split_names.clone());
+    let mut tree = TensorFile::new(file, options);
     for info in infos {
         match tensor(&info, data_start, tree.file().len()) {
             Ok(Ok(tensor)) => tree.add(&info.name, tensor),

@@ -161,7 +161,7 @@ pub fn open_container(
 ) -> Result<Arc<dyn Source>> {
     Ok(match format {
         Format::Hdf5 => Arc::new(hdf5::Hdf5Source::open_checked(path, options)?),
-        Format::Zip => open_zip(path, store)?,
+        Format::Zip => open_zip(path, options, store)?,
         Format::Npy => Arc::new(single::NpyFileSource::open(path)?),
         Format::Gzip => Arc::new(single::GzipNpySource::open_with_store(path, store.clone())?),
         Format::Dir => Arc::new(dir::DirSource::open(path, options)?),
@@ -178,11 +178,15 @@ pub fn open_container(
 }
 
 /// A zip is a PyTorch checkpoint if it holds `NAME/data.pkl`, else an NPZ / zip of arrays.
-fn open_zip(path: &Path, store: &Arc<SeekPointStore>) -> Result<Arc<dyn Source>> {
+fn open_zip(
+    path: &Path,
+    options: &SourceOptions,
+    store: &Arc<SeekPointStore>,
+) -> Result<Arc<dyn Source>> {
     let file = Arc::new(crate::io::SourceFile::open(path)?);
     let members = npz::read_central_directory(path, file.len())?;
     if torch::data_pkl(&members).is_some() {
-        return torch::open_source(path, &members);
+        return torch::open_source(path, &members, options);
     }
     Ok(Arc::new(npz::ZipSource::from_members(
         file,
@@ -202,6 +206,43 @@ pub struct SourceOptions {
     pub check_hdf5: bool,
     /// `-o split_names=SEP`: tensor names of checkpoints split into directories at SEP.
     pub split_names: Option<String>,
+    /// `-o widen=f32`: bfloat16 and float8 tensors served as `<f4` ([`crate::npy::widen`]).
+    pub widen: bool,
+}
+
+/// `-o no_hdf5_check`: open HDF5 files without walking them in a child process first.
+const NO_HDF5_CHECK: &str = "no_hdf5_check";
+/// `-o split_names=SEP`: checkpoint tensor names become directories at SEP.
+const SPLIT_NAMES: &str = "split_names=";
+/// `-o widen=f32`.
+const WIDEN: &str = "widen=";
+
+impl SourceOptions {
+    /// Whether `-o opt` is about the tree (taken by [`Self::apply`]) rather than the mount.
+    pub fn is_source_option(opt: &str) -> bool {
+        opt == NO_HDF5_CHECK || opt.starts_with(SPLIT_NAMES) || opt.starts_with(WIDEN)
+    }
+
+    /// Applies one `-o` option; an option that is not a source option is a usage error.
+    pub fn apply(&mut self, opt: &str) -> Result<()> {
+        if opt == NO_HDF5_CHECK {
+            self.check_hdf5 = false;
+        } else if let Some(sep) = opt.strip_prefix(SPLIT_NAMES) {
+            self.split_names = Some(sep.to_string());
+        } else if let Some(to) = opt.strip_prefix(WIDEN) {
+            if to != "f32" {
+                return Err(Error::Usage(format!(
+                    "-o {opt}: only widen=f32 is supported"
+                )));
+            }
+            self.widen = true;
+        } else {
+            return Err(Error::Usage(format!(
+                "-o {opt}: not a source option (split_names=SEP, widen=f32, no_hdf5_check)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for SourceOptions {
@@ -211,6 +252,7 @@ impl Default for SourceOptions {
             attrs_json: false,
             check_hdf5: false,
             split_names: None,
+            widen: false,
         }
     }
 }

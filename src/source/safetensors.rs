@@ -72,7 +72,7 @@ pub fn dtype_of(name: &str) -> Option<(Dtype, Option<&'static str>)> {
 pub fn open(path: &Path, options: &SourceOptions) -> Result<TensorFile> {
     let file = SourceFile::open(path)?;
     let (header, data_start) = read_header(&file)?;
-    let mut tree = TensorFile::new(file, options.split_names.clone());
+    let mut tree = TensorFile::new(file, options);
     let mut root_xattrs = Vec::new();
     let mut names: Vec<&String> = header.keys().collect();
     names.sort();

@@ -1,15 +1,20 @@
 //! One file of named tensors whose bytes lie contiguously at known offsets (safetensors,
 //! GGUF), shown as a tree: each tensor `NAME` is `NAME.npy`, or with a name separator
 //! (`-o split_names=.`) the parts before the last one become directories. Reads are
-//! `pread`s of the file. The formats parse their headers; this module only holds the result.
+//! `pread`s of the file; with `-o widen=f32`, tensors whose `user.arrfs.dtype_logical` is
+//! bfloat16 or a float8 are served as `<f4`, converted as read. The formats parse their
+//! headers; this module only holds the result.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::io::SourceFile;
+use crate::npy::widen::{self, Narrow};
 use crate::npy::NpyHeader;
-use crate::source::{Entry, EntryKind, Key, Listing, Source, Xattr, ROOT};
+use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions, Xattr, ROOT};
+
+const DTYPE_LOGICAL: &str = "user.arrfs.dtype_logical";
 
 /// A tensor's `.npy` header, the absolute file offset of its first payload byte, and its
 /// extended attributes.
@@ -21,7 +26,8 @@ pub struct Tensor {
 
 enum Node {
     Dir(Dir),
-    Tensor(Tensor),
+    /// A tensor, served as float32 if it is stored as this narrower float.
+    Tensor(Tensor, Option<Narrow>),
     Bytes(Arc<[u8]>),
 }
 
@@ -40,14 +46,17 @@ pub struct TensorFile {
     nodes: Vec<Node>,
     /// Tensor names are split into directories at this separator.
     split: Option<String>,
+    /// `-o widen=f32`.
+    widen: bool,
 }
 
 impl TensorFile {
-    pub fn new(file: SourceFile, split: Option<String>) -> TensorFile {
+    pub fn new(file: SourceFile, options: &SourceOptions) -> TensorFile {
         TensorFile {
             file,
             nodes: vec![Node::Dir(Dir::default())],
-            split: split.filter(|s| !s.is_empty()),
+            split: options.split_names.clone().filter(|s| !s.is_empty()),
+            widen: options.widen,
         }
     }
 
@@ -65,9 +74,16 @@ impl TensorFile {
         self.push(ROOT, name, Node::Bytes(bytes.into()));
     }
 
-    pub fn add(&mut self, name: &str, tensor: Tensor) {
+    pub fn add(&mut self, name: &str, mut tensor: Tensor) {
+        let narrow = match self.widen {
+            true => narrow_type(&tensor.xattrs),
+            false => None,
+        };
+        if narrow.is_some() {
+            tensor.header = widen::widened_header(&tensor.header);
+        }
         let (parent, last) = self.place(name);
-        self.push(parent, format!("{last}.npy"), Node::Tensor(tensor));
+        self.push(parent, format!("{last}.npy"), Node::Tensor(tensor, narrow));
     }
 
     /// Records a tensor that is not shown, with the reason (`user.arrfs.skipped`).
@@ -120,6 +136,12 @@ impl TensorFile {
     }
 }
 
+/// The stored float type a tensor's `user.arrfs.dtype_logical` names, if widening applies.
+fn narrow_type(xattrs: &[Xattr]) -> Option<Narrow> {
+    let (_, logical) = xattrs.iter().find(|(name, _)| name == DTYPE_LOGICAL)?;
+    Narrow::from_logical(std::str::from_utf8(logical).ok()?)
+}
+
 impl Source for TensorFile {
     fn list(&self, dir: Key) -> Result<Listing> {
         let Node::Dir(dir) = self.node(dir)? else {
@@ -133,7 +155,7 @@ impl Source for TensorFile {
                 Node::Bytes(bytes) => {
                     Entry::new(name.clone(), *key, EntryKind::Bytes(bytes.clone()))
                 }
-                Node::Tensor(t) => {
+                Node::Tensor(t, _) => {
                     let mut entry =
                         Entry::new(name.clone(), *key, EntryKind::Array(t.header.clone()));
                     entry.xattrs = t.xattrs.clone();
@@ -150,7 +172,12 @@ impl Source for TensorFile {
 
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
         match self.node(file)? {
-            Node::Tensor(t) => self.file.read_at(t.offset + offset, buf),
+            Node::Tensor(t, None) => self.file.read_at(t.offset + offset, buf),
+            Node::Tensor(t, Some(narrow)) => {
+                widen::read_widened(*narrow, offset, buf, |stored, out| {
+                    self.file.read_at(t.offset + stored, out)
+                })
+            }
             Node::Dir(_) => Err(Error::IsDir),
             Node::Bytes(_) => Err(Error::NotFound),
         }

@@ -4,7 +4,8 @@
 //! tree follows the pickle layout (README, "What appears where"); each tensor reads from its
 //! storage member: a `pread`
 //! when the view is contiguous (C or Fortran order, as `np.save(tensor.numpy())` writes it),
-//! else gathered into C order, row by row, as it is read.
+//! else gathered into C order, row by row, as it is read. With `-o widen=f32`, bfloat16 and
+//! float8 tensors are served as `<f4`, converted as read.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -15,10 +16,11 @@ use zip::CompressionMethod;
 
 use crate::error::{Error, Result};
 use crate::io::SourceFile;
+use crate::npy::widen::{self, Narrow};
 use crate::source::npz::MemberInfo;
 use crate::source::pickle::torch::{Layout, TensorData};
 use crate::source::pickle::{self, ArrayPayload, MachineError, Node, PayloadData};
-use crate::source::{Key, Listing, Source};
+use crate::source::{EntryKind, Key, Listing, Source, SourceOptions};
 
 /// The first bytes of a legacy (torch < 1.6) checkpoint: PROTO 2, then the LONG1 magic
 /// number 0x1950a86a20f9469cfc6c that `torch.save` pickled first.
@@ -48,9 +50,15 @@ pub struct TorchSource {
     /// File offset of `data.pkl`: arrays pickled inside it have offsets relative to it.
     pickle_start: u64,
     storages: HashMap<String, Storage>,
+    /// Node index -> stored type of the tensors served widened to float32 (`-o widen=f32`).
+    widened: HashMap<usize, Narrow>,
 }
 
-pub(crate) fn open(path: &Path, members: &[MemberInfo]) -> Result<TorchSource> {
+pub(crate) fn open(
+    path: &Path,
+    members: &[MemberInfo],
+    options: &SourceOptions,
+) -> Result<TorchSource> {
     let bad = |cause: String| Error::format(path, cause);
     let pkl = data_pkl(members).ok_or_else(|| bad("no data.pkl: not a checkpoint".into()))?;
     let prefix = pkl.path.trim_end_matches("data.pkl");
@@ -74,12 +82,32 @@ pub(crate) fn open(path: &Path, members: &[MemberInfo]) -> Result<TorchSource> {
             other => bad(format!("{}: {other}", pkl.path)),
         })?;
     leave_out_unreadable(&mut nodes, &storages);
+    let widened = match options.widen {
+        true => narrow_tensors(&nodes),
+        false => HashMap::new(),
+    };
     Ok(TorchSource {
         file,
         nodes,
         pickle_start: pkl.data_start,
         storages,
+        widened,
     })
+}
+
+/// The tensors stored as a float type numpy lacks, by node index.
+fn narrow_tensors(nodes: &[Node]) -> HashMap<usize, Narrow> {
+    let narrow = |node: &Node| match node {
+        Node::Array(array) if matches!(array.data, PayloadData::Tensor(_)) => {
+            Narrow::from_logical(array.logical?)
+        }
+        _ => None,
+    };
+    nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, node)| Some((index, narrow(node)?)))
+        .collect()
 }
 
 fn check_range(file: &SourceFile, member: &MemberInfo) -> Result<(), String> {
@@ -300,13 +328,27 @@ fn copy_overlap(data: &[u8], start: u64, offset: u64, buf: &mut [u8]) {
 
 impl Source for TorchSource {
     fn list(&self, dir: Key) -> Result<Listing> {
-        pickle::listing(&self.nodes, dir)
+        let mut listing = pickle::listing(&self.nodes, dir)?;
+        for entry in &mut listing.entries {
+            if let (true, EntryKind::Array(header)) = (
+                self.widened.contains_key(&(entry.key as usize)),
+                &mut entry.kind,
+            ) {
+                *header = widen::widened_header(header);
+            }
+        }
+        Ok(listing)
     }
 
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
         let array = self.array(file)?;
         match &array.data {
-            PayloadData::Tensor(tensor) => self.read_tensor(tensor, offset, buf),
+            PayloadData::Tensor(tensor) => match self.widened.get(&(file as usize)) {
+                Some(&narrow) => widen::read_widened(narrow, offset, buf, |at, out| {
+                    self.read_tensor(tensor, at, out)
+                }),
+                None => self.read_tensor(tensor, offset, buf),
+            },
             PayloadData::File { offset: start } => {
                 self.file.read_at(self.pickle_start + start + offset, buf)
             }
@@ -373,8 +415,12 @@ impl Seek for RangeReader {
 }
 
 /// Wraps the parts used by [`crate::source::open_container`].
-pub(crate) fn open_source(path: &Path, members: &[MemberInfo]) -> Result<Arc<dyn Source>> {
-    Ok(Arc::new(open(path, members)?))
+pub(crate) fn open_source(
+    path: &Path,
+    members: &[MemberInfo],
+    options: &SourceOptions,
+) -> Result<Arc<dyn Source>> {
+    Ok(Arc::new(open(path, members, options)?))
 }
 
 #[cfg(test)]

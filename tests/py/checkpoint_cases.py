@@ -6,6 +6,10 @@ checkpoints are shipped with the bytes torch gave for them (torch is not install
     checkpoint_cases.py st-check FILE MOUNT [SEP]
                                                 every tensor equals np.save of what the
                                                 safetensors library reads; names split at SEP
+    checkpoint_cases.py st-check-widened FILE MOUNT
+                                                mounted with -o widen=f32: bfloat16/float8
+                                                tensors equal np.save of ml_dtypes'
+                                                .astype(np.float32) of the library's arrays
     checkpoint_cases.py st-write-bad DIR        truncated / lying / broken safetensors files
     checkpoint_cases.py st-check-skipped MOUNT  the bad tensor is left out, the rest reads
     checkpoint_cases.py gguf-write DIR          GGUF files, by gguf.GGUFWriter
@@ -15,6 +19,10 @@ checkpoints are shipped with the bytes torch gave for them (torch is not install
     checkpoint_cases.py torch-check FIXTURE MOUNT
                                                 the mount equals the bytes torch gave
                                                 (tests/fixtures/torch/make.py)
+    checkpoint_cases.py gguf-check-widened FILE MOUNT
+    checkpoint_cases.py torch-check-widened FIXTURE MOUNT
+                                                as the -check commands, mounted with
+                                                -o widen=f32
 
 The oracle is the library that wrote the file: `safetensors.numpy.load_file` for the dtypes
 numpy has, and `safetensors.deserialize` (the library's own parse: dtype, shape, bytes) viewed
@@ -95,6 +103,12 @@ def st_write(out_dir):
         save_file({k: tensors[k] for k in part},
                   os.path.join(shards, f"model-0000{i + 1}-of-00002.safetensors"), metadata={"shard": str(i)})
     np.savez(os.path.join(shards, "extra.npz"), a=np.arange(3))
+    # Every bit pattern of every type numpy lacks, for -o widen=f32.
+    every = {"bf16": np.arange(1 << 16, dtype="<u2").view(ml_dtypes.bfloat16).reshape(256, 256)}
+    for dtype, mltype in ML_DTYPES.items():
+        if mltype != ml_dtypes.bfloat16:
+            every[dtype.lower()] = np.arange(256, dtype="u1").view(mltype).reshape(16, 16)
+    save_file(every, os.path.join(out_dir, "allbits.safetensors"))
     with open(os.path.join(shards, "config.json"), "w") as f:
         json.dump({"model_type": "test"}, f)
 
@@ -155,6 +169,33 @@ def st_check(path, mount, sep=None):
     for key, value in metadata.items():
         assert os.getxattr(mount, f"user.safetensors.{key}") == value.encode(), key
     print(f"{path}: {len(want)} tensors ok")
+
+
+def npy_of(array):
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def st_check_widened(path, mount):
+    """Mounted with -o widen=f32: bfloat16 / float8 tensors are np.save of ml_dtypes'
+    `.astype(np.float32)` of the library's arrays (NaN bits included), whole and in random
+    slices, still naming the stored type; every other tensor is as without the option."""
+    want = st_expected(path)
+    assert files_under(mount) == {name + ".npy" for name in want}, files_under(mount)
+    widened = 0
+    for name, (data, array, dtype) in sorted(want.items()):
+        file = os.path.join(mount, name + ".npy")
+        if dtype in ML_DTYPES:
+            wide = array.astype(np.float32)
+            check_bytes(file, npy_of(wide), reads=40)
+            assert os.stat(file).st_size == len(npy_of(wide)), file
+            assert os.getxattr(file, "user.arrfs.dtype_logical") == LOGICAL[dtype].encode(), file
+            widened += 1
+        else:
+            check_npy(file, array, reads=20)
+    assert widened, "no tensor of a type numpy lacks"
+    print(f"{path}: {len(want)} tensors ok, {widened} widened")
 
 
 def st_write_bad(out_dir):
@@ -295,6 +336,51 @@ def gguf_check(path, mount, sep=None):
     print(f"{path}: {len(reader.tensors)} tensors, {fields} metadata fields ok")
 
 
+def gguf_check_widened(path, mount):
+    """Mounted with -o widen=f32: BF16 tensors are np.save of GGUFReader's data viewed as
+    ml_dtypes' bfloat16 then `.astype(np.float32)`; the others as gguf-check has them."""
+    import gguf
+    reader = gguf.GGUFReader(path)
+    widened = 0
+    for t in reader.tensors:
+        file = os.path.join(mount, t.name + ".npy")
+        if t.tensor_type.name == "BF16":
+            wide = np.ascontiguousarray(t.data).view(ml_dtypes.bfloat16).astype(np.float32)
+            check_npy(file, wide, reads=30)
+            assert os.getxattr(file, "user.arrfs.dtype_logical") == b"bfloat16"
+            widened += 1
+        else:
+            check_npy(file, np.ascontiguousarray(t.data), reads=10)
+    assert widened, "no BF16 tensor"
+    print(f"{path}: {len(reader.tensors)} tensors ok, {widened} widened")
+
+
+# The fixtures' tensors of types numpy lacks (tests/fixtures/torch/make.py), by file.
+TORCH_NARROW = {"bf16.npy": ml_dtypes.bfloat16, "bf16_t.npy": ml_dtypes.bfloat16,
+                "f8_e4m3.npy": ml_dtypes.float8_e4m3fn, "f8_e5m2.npy": ml_dtypes.float8_e5m2}
+
+
+def torch_check_widened(fixture, mount):
+    """Mounted with -o widen=f32: each bfloat16 / float8 tensor is np.save of the array torch
+    gave (FIXTURE.expected.zip) viewed as its ml_dtypes type, `.astype(np.float32)` (a
+    transposed bf16 view stays in Fortran order, as astype keeps it); the rest unchanged."""
+    import zipfile
+    with zipfile.ZipFile(fixture[:-3] + ".expected.zip") as z:
+        want = {name: z.read(name) for name in z.namelist()}
+    assert files_under(mount) == set(want), files_under(mount)
+    widened = 0
+    for rel, data in sorted(want.items()):
+        file = os.path.join(mount, rel)
+        if b"'<V" in data[:128]:
+            stored = np.load(io.BytesIO(data)).view(TORCH_NARROW[rel])
+            check_bytes(file, npy_of(stored.astype(np.float32)), reads=30)
+            assert os.getxattr(file, "user.arrfs.dtype_logical") == np.dtype(TORCH_NARROW[rel]).name.encode()
+            widened += 1
+        else:
+            check_bytes(file, data, reads=10)
+    print(f"{fixture}: {len(want)} files ok, {widened} widened")
+
+
 def torch_check(fixture, mount):
     """The mount of a torch.save checkpoint shows exactly the files of FIXTURE.expected.zip
     (written by tests/fixtures/torch/make.py from torch.load and tensor.numpy()), byte for
@@ -345,6 +431,9 @@ if __name__ == "__main__":
     {
         "st-write": lambda: st_write(*args),
         "st-check": lambda: st_check(*args),
+        "st-check-widened": lambda: st_check_widened(*args),
+        "gguf-check-widened": lambda: gguf_check_widened(*args),
+        "torch-check-widened": lambda: torch_check_widened(*args),
         "st-write-bad": lambda: st_write_bad(*args),
         "st-check-skipped": lambda: st_check_skipped(*args),
         "gguf-write": lambda: gguf_write(*args),

@@ -333,6 +333,10 @@ fn tensor_payload(
     args: &[Value],
     dtype: Option<TorchDtype>,
 ) -> Result<ArrayPayload, String> {
+    // An argument the machine left opaque (a global off the allow-list): say which.
+    if let Some(Value::Opaque(why)) = args.iter().take(4).find(|a| matches!(a, Value::Opaque(_))) {
+        return Err(why.to_string());
+    }
     let [storage, Value::Int(offset), size, stride, ..] = args else {
         return Err("tensor rebuilt with unexpected arguments".into());
     };
