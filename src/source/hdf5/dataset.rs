@@ -4,8 +4,8 @@ use std::ffi::{c_char, c_void, CString};
 
 use hdf5_sys::h5::{haddr_t, hsize_t, HADDR_UNDEF};
 use hdf5_sys::h5d::{
-    H5D_layout_t, H5Dget_create_plist, H5Dget_offset, H5Dget_type, H5Dopen2,
-    H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS,
+    H5D_layout_t, H5Dget_chunk_index_type, H5Dget_create_plist, H5Dget_offset, H5Dget_type,
+    H5Dopen2, H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS,
 };
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::{
@@ -37,6 +37,8 @@ pub struct DatasetInfo {
     /// File offset of contiguous, allocated, unfiltered raw data: served by `pread`.
     pub contiguous_at: Option<u64>,
     chunks: Option<Vec<u64>>,
+    /// The kind of chunk index (shown as `user.arrfs.chunk_index`).
+    chunk_index: Option<&'static str>,
     filters: Vec<String>,
     /// Chunked data whose chunks we locate, read and decode ourselves; None: read through
     /// libhdf5 (see `fallback_reason`).
@@ -102,6 +104,7 @@ impl DatasetInfo {
             unit,
             contiguous_at: None,
             chunks: None,
+            chunk_index: None,
             filters: Vec::new(),
             direct: None,
             fallback_reason: None,
@@ -145,6 +148,9 @@ impl DatasetInfo {
                 self.filters.join(",").into_bytes(),
             ),
         ];
+        if let Some(index) = self.chunk_index {
+            out.push(("user.arrfs.chunk_index".to_string(), index.into()));
+        }
         out.extend(xattrs_of(ds));
         out
     }
@@ -162,6 +168,7 @@ impl DatasetInfo {
                     let rank = H5Pget_chunk(dcpl.0, dims.len() as i32, dims.as_mut_ptr());
                     dims.truncate(rank.max(0) as usize);
                     self.chunks = Some(dims);
+                    self.chunk_index = chunk_index_name(ds.id());
                     match self.direct_chunks(ds.id(), dcpl.0) {
                         Ok(direct) => self.direct = Some(direct),
                         Err(why) => self.fallback_reason = Some(why),
@@ -357,6 +364,28 @@ unsafe fn fill_value(dset: hid_t, dcpl: hid_t, unit: usize) -> Vec<u8> {
         fill.fill(0);
     }
     fill
+}
+
+/// The name of a chunked dataset's index type, as the file format specification calls it.
+///
+/// # Safety
+/// `dset` must be valid; call under HDF5's lock.
+unsafe fn chunk_index_name(dset: hid_t) -> Option<&'static str> {
+    let mut index = 0;
+    if H5Dget_chunk_index_type(dset, &mut index) < 0 {
+        return None;
+    }
+    // H5D_chunk_index_t: only its first value has a named constant in hdf5-sys.
+    [
+        "btree1",
+        "single",
+        "implicit",
+        "fixed_array",
+        "extensible_array",
+        "btree2",
+    ]
+    .get(index as usize)
+    .copied()
 }
 
 fn space_class(space: &hdf5::Dataspace) -> H5S_class_t {
