@@ -274,15 +274,12 @@ impl FuseConnection {
 /// id, parent, major:minor, root, mount point, ... (spaces in paths escaped as `\040`).
 fn mount_minor(mountinfo: &str, mountpoint: &Path) -> Option<u32> {
     let wanted = mountpoint.to_str()?.replace(' ', "\\040");
-    mountinfo
-        .lines()
-        .rev()
-        .find_map(|line| {
-            let mut fields = line.split(' ');
-            let dev = fields.nth(2)?;
-            let point = fields.nth(1)?;
-            (point == wanted).then(|| dev.split(':').nth(1)?.parse().ok())?
-        })
+    mountinfo.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let dev = fields.nth(2)?;
+        let point = fields.nth(1)?;
+        (point == wanted).then(|| dev.split(':').nth(1)?.parse().ok())?
+    })
 }
 
 fn fuse_config(args: &MountArgs, source_path: &Path) -> Result<Config> {

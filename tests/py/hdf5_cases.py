@@ -62,6 +62,7 @@ def write(path):
         sparse[12:18, 3:9] = np.arange(36).reshape(6, 6)
         f.create_dataset("fletcher", data=np.arange(1000, dtype=">u2"), chunks=(100,), fletcher32=True)
         write_chunked(f)
+        write_padded_strings(f)
         f.create_dataset("big_contig", data=np.arange(300_000, dtype="<f8").reshape(1000, 300))
         # Left out, with a reason in user.arrfs.skipped.
         f.create_dataset("refs", data=[f["bool"].ref], dtype=h5py.ref_dtype)
@@ -112,6 +113,44 @@ def write_chunked(f):
     typed[...] = np.arange(27, dtype="<u2").reshape(9, 3)
 
 
+PADDED = [f"padded/{pad}_{cset}{chunked}" for pad in ["nullterm", "nullpad", "spacepad"]
+          for cset in ["ascii", "utf8"] for chunked in ["", "_gzip"]] + ["padded/compound_spacepad"]
+
+
+def padded_string_type(pad, cset, size):
+    tid = h5py.h5t.C_S1.copy()
+    tid.set_size(size)
+    tid.set_strpad(getattr(h5py.h5t, "STR_" + pad.upper()))
+    tid.set_cset(getattr(h5py.h5t, "CSET_" + cset.upper()))
+    return tid
+
+
+def write_padded_strings(f):
+    """Fixed strings under each padding, their stored bytes written as they are (memory type =
+    file type): h5py strips space padding and ends null-terminated values at their first null."""
+    values = [b"ab cd ef1", b"x  ", b"", b"full-width!", b"a\0b", b" lead"]
+    grp = f.create_group("padded")
+    for name in PADDED[:-1]:
+        pad, cset = name.split("/")[1].split("_")[:2]
+        tid = padded_string_type(pad, cset, 11)
+        filler = b" " if pad == "spacepad" else b"\0"
+        raw = np.array([v.ljust(11, filler) for v in values], dtype="S11").reshape(2, 3)
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        if name.endswith("_gzip"):
+            dcpl.set_chunk((1, 2))
+            dcpl.set_deflate(4)
+        leaf = name.split("/")[1].encode()
+        ds = h5py.h5d.create(grp.id, leaf, tid, h5py.h5s.create_simple((2, 3)), dcpl=dcpl)
+        ds.write(h5py.h5s.ALL, h5py.h5s.ALL, raw.view("V11").copy(), mtype=tid)
+    comp = h5py.h5t.create(h5py.h5t.COMPOUND, 16)
+    comp.insert(b"n", 0, h5py.h5t.STD_I32LE)
+    comp.insert(b"s", 4, padded_string_type("spacepad", "ascii", 12))
+    raw = np.zeros(3, dtype=[("n", "<i4"), ("s", "S12")])
+    raw["n"], raw["s"] = [1, 2, 3], [b"ab  ".ljust(12), b"".ljust(12), b"abcdefghijkl"]
+    ds = h5py.h5d.create(grp.id, b"compound_spacepad", comp, h5py.h5s.create_simple((3,)))
+    ds.write(h5py.h5s.ALL, h5py.h5s.ALL, raw, mtype=comp)
+
+
 def expected_files(f):
     """Virtual path -> the array np.load must return, from h5py's own reading."""
     out = {}
@@ -123,6 +162,8 @@ def expected_files(f):
         out[f"{name}.npy"] = np.asarray(f[name][()])
     out["vlen_utf8.npy"] = np.array([s.decode() for s in f["vlen_utf8"][()]])
     out["vlen_ascii.npy"] = np.array(list(f["vlen_ascii"][()]))
+    for name in PADDED:
+        out[f"{name}.npy"] = f[name][()]
     out["links/hard.npy"] = f["bool"][()]
     out["links/external.npy"] = f["links/external"][()]
     return out

@@ -198,7 +198,7 @@ impl DatasetInfo {
         let file_type = Hid::new(H5Dget_type(dset)).map_err(|e| e.to_string())?;
         let widen = reduced_int(file_type.0);
         if self.converts && widen.is_none() {
-            return Err("stored with reduced precision: libhdf5 converts it".into());
+            return Err("stored bytes are not numpy's (reduced precision, string padding): libhdf5 converts them".into());
         }
         let mut opts = 0;
         if H5Pget_chunk_opts(dcpl, &mut opts) >= 0

@@ -187,8 +187,10 @@ pub fn var_string_mem_type(file_type: hid_t) -> hdf5::Result<Hid> {
 /// A memory type for reading `file_type` through libhdf5 when its stored bytes are not the
 /// numpy bytes of its dtype: integers with fewer significant bits than their size, or at an
 /// offset (n-bit types), and floats outside the IEEE layout of their size. h5py reads those
-/// converted to the plain type of the same size, sign and byte order, and so do we. None:
-/// the stored bytes are numpy's. `Err`: a compound or enum holds such a member (left out).
+/// converted to the plain type of the same size, sign and byte order, and so do we. Fixed
+/// strings that are not null-padded: h5py reads them null-padded. Compounds holding such
+/// members are read through a compound of the converted members. None: the stored bytes are
+/// numpy's. `Err`: an enum over such a base (left out).
 pub fn converting_mem_type(file_type: hid_t) -> Result<Option<Hid>, String> {
     // SAFETY: file_type is a valid datatype id for the whole call.
     sync(|| unsafe { converting(file_type) })
@@ -228,15 +230,19 @@ unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
                 dims.as_ptr(),
             ))
         }
-        H5T_class_t::H5T_COMPOUND => {
-            for i in 0..H5Tget_nmembers(tid).max(0) as u32 {
-                let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
-                if converting(member.0)?.is_some() {
-                    return Err("compound member stored with reduced precision (n-bit)".into());
-                }
+        H5T_class_t::H5T_STRING if H5Tis_variable_str(tid) <= 0 => {
+            if H5Tget_strpad(tid) == H5T_str_t::H5T_STR_NULLPAD {
+                return Ok(None);
             }
-            Ok(None)
+            // h5py reads every fixed string through a null-padded memory type: space padding
+            // is stripped, a null-terminated value ends at its first null.
+            let copy = Hid::new(H5Tcopy(tid)).map_err(|e| e.to_string())?;
+            match H5Tset_strpad(copy.0, H5T_str_t::H5T_STR_NULLPAD) >= 0 {
+                true => Ok(Some(copy)),
+                false => Err("unconvertible string padding".into()),
+            }
         }
+        H5T_class_t::H5T_COMPOUND => converting_compound(tid),
         H5T_class_t::H5T_ENUM => {
             let base = Hid::new(H5Tget_super(tid)).map_err(|e| e.to_string())?;
             match converting(base.0)? {
@@ -246,6 +252,35 @@ unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
         }
         _ => Ok(None),
     }
+}
+
+/// A compound of the same layout whose members that need converting are replaced by their
+/// memory types; None if no member needs it.
+unsafe fn converting_compound(tid: hid_t) -> Result<Option<Hid>, String> {
+    let n = H5Tget_nmembers(tid).max(0) as u32;
+    let mut members = Vec::with_capacity(n as usize);
+    let mut any = false;
+    for i in 0..n {
+        let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
+        let converted = converting(member.0)?;
+        any |= converted.is_some();
+        members.push(converted.unwrap_or(member));
+    }
+    if !any {
+        return Ok(None);
+    }
+    let mem = Hid::new(H5Tcreate(H5T_class_t::H5T_COMPOUND, H5Tget_size(tid)))
+        .map_err(|e| e.to_string())?;
+    for (i, member) in members.iter().enumerate() {
+        let name = H5Tget_member_name(tid, i as u32);
+        let offset = H5Tget_member_offset(tid, i as u32);
+        let status = H5Tinsert(mem.0, name, offset, member.0);
+        take_h5_string(name);
+        if status < 0 {
+            return Err("unconvertible compound member".into());
+        }
+    }
+    Ok(Some(mem))
 }
 
 /// Whether all bits of the integer type are significant.
