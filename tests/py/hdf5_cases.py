@@ -71,6 +71,7 @@ def write(path):
         # Links.
         f["links/soft"] = h5py.SoftLink("/numeric/le_f8")
         f["links/soft_group"] = h5py.SoftLink("/numeric")
+        f["links/soft_chain"] = h5py.SoftLink("soft")
         f["links/dangling"] = h5py.SoftLink("/no/such/thing")
         f["links/hard"] = f["bool"]
         f["links/external"] = h5py.ExternalLink(os.path.basename(ext), "/target")
@@ -191,13 +192,16 @@ def check_tree(path, mnt, files):
     for root, dirs, names in os.walk(mnt):
         for n in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
             listed.add(os.path.relpath(os.path.join(root, n), mnt))
-    links = {"links/soft", "links/soft_group", "links/dangling"}
+    # A link to a dataset is named like its target, NAME.npy; to a group or nowhere, NAME.
+    links = {"links/soft.npy", "links/soft_group", "links/dangling", "links/soft_chain.npy"}
     assert listed == set(files) | links, f"unexpected listing: {sorted(listed ^ (set(files) | links))}"
     # Symbolic links point, relatively, at the target's virtual path.
-    assert os.readlink(f"{mnt}/links/soft") == "../numeric/le_f8.npy"
+    assert os.readlink(f"{mnt}/links/soft.npy") == "../numeric/le_f8.npy"
+    assert os.readlink(f"{mnt}/links/soft_chain.npy") == "../links/soft.npy"
     assert os.readlink(f"{mnt}/links/soft_group") == "../numeric"
     assert os.readlink(f"{mnt}/links/dangling") == "../no/such/thing"
-    assert np.array_equal(np.load(f"{mnt}/links/soft"), files["numeric/le_f8.npy"])
+    for link in ["soft", "soft_chain"]:
+        assert np.array_equal(np.load(f"{mnt}/links/{link}.npy"), files["numeric/le_f8.npy"])
     # Hard links share one inode; st_nlink counts the links.
     a, b = os.stat(f"{mnt}/bool.npy"), os.stat(f"{mnt}/links/hard.npy")
     assert a.st_ino == b.st_ino and a.st_nlink == 2, (a, b)

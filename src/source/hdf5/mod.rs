@@ -186,8 +186,9 @@ impl Hdf5Source {
         }
     }
 
-    /// A soft link becomes a relative symlink to the target's virtual path; a dangling one
-    /// stays dangling.
+    /// A soft link becomes a relative symlink to the target's virtual path; one to a dataset
+    /// is named `NAME.npy`, like its target, so that `*.npy` globs find it. A link to a group
+    /// and a dangling one keep their name (and a dangling one stays dangling).
     fn soft_link_entry(
         &self,
         group: &hdf5::Group,
@@ -206,7 +207,7 @@ impl Hdf5Source {
         };
         let relative = relative_link(gpath, &absolute) + suffix;
         Ok(Entry::new(
-            name.to_string(),
+            format!("{name}{suffix}"),
             0,
             EntryKind::Symlink(relative),
         ))
