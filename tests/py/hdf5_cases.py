@@ -63,6 +63,7 @@ def write(path):
         f.create_dataset("fletcher", data=np.arange(1000, dtype=">u2"), chunks=(100,), fletcher32=True)
         write_chunked(f)
         write_padded_strings(f)
+        write_more_types(f)
         f.create_dataset("big_contig", data=np.arange(300_000, dtype="<f8").reshape(1000, 300))
         # Left out, with a reason in user.arrfs.skipped.
         f.create_dataset("refs", data=[f["bool"].ref], dtype=h5py.ref_dtype)
@@ -152,6 +153,52 @@ def write_padded_strings(f):
     ds.write(h5py.h5s.ALL, h5py.h5s.ALL, raw, mtype=comp)
 
 
+MORE_TYPES = ["types/long_double", "types/long_double_gzip", "types/compound_out_of_order",
+              "types/compound_gaps_gzip"]
+
+
+def write_more_types(f):
+    """Long double (x86-64's 80-bit extended in 16 bytes) and compounds whose members are
+    stored out of offset order, nested, with gaps and trailing padding."""
+    ld = np.array([1.5, np.inf, -np.inf, np.nan, 1e-4940, 3.3, -0.0, 1e4000], dtype=np.longdouble)
+    f["types/long_double"] = ld / 3
+    with np.errstate(invalid="ignore"):
+        square = np.outer(ld, ld[:5])
+    f.create_dataset("types/long_double_gzip", data=square, chunks=(3, 2),
+                     compression="gzip", shuffle=True)
+    inner = h5py.h5t.create(h5py.h5t.COMPOUND, 16)
+    inner.insert(b"q", 8, h5py.h5t.IEEE_F32BE)
+    inner.insert(b"p", 0, h5py.h5t.STD_U8LE)
+    outer = h5py.h5t.create(h5py.h5t.COMPOUND, 48)
+    outer.insert(b"b", 8, h5py.h5t.IEEE_F64LE)
+    outer.insert(b"a", 0, h5py.h5t.STD_I32LE)
+    outer.insert(b"nested", 20, inner)
+    outer.insert(b"c", 40, h5py.h5t.STD_I16BE)
+    mem = h5py.h5t.create(h5py.h5t.COMPOUND, 48)  # the same layout, to write raw bytes
+    for i in range(outer.get_nmembers()):
+        mem.insert(outer.get_member_name(i), outer.get_member_offset(i), outer.get_member_type(i))
+    raw = rng.integers(0, 256, 48 * 5, dtype="u1").view("V48")
+    ds = h5py.h5d.create(f["types"].id, b"compound_out_of_order", outer, h5py.h5s.create_simple((5,)))
+    ds.write(h5py.h5s.ALL, h5py.h5s.ALL, raw, mtype=mem)
+    gaps = np.dtype({"names": ["x", "y", "z"], "formats": ["<i2", "<f4", "S3"],
+                     "offsets": [2, 8, 13], "itemsize": 24})
+    data = np.zeros(50, dtype=gaps)
+    data["x"], data["y"], data["z"] = np.arange(50), rng.standard_normal(50), b"abc"
+    f.create_dataset("types/compound_gaps_gzip", data=data, chunks=(16,), compression="gzip")
+
+
+def offset_order(dtype):
+    """`dtype` with its fields (and nested ones) listed by offset: np.save cannot write
+    out-of-order fields, so arrfs lists them by offset, over the same bytes."""
+    if dtype.names is None:
+        if dtype.subdtype is not None:
+            return np.dtype((offset_order(dtype.subdtype[0]), dtype.subdtype[1]))
+        return dtype
+    names = sorted(dtype.names, key=lambda n: dtype.fields[n][1])
+    return np.dtype({"names": names, "formats": [offset_order(dtype.fields[n][0]) for n in names],
+                     "offsets": [dtype.fields[n][1] for n in names], "itemsize": dtype.itemsize})
+
+
 def expected_files(f):
     """Virtual path -> the array np.load must return, from h5py's own reading."""
     out = {}
@@ -165,6 +212,9 @@ def expected_files(f):
     out["vlen_ascii.npy"] = np.array(list(f["vlen_ascii"][()]))
     for name in PADDED:
         out[f"{name}.npy"] = f[name][()]
+    for name in MORE_TYPES:
+        data = f[name][()]
+        out[f"{name}.npy"] = data.view(offset_order(data.dtype))
     out["links/hard.npy"] = f["bool"][()]
     out["links/external.npy"] = f["links/external"][()]
     return out

@@ -77,7 +77,10 @@ unsafe fn dtype_of(tid: hid_t) -> Result<Dtype, String> {
         }
         H5T_class_t::H5T_BITFIELD => int_dtype('u', order, size),
         H5T_class_t::H5T_FLOAT if matches!(size, 2 | 4 | 8) => Ok(Dtype::plain('f', order, size)),
-        H5T_class_t::H5T_FLOAT => Err(format!("{size}-byte float has no numpy dtype here")),
+        H5T_class_t::H5T_FLOAT if is_native_long_double(tid) => Ok(Dtype::plain('f', order, size)),
+        H5T_class_t::H5T_FLOAT => Err(format!(
+            "{size}-byte float other than this machine's long double: no numpy dtype here"
+        )),
         H5T_class_t::H5T_STRING if H5Tis_variable_str(tid) > 0 => {
             Err("variable-length string inside a compound or array type".into())
         }
@@ -155,10 +158,13 @@ unsafe fn compound_dtype(tid: hid_t, itemsize: usize) -> Result<Dtype, String> {
     if let Some(complex) = as_h5py_complex(&fields, itemsize) {
         return Ok(complex);
     }
+    // h5py keeps the members in the file's order, but `np.save` cannot write a dtype whose
+    // fields are out of offset order: they are listed by offset instead (the same bytes).
+    fields.sort_by_key(|f| f.offset);
     let dtype = Dtype::Struct { fields, itemsize };
     match dtype.is_describable() {
         true => Ok(dtype),
-        false => Err("compound with overlapping or out-of-order members".into()),
+        false => Err("compound with overlapping members".into()),
     }
 }
 
@@ -209,7 +215,7 @@ unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
                 .then_some(Some(copy))
                 .ok_or("unconvertible integer type".into())
         }
-        H5T_class_t::H5T_FLOAT if !is_ieee(tid) => {
+        H5T_class_t::H5T_FLOAT if !is_ieee(tid) && !is_native_long_double(tid) => {
             let big = matches!(order_of(tid), ByteOrder::Big);
             match (H5Tget_size(tid), big) {
                 (4, false) => plain(H5Tcopy(*H5T_IEEE_F32LE)),
@@ -302,6 +308,26 @@ unsafe fn is_ieee(tid: hid_t) -> bool {
         _ => return false,
     };
     is_full_width(tid) && fields == ieee && H5Tget_norm(tid) == H5T_norm_t::H5T_NORM_IMPLIED
+}
+
+/// Whether a float type is x86-64's long double, numpy's `np.longdouble` (`<f16`): the x87
+/// 80-bit extended format (explicit integer bit, so not normalised) in 16 little-endian
+/// bytes. h5py reads it without conversion, padding bytes as stored; so do we.
+unsafe fn is_native_long_double(tid: hid_t) -> bool {
+    if !cfg!(target_arch = "x86_64") {
+        return false;
+    }
+    let (mut spos, mut epos, mut esize, mut mpos, mut msize) = (0, 0, 0, 0, 0);
+    if H5Tget_fields(tid, &mut spos, &mut epos, &mut esize, &mut mpos, &mut msize) < 0 {
+        return false;
+    }
+    let layout = (spos, epos, esize, mpos, msize, H5Tget_ebias(tid));
+    H5Tget_size(tid) == 16
+        && H5Tget_order(tid) == H5T_order_t::H5T_ORDER_LE
+        && H5Tget_offset(tid) == 0
+        && H5Tget_precision(tid) == 80
+        && layout == (79, 64, 15, 0, 64, 16383)
+        && H5Tget_norm(tid) == H5T_norm_t::H5T_NORM_NONE
 }
 
 /// The layout of a plain integer type stored with reduced precision or at an offset (which
