@@ -185,6 +185,19 @@ def write_more_types(f):
     data = np.zeros(50, dtype=gaps)
     data["x"], data["y"], data["z"] = np.arange(50), rng.standard_normal(50), b"abc"
     f.create_dataset("types/compound_gaps_gzip", data=data, chunks=(16,), compression="gzip")
+    # Arrays of variable-length strings: in a scalar dataset, in a 1-d one, chunked.
+    utf8 = f.create_dataset("types/vlen_array_utf8", shape=(), dtype=np.dtype((h5py.string_dtype(), (2, 3))))
+    utf8[()] = np.array([["a", "héllo", ""], ["∑x", "b", "cc"]], dtype=object)
+    ascii_ = f.create_dataset("types/vlen_array_ascii", shape=(3,),
+                              dtype=np.dtype((h5py.string_dtype("ascii"), (2,))))
+    ascii_[...] = np.array([[b"x", b"yy"], [b"", b"zzz"], [b"q", b"r"]], dtype=object)
+    chunked = f.create_dataset("types/vlen_array_gzip", shape=(7,), chunks=(3,), compression="gzip",
+                               dtype=np.dtype((h5py.string_dtype(), (2,))))
+    chunked[:5] = np.array([[str(i) * i, "é" * (i % 3)] for i in range(5)], dtype=object)
+
+
+VLEN_ARRAYS = {"types/vlen_array_utf8": True, "types/vlen_array_ascii": False,
+               "types/vlen_array_gzip": True}
 
 
 def offset_order(dtype):
@@ -212,6 +225,11 @@ def expected_files(f):
     out["vlen_ascii.npy"] = np.array(list(f["vlen_ascii"][()]))
     for name in PADDED:
         out[f"{name}.npy"] = f[name][()]
+    for name, utf8 in VLEN_ARRAYS.items():
+        # h5py gives bytes objects; per SPEC section 3 UTF-8 ones become <U n, ASCII |S n.
+        data = f[name][()]
+        values = [v.decode() if utf8 else v for v in data.ravel()]
+        out[f"{name}.npy"] = np.array(values).reshape(data.shape)
     for name in MORE_TYPES:
         data = f[name][()]
         out[f"{name}.npy"] = data.view(offset_order(data.dtype))

@@ -76,7 +76,9 @@ pub fn attr_value(attr: &hdf5::Attribute, bytes_as: BytesAs) -> Result<Value, St
     let space = sync(|| Hid::new(unsafe { H5Aget_space(aid) })).map_err(|e| e.to_string())?;
     let n = sync(|| unsafe { H5Sget_simple_extent_npoints(space.0) }).max(0) as usize;
     let values = match element_type(ftype.0)? {
-        ElementType::VarString { .. } => read_var_strings(aid, ftype.0, n)?,
+        element @ ElementType::VarString { .. } => {
+            read_var_strings(aid, ftype.0, n * element.strings_per_element())?
+        }
         ElementType::Fixed { dtype, .. } => {
             let size = sync(|| unsafe { H5Tget_size(ftype.0) });
             let mut buf = vec![0u8; n * size];

@@ -110,8 +110,8 @@ impl DatasetInfo {
             fallback_reason: None,
             converts,
         };
-        if let ElementType::VarString { utf8 } = info.element {
-            unit = info.longest_string(ds, utf8)?;
+        if let ElementType::VarString { utf8, .. } = info.element {
+            unit = info.longest_string(ds, utf8)? * info.element.strings_per_element();
             info.unit = unit;
         }
         info.read_layout(ds);
@@ -126,14 +126,20 @@ impl DatasetInfo {
                 shape.extend_from_slice(dims);
                 dtype.clone()
             }
-            ElementType::VarString { utf8: true } => {
-                Dtype::plain('U', ByteOrder::Little, self.unit)
-            }
-            ElementType::VarString { utf8: false } => {
-                Dtype::plain('S', ByteOrder::NotApplicable, self.unit)
+            ElementType::VarString { utf8, dims } => {
+                shape.extend_from_slice(dims);
+                match utf8 {
+                    true => Dtype::plain('U', ByteOrder::Little, self.string_width()),
+                    false => Dtype::plain('S', ByteOrder::NotApplicable, self.string_width()),
+                }
             }
         };
         NpyHeader::new(dtype, shape)
+    }
+
+    /// Bytes of one variable-length string in the `.npy`.
+    fn string_width(&self) -> usize {
+        self.unit / self.element.strings_per_element().max(1)
     }
 
     pub fn xattrs(&self, ds: &hdf5::Dataset) -> Vec<Xattr> {
@@ -231,7 +237,8 @@ impl DatasetInfo {
         let n: u64 = self.shape.iter().product();
         let mut longest = 1;
         for b in boxes_of_range(&self.shape, 0, n) {
-            for s in read_strings(&handle, &b.start, &b.count).map_err(|e| e.to_string())? {
+            let strings = read_strings(&handle, &b.start, &b.count, &self.element);
+            for s in strings.map_err(|e| e.to_string())? {
                 let width = if utf8 { s.chars().count() } else { s.len() };
                 longest = longest.max(width);
             }
@@ -288,7 +295,7 @@ impl DatasetInfo {
         count: &[u64],
         out: &mut [u8],
     ) -> hdf5::Result<()> {
-        let ElementType::VarString { utf8 } = self.element else {
+        let ElementType::VarString { utf8, .. } = self.element else {
             return read_hyperslab(
                 handle.id.0,
                 handle.mem_type.0,
@@ -297,8 +304,11 @@ impl DatasetInfo {
                 out.as_mut_ptr().cast(),
             );
         };
-        let strings = read_strings(handle, start, count)?;
-        for (s, slot) in strings.iter().zip(out.chunks_exact_mut(self.unit)) {
+        let strings = read_strings(handle, start, count, &self.element)?;
+        for (s, slot) in strings
+            .iter()
+            .zip(out.chunks_exact_mut(self.string_width()))
+        {
             slot.fill(0);
             if utf8 {
                 for (c, cell) in s.chars().zip(slot.chunks_exact_mut(4)) {
@@ -332,10 +342,16 @@ impl OpenDataset {
     }
 }
 
-/// Variable-length strings of a hyperslab, decoded (invalid UTF-8 replaced).
-fn read_strings(handle: &OpenDataset, start: &[u64], count: &[u64]) -> hdf5::Result<Vec<String>> {
-    let n: u64 = count.iter().product();
-    let mut ptrs: Vec<*mut c_char> = vec![std::ptr::null_mut(); n as usize];
+/// Variable-length strings of a hyperslab (`element` of them each), decoded (invalid UTF-8
+/// replaced).
+fn read_strings(
+    handle: &OpenDataset,
+    start: &[u64],
+    count: &[u64],
+    element: &ElementType,
+) -> hdf5::Result<Vec<String>> {
+    let n = count.iter().product::<u64>() as usize * element.strings_per_element();
+    let mut ptrs: Vec<*mut c_char> = vec![std::ptr::null_mut(); n];
     let _ = &handle.file_type;
     read_hyperslab(
         handle.id.0,

@@ -15,8 +15,19 @@ use crate::npy::{ByteOrder, Dtype, Field};
 pub enum ElementType {
     /// The stored bytes are the numpy bytes; `dims` are array-type dims appended to the shape.
     Fixed { dtype: Dtype, dims: Vec<u64> },
-    /// Variable-length strings, widened to the longest value (`<U n` or `|S n`).
-    VarString { utf8: bool },
+    /// Variable-length strings, widened to the longest value (`<U n` or `|S n`); `dims`: an
+    /// array type of them, its dims appended to the shape.
+    VarString { utf8: bool, dims: Vec<u64> },
+}
+
+impl ElementType {
+    /// How many strings one dataset element holds (1 but for arrays of strings).
+    pub fn strings_per_element(&self) -> usize {
+        match self {
+            ElementType::VarString { dims, .. } => dims.iter().product::<u64>() as usize,
+            ElementType::Fixed { .. } => 1,
+        }
+    }
 }
 
 /// Maps the HDF5 type `tid`, or says why no plain `.npy` can hold it.
@@ -27,10 +38,17 @@ pub fn element_type(tid: hid_t) -> Result<ElementType, String> {
             match H5Tget_class(tid) {
                 H5T_class_t::H5T_STRING if H5Tis_variable_str(tid) > 0 => {
                     let utf8 = H5Tget_cset(tid) == H5T_cset_t::H5T_CSET_UTF8;
-                    Ok(ElementType::VarString { utf8 })
+                    Ok(ElementType::VarString {
+                        utf8,
+                        dims: Vec::new(),
+                    })
                 }
                 H5T_class_t::H5T_ARRAY => {
                     let (base, dims) = array_parts(tid)?;
+                    if H5Tis_variable_str(base.0) > 0 {
+                        let utf8 = H5Tget_cset(base.0) == H5T_cset_t::H5T_CSET_UTF8;
+                        return Ok(ElementType::VarString { utf8, dims });
+                    }
                     Ok(ElementType::Fixed {
                         dtype: dtype_of(base.0)?,
                         dims,
