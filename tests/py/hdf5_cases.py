@@ -196,6 +196,48 @@ def write_more_types(f):
     chunked[:5] = np.array([[str(i) * i, "é" * (i % 3)] for i in range(5)], dtype=object)
 
 
+    # Variable-length strings inside compounds (members in any order).
+    rec = np.dtype([("id", "<i4"), ("name", h5py.string_dtype()), ("x", "<f8", (2,)),
+                    ("tag", h5py.string_dtype("ascii")), ("flag", "?")])
+    data = np.zeros(5, dtype=rec)
+    data["id"], data["x"], data["flag"] = np.arange(5), rng.standard_normal((5, 2)), [1, 0, 1, 1, 0]
+    data["name"] = ["héllo", "", "∑ab", "x", "plain"]
+    data["tag"] = [b"a", b"bcd", b"", b"zz", b"q"]
+    f["types/vlen_compound"] = data
+    f.create_dataset("types/vlen_compound_gzip", data=np.tile(data, 9), chunks=(8,), compression="gzip")
+    f["types/vlen_compound_scalar"] = data[2]
+    empty = np.zeros(2, dtype=[("s", h5py.string_dtype()), ("n", "<u2")])
+    empty["s"] = ["", ""]
+    f["types/vlen_compound_empty_strings"] = empty
+
+
+VLEN_RECORDS = ["types/vlen_compound", "types/vlen_compound_gzip", "types/vlen_compound_scalar",
+                "types/vlen_compound_empty_strings"]
+
+
+def fixed_records(data):
+    """h5py's records with each string member (Python objects) as a fixed-width string of its
+    longest value (at least 1; UTF-8 decoded to <U n, ASCII kept |S n), packed in h5py's
+    member order: SPEC section 3 for strings, applied to members."""
+    fields, columns = [], {}
+    for name in data.dtype.names:
+        sub = data.dtype.fields[name][0]
+        info = h5py.check_string_dtype(sub)
+        if info is None:
+            fields.append((name, sub))
+            columns[name] = data[name]
+            continue
+        values = [v.decode() if info.encoding == "utf-8" else v for v in np.ravel(data[name])]
+        kind = "U" if info.encoding == "utf-8" else "S"
+        width = max([1] + [len(v) for v in values])
+        fields.append((name, f"{kind}{width}"))
+        columns[name] = np.array(values, dtype=f"{kind}{width}").reshape(np.shape(data[name]))
+    out = np.zeros(data.shape, dtype=fields)
+    for name, column in columns.items():
+        out[name] = column
+    return out
+
+
 VLEN_ARRAYS = {"types/vlen_array_utf8": True, "types/vlen_array_ascii": False,
                "types/vlen_array_gzip": True}
 
@@ -230,6 +272,8 @@ def expected_files(f):
         data = f[name][()]
         values = [v.decode() if utf8 else v for v in data.ravel()]
         out[f"{name}.npy"] = np.array(values).reshape(data.shape)
+    for name in VLEN_RECORDS:
+        out[f"{name}.npy"] = fixed_records(np.asarray(f[name][()]))
     for name in MORE_TYPES:
         data = f[name][()]
         out[f"{name}.npy"] = data.view(offset_order(data.dtype))

@@ -79,6 +79,9 @@ pub fn attr_value(attr: &hdf5::Attribute, bytes_as: BytesAs) -> Result<Value, St
         element @ ElementType::VarString { .. } => {
             read_var_strings(aid, ftype.0, n * element.strings_per_element())?
         }
+        ElementType::Record { .. } => {
+            return Err("compound with variable-length strings (not shown as an xattr)".into())
+        }
         ElementType::Fixed { dtype, .. } => {
             let size = sync(|| unsafe { H5Tget_size(ftype.0) });
             let mut buf = vec![0u8; n * size];

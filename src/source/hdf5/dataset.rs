@@ -20,6 +20,10 @@ use super::chunks::ChunkGrid;
 use super::direct::DirectChunks;
 use super::ffi::{h5check, read_hyperslab, sync, take_h5_string, Hid};
 use super::filters::{stored_filters, FilterPipeline};
+use super::records::{
+    pack_records, read_records, record_dtype, record_mem_type, string_width, Cell, MemberKind,
+    RecordMember,
+};
 use super::types::{
     converting_mem_type, element_type, reduced_int, var_string_mem_type, ElementType,
 };
@@ -72,6 +76,7 @@ impl OpenDataset {
             let converting = converting_mem_type(file_type.0).ok().flatten();
             let mem_type = match (element_type(file_type.0), converting) {
                 (Ok(ElementType::VarString { .. }), _) => var_string_mem_type(file_type.0)?,
+                (Ok(ElementType::Record { members }), _) => record_mem_type(file_type.0, &members)?,
                 (_, Some(converting)) => converting,
                 _ => Hid::new(H5Dget_type(id.0))?,
             };
@@ -114,6 +119,14 @@ impl DatasetInfo {
             unit = info.longest_string(ds, utf8)? * info.element.strings_per_element();
             info.unit = unit;
         }
+        if let ElementType::Record { members } = &info.element {
+            let members = info.measure_records(ds, members.clone())?;
+            info.unit = match record_dtype(&members) {
+                Dtype::Struct { itemsize, .. } => itemsize,
+                _ => unreachable!("a record is a structured dtype"),
+            };
+            info.element = ElementType::Record { members };
+        }
         info.read_layout(ds);
         Ok(info)
     }
@@ -126,6 +139,7 @@ impl DatasetInfo {
                 shape.extend_from_slice(dims);
                 dtype.clone()
             }
+            ElementType::Record { members } => record_dtype(members),
             ElementType::VarString { utf8, dims } => {
                 shape.extend_from_slice(dims);
                 match utf8 {
@@ -135,6 +149,30 @@ impl DatasetInfo {
             }
         };
         NpyHeader::new(dtype, shape)
+    }
+
+    /// `members` with each string member as wide as its longest value.
+    fn measure_records(
+        &self,
+        ds: &hdf5::Dataset,
+        mut members: Vec<RecordMember>,
+    ) -> Result<Vec<RecordMember>, String> {
+        let handle = OpenDataset::from_dataset(ds, &self.element).map_err(|e| e.to_string())?;
+        let n: u64 = self.shape.iter().product();
+        for b in boxes_of_range(&self.shape, 0, n) {
+            let records =
+                read_records(handle.id.0, handle.mem_type.0, &members, &b.start, &b.count)
+                    .map_err(|e| e.to_string())?;
+            for record in &records {
+                for (cell, m) in record.iter().zip(members.iter_mut()) {
+                    if let (Cell::Text(s), MemberKind::String { utf8, width }) = (cell, &mut m.kind)
+                    {
+                        *width = (*width).max(string_width(s, *utf8));
+                    }
+                }
+            }
+        }
+        Ok(members)
     }
 
     /// Bytes of one variable-length string in the `.npy`.
@@ -233,7 +271,7 @@ impl DatasetInfo {
     /// The width of the widest value: characters for UTF-8, bytes for ASCII; at least 1, as
     /// `np.array` of strings gives.
     fn longest_string(&self, ds: &hdf5::Dataset, utf8: bool) -> Result<usize, String> {
-        let handle = OpenDataset::from_dataset(ds).map_err(|e| e.to_string())?;
+        let handle = OpenDataset::from_dataset(ds, &self.element).map_err(|e| e.to_string())?;
         let n: u64 = self.shape.iter().product();
         let mut longest = 1;
         for b in boxes_of_range(&self.shape, 0, n) {
@@ -295,6 +333,11 @@ impl DatasetInfo {
         count: &[u64],
         out: &mut [u8],
     ) -> hdf5::Result<()> {
+        if let ElementType::Record { members } = &self.element {
+            let records = read_records(handle.id.0, handle.mem_type.0, members, start, count)?;
+            pack_records(&records, members, out);
+            return Ok(());
+        }
         let ElementType::VarString { utf8, .. } = self.element else {
             return read_hyperslab(
                 handle.id.0,
@@ -327,12 +370,16 @@ impl OpenDataset {
         self.id.0
     }
 
-    fn from_dataset(ds: &hdf5::Dataset) -> hdf5::Result<Self> {
+    /// A handle on `ds` reading `element`'s strings (variable-length strings or records).
+    fn from_dataset(ds: &hdf5::Dataset, element: &ElementType) -> hdf5::Result<Self> {
         sync(|| unsafe {
             let id = Hid::new(ds.id())?;
             hdf5_sys::h5i::H5Iinc_ref(id.0);
             let file_type = Hid::new(H5Dget_type(id.0))?;
-            let mem_type = var_string_mem_type(file_type.0)?;
+            let mem_type = match element {
+                ElementType::Record { members } => record_mem_type(file_type.0, members)?,
+                _ => var_string_mem_type(file_type.0)?,
+            };
             Ok(OpenDataset {
                 id,
                 file_type,

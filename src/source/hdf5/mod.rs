@@ -11,6 +11,7 @@ mod dataset;
 mod direct;
 mod ffi;
 mod filters;
+mod records;
 mod types;
 
 use std::path::Path;

@@ -8,6 +8,7 @@ use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5t::*;
 
 use super::ffi::{sync, take_h5_string, Hid};
+use super::records::{record_members, RecordMember};
 use crate::npy::{ByteOrder, Dtype, Field};
 
 /// How a dataset's elements become `.npy` elements.
@@ -18,6 +19,8 @@ pub enum ElementType {
     /// Variable-length strings, widened to the longest value (`<U n` or `|S n`); `dims`: an
     /// array type of them, its dims appended to the shape.
     VarString { utf8: bool, dims: Vec<u64> },
+    /// A compound with variable-length string members (`records.rs`).
+    Record { members: Vec<RecordMember> },
 }
 
 impl ElementType {
@@ -25,7 +28,7 @@ impl ElementType {
     pub fn strings_per_element(&self) -> usize {
         match self {
             ElementType::VarString { dims, .. } => dims.iter().product::<u64>() as usize,
-            ElementType::Fixed { .. } => 1,
+            ElementType::Fixed { .. } | ElementType::Record { .. } => 1,
         }
     }
 }
@@ -43,6 +46,14 @@ pub fn element_type(tid: hid_t) -> Result<ElementType, String> {
                         dims: Vec::new(),
                     })
                 }
+                H5T_class_t::H5T_COMPOUND => match record_members(tid, |m| record_member_dtype(m))?
+                {
+                    Some(members) => Ok(ElementType::Record { members }),
+                    None => Ok(ElementType::Fixed {
+                        dtype: dtype_of(tid)?,
+                        dims: Vec::new(),
+                    }),
+                },
                 H5T_class_t::H5T_ARRAY => {
                     let (base, dims) = array_parts(tid)?;
                     if H5Tis_variable_str(base.0) > 0 {
@@ -61,6 +72,23 @@ pub fn element_type(tid: hid_t) -> Result<ElementType, String> {
             }
         }
     })
+}
+
+/// A fixed member of a record: its dtype and array dims; its stored bytes must be numpy's.
+///
+/// # Safety
+/// `member` must be a valid datatype id; call under HDF5's lock.
+unsafe fn record_member_dtype(member: hid_t) -> Result<(Dtype, Vec<u64>), String> {
+    if converting(member)?.is_some() {
+        return Err("compound member stored with reduced precision or padding".into());
+    }
+    match H5Tget_class(member) {
+        H5T_class_t::H5T_ARRAY => {
+            let (base, dims) = array_parts(member)?;
+            Ok((dtype_of(base.0)?, dims))
+        }
+        _ => Ok((dtype_of(member)?, Vec::new())),
+    }
 }
 
 unsafe fn array_parts(tid: hid_t) -> Result<(Hid, Vec<u64>), String> {

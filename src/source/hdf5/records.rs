@@ -1,0 +1,223 @@
+//! Compounds with variable-length string members. h5py reads those members as Python
+//! objects; a `.npy` holds them, per SPEC section 3, as fixed-width strings (`<U n` for UTF-8,
+//! `|S n` for ASCII, n = the member's longest value, at least 1): the record becomes a packed
+//! structured dtype with the members in the file's order, as
+//! `h5py_data.astype([(name, fixed type), ...])` gives.
+
+use std::ffi::{c_char, c_void};
+
+use hdf5_sys::h5i::hid_t;
+use hdf5_sys::h5t::*;
+
+use super::ffi::{read_hyperslab, sync, take_h5_string, Hid};
+use crate::npy::{ByteOrder, Dtype, Field};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordMember {
+    pub name: String,
+    pub kind: MemberKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberKind {
+    /// Stored bytes are numpy's: `size` bytes of `dtype` with sub-array `dims`.
+    Fixed {
+        dtype: Dtype,
+        dims: Vec<u64>,
+        size: usize,
+    },
+    /// A variable-length string, `width` bytes wide in the `.npy` (0 until measured).
+    String { utf8: bool, width: usize },
+}
+
+/// One member's value of one record, as read.
+pub enum Cell {
+    Bytes(Vec<u8>),
+    Text(String),
+}
+
+impl MemberKind {
+    /// Bytes of this member in the `.npy` record.
+    fn npy_size(&self) -> usize {
+        match self {
+            MemberKind::Fixed { size, .. } => *size,
+            MemberKind::String { width, .. } => *width,
+        }
+    }
+
+    /// Bytes of this member in the memory type libhdf5 reads into.
+    fn mem_size(&self) -> usize {
+        match self {
+            MemberKind::Fixed { size, .. } => *size,
+            MemberKind::String { .. } => std::mem::size_of::<*mut c_char>(),
+        }
+    }
+}
+
+/// The members of compound `tid` if at least one is a variable-length string; `fixed_dtype`
+/// maps the other members (with their array dims), or says why it cannot.
+///
+/// # Safety
+/// `tid` must be a valid compound type; call under HDF5's lock.
+pub unsafe fn record_members(
+    tid: hid_t,
+    fixed_dtype: impl Fn(hid_t) -> Result<(Dtype, Vec<u64>), String>,
+) -> Result<Option<Vec<RecordMember>>, String> {
+    let n = H5Tget_nmembers(tid).max(0) as u32;
+    let is_string = |i: u32| -> Result<Option<bool>, String> {
+        let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
+        let string =
+            H5Tget_class(member.0) == H5T_class_t::H5T_STRING && H5Tis_variable_str(member.0) > 0;
+        Ok(string.then(|| H5Tget_cset(member.0) == H5T_cset_t::H5T_CSET_UTF8))
+    };
+    let mut any = false;
+    for i in 0..n {
+        any |= is_string(i)?.is_some();
+    }
+    if !any {
+        return Ok(None);
+    }
+    let mut members = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let name = take_h5_string(H5Tget_member_name(tid, i)).unwrap_or_default();
+        let kind = match is_string(i)? {
+            // At least one character wide, as `np.array` of strings gives.
+            Some(utf8) => MemberKind::String {
+                utf8,
+                width: if utf8 { 4 } else { 1 },
+            },
+            None => {
+                let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
+                let (dtype, dims) = fixed_dtype(member.0)?;
+                let size = H5Tget_size(member.0);
+                MemberKind::Fixed { dtype, dims, size }
+            }
+        };
+        members.push(RecordMember { name, kind });
+    }
+    Ok(Some(members))
+}
+
+/// The packed `.npy` dtype of a record whose string widths are measured.
+pub fn record_dtype(members: &[RecordMember]) -> Dtype {
+    let mut offset = 0;
+    let mut fields = Vec::with_capacity(members.len());
+    for m in members {
+        let (dtype, shape) = match &m.kind {
+            MemberKind::Fixed { dtype, dims, .. } => (dtype.clone(), dims.clone()),
+            MemberKind::String { utf8: true, width } => {
+                (Dtype::plain('U', ByteOrder::Little, *width), Vec::new())
+            }
+            MemberKind::String { utf8: false, width } => (
+                Dtype::plain('S', ByteOrder::NotApplicable, *width),
+                Vec::new(),
+            ),
+        };
+        fields.push(Field {
+            name: m.name.clone(),
+            offset,
+            dtype,
+            shape,
+        });
+        offset += m.kind.npy_size();
+    }
+    Dtype::Struct {
+        fields,
+        itemsize: offset,
+    }
+}
+
+/// A memory compound that packs the members, strings as `char*`.
+pub fn record_mem_type(file_type: hid_t, members: &[RecordMember]) -> hdf5::Result<Hid> {
+    let size = members.iter().map(|m| m.kind.mem_size()).sum::<usize>();
+    sync(|| unsafe {
+        // SAFETY: file_type is the valid compound these members came from.
+        let mem = Hid::new(H5Tcreate(H5T_class_t::H5T_COMPOUND, size.max(1)))?;
+        let mut offset = 0;
+        for (i, m) in members.iter().enumerate() {
+            let member = Hid::new(H5Tget_member_type(file_type, i as u32))?;
+            let mtype = match m.kind {
+                MemberKind::String { .. } => Hid::new(H5Tget_native_type(
+                    member.0,
+                    H5T_direction_t::H5T_DIR_ASCEND,
+                ))?,
+                MemberKind::Fixed { .. } => member,
+            };
+            let name = std::ffi::CString::new(m.name.as_str())
+                .map_err(|e| hdf5::Error::from(e.to_string()))?;
+            super::ffi::h5check(H5Tinsert(mem.0, name.as_ptr(), offset, mtype.0))?;
+            offset += m.kind.mem_size();
+        }
+        Ok(mem)
+    })
+}
+
+/// The records of a hyperslab, member by member.
+pub fn read_records(
+    dset: hid_t,
+    mem_type: hid_t,
+    members: &[RecordMember],
+    start: &[u64],
+    count: &[u64],
+) -> hdf5::Result<Vec<Vec<Cell>>> {
+    let n = count.iter().product::<u64>() as usize;
+    let stride = members.iter().map(|m| m.kind.mem_size()).sum::<usize>();
+    let mut raw = vec![0u8; n * stride];
+    read_hyperslab(
+        dset,
+        mem_type,
+        start,
+        count,
+        raw.as_mut_ptr().cast::<c_void>(),
+    )?;
+    let mut records = Vec::with_capacity(n);
+    for record in raw.chunks_exact(stride.max(1)).take(n) {
+        let mut at = 0;
+        let mut cells = Vec::with_capacity(members.len());
+        for m in members {
+            let bytes = &record[at..at + m.kind.mem_size()];
+            cells.push(match m.kind {
+                MemberKind::Fixed { .. } => Cell::Bytes(bytes.to_vec()),
+                MemberKind::String { .. } => {
+                    let ptr = usize::from_ne_bytes(bytes.try_into().unwrap()) as *mut c_char;
+                    // SAFETY: HDF5 allocated this string (or left it null) in the read above,
+                    // and each pointer is taken once.
+                    Cell::Text(unsafe { take_h5_string(ptr) }.unwrap_or_default())
+                }
+            });
+            at += m.kind.mem_size();
+        }
+        records.push(cells);
+    }
+    Ok(records)
+}
+
+/// Bytes of a string in a `.npy` string field: UTF-32 code points or the bytes themselves.
+pub fn string_width(text: &str, utf8: bool) -> usize {
+    match utf8 {
+        true => 4 * text.chars().count(),
+        false => text.len(),
+    }
+}
+
+/// Writes the records into `out` (packed `.npy` records of `members`).
+pub fn pack_records(records: &[Vec<Cell>], members: &[RecordMember], out: &mut [u8]) {
+    let itemsize = members.iter().map(|m| m.kind.npy_size()).sum::<usize>();
+    for (record, slot) in records.iter().zip(out.chunks_exact_mut(itemsize.max(1))) {
+        let mut at = 0;
+        for (cell, m) in record.iter().zip(members) {
+            let field = &mut slot[at..at + m.kind.npy_size()];
+            field.fill(0);
+            match (cell, &m.kind) {
+                (Cell::Bytes(b), _) => field.copy_from_slice(b),
+                (Cell::Text(s), MemberKind::String { utf8: true, .. }) => {
+                    for (c, cell) in s.chars().zip(field.chunks_exact_mut(4)) {
+                        cell.copy_from_slice(&u32::from(c).to_le_bytes());
+                    }
+                }
+                (Cell::Text(s), _) => field[..s.len()].copy_from_slice(s.as_bytes()),
+            }
+            at += m.kind.npy_size();
+        }
+    }
+}
