@@ -21,6 +21,9 @@ const READY_ENV: &str = "ARRFS_DAEMON_READY";
 const READY_LINE: &str = "arrfs-ready";
 /// `-o no_hdf5_check`: open HDF5 files without walking them in a child process first.
 const NO_HDF5_CHECK: &str = "no_hdf5_check";
+/// `-o external_links=any`: follow external links and raw data files outside the source's
+/// directory.
+const EXTERNAL_LINKS_ANY: &str = "external_links=any";
 
 /// Mounts and serves until unmounted. Without `--foreground`, starts the daemon and returns
 /// once the mount answers (or with the daemon's error).
@@ -156,6 +159,8 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
         cache_size: args.cache_size,
         attrs_json: args.attrs_json,
         check_hdf5: !args.options.iter().any(|o| o == NO_HDF5_CHECK),
+        external_links_any: args.options.iter().any(|o| o == EXTERNAL_LINKS_ANY),
+        root: None,
     };
     let source = source::open(source_path, &options)?;
     let mtime = std::fs::metadata(source_path)
@@ -300,7 +305,7 @@ fn fuse_config(args: &MountArgs, source_path: &Path) -> Result<Config> {
             "allow_root" => config.acl = SessionACL::RootAndOwner,
             "auto_unmount" => opts.push(MountOption::AutoUnmount),
             "default_permissions" => opts.push(MountOption::DefaultPermissions),
-            "ro" | "" | NO_HDF5_CHECK => {}
+            "ro" | "" | NO_HDF5_CHECK | EXTERNAL_LINKS_ANY => {}
             o if o.starts_with("fsname=") => fsname = Some(o["fsname=".len()..].to_string()),
             "rw" => {
                 return Err(Error::Usage(

@@ -185,6 +185,11 @@ pub struct SourceOptions {
     pub attrs_json: bool,
     /// Walk each HDF5 file's metadata in a child process before opening it ([`crate::probe`]).
     pub check_hdf5: bool,
+    /// Follow external links and external raw data anywhere (`-o external_links=any`), not
+    /// only inside the source's own directory.
+    pub external_links_any: bool,
+    /// The source's own directory (the directory mounted); None: the container's directory.
+    pub root: Option<std::path::PathBuf>,
 }
 
 impl Default for SourceOptions {
@@ -193,6 +198,8 @@ impl Default for SourceOptions {
             cache_size: 256 << 20,
             attrs_json: false,
             check_hdf5: false,
+            external_links_any: false,
+            root: None,
         }
     }
 }
