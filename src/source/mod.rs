@@ -121,6 +121,8 @@ pub fn detect_file(path: &Path) -> Result<Option<Format>> {
     let format = match head {
         h if ZIP_MAGICS.iter().any(|m| h.starts_with(m)) => Some(Format::Zip),
         h if h.starts_with(npz::NPY_MAGIC) => Some(Format::Npy),
+        // A gzip-wrapped pickle is a pickle; any other gzip file is taken for a `.npy.gz`.
+        h if h.starts_with(GZIP_MAGIC) && pickle::sniff(path, &file)? => Some(Format::Pickle),
         h if h.starts_with(GZIP_MAGIC) => Some(Format::Gzip),
         _ if hdf5_signature_offset(&file)?.is_some() => Some(Format::Hdf5),
         _ if pickle::sniff(path, &file)? => Some(Format::Pickle),
