@@ -267,7 +267,9 @@ fn stem_of(path: &Path, codec: Option<Codec>) -> String {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let mut name = name.unwrap_or_else(|| "array".into());
     if codec.is_some() {
-        for ext in [".gz", ".z", ".zlib", ".bz2", ".xz", ".lzma", ".lz4"] {
+        for ext in [
+            ".gz", ".gzip", ".z", ".zlib", ".bz2", ".xz", ".lzma", ".lz4",
+        ] {
             if name.to_ascii_lowercase().ends_with(ext) && name.len() > ext.len() {
                 name.truncate(name.len() - ext.len());
                 break;
