@@ -209,20 +209,40 @@ def write_more_types(f):
     empty = np.zeros(2, dtype=[("s", h5py.string_dtype()), ("n", "<u2")])
     empty["s"] = ["", ""]
     f["types/vlen_compound_empty_strings"] = empty
+    # Members that are arrays of variable-length strings (as PyTables writes them).
+    arrays = np.zeros(4, dtype=[("id", "<i4"), ("names", h5py.string_dtype("ascii"), (3,)),
+                                ("u", h5py.string_dtype(), (2,))])
+    arrays["id"] = np.arange(4)
+    arrays["names"] = [[b"a", b"bb", b""], [b"ccc", b"d", b"e"], [b"", b"", b""], [b"xyzw", b"q", b"r"]]
+    arrays["u"] = [["é", ""], ["∑∑", "x"], ["", ""], ["long-ish", "ü"]]
+    f.create_dataset("types/vlen_compound_arrays", data=arrays, chunks=(3,), compression="gzip")
+    # A variable-length string beside a space-padded fixed one (stored padded, read stripped).
+    mixed = np.zeros(3, dtype=[("id", "<i4"), ("s", h5py.string_dtype()), ("p", "S5")])
+    mixed["id"], mixed["s"], mixed["p"] = [1, 2, 3], ["x", "", "yz"], [b"ab", b"", b"abcde"]
+    logical = h5py.h5t.py_create(mixed.dtype, logical=True)
+    ftype = h5py.h5t.create(h5py.h5t.COMPOUND, logical.get_size())  # h5py's layout, "p" padded
+    for i in range(3):
+        member = padded_string_type("spacepad", "ascii", 5) if i == 2 else logical.get_member_type(i)
+        ftype.insert(logical.get_member_name(i), logical.get_member_offset(i), member)
+    ds = h5py.h5d.create(f["types"].id, b"vlen_compound_spacepad", ftype, h5py.h5s.create_simple((3,)))
+    # h5py's own memory type for Python objects converts them to variable-length strings.
+    ds.write(h5py.h5s.ALL, h5py.h5s.ALL, mixed, mtype=h5py.h5t.py_create(mixed.dtype))
 
 
 VLEN_RECORDS = ["types/vlen_compound", "types/vlen_compound_gzip", "types/vlen_compound_scalar",
-                "types/vlen_compound_empty_strings"]
+                "types/vlen_compound_empty_strings", "types/vlen_compound_arrays",
+                "types/vlen_compound_spacepad"]
 
 
 def fixed_records(data):
     """h5py's records with each string member (Python objects) as a fixed-width string of its
-    longest value (at least 1; UTF-8 decoded to <U n, ASCII kept |S n), packed in h5py's
-    member order: SPEC section 3 for strings, applied to members."""
+    longest value (at least 1; UTF-8 decoded to <U n, ASCII kept |S n; arrays of strings
+    keep their shape), packed in h5py's member order: SPEC section 3 for strings, applied to
+    members."""
     fields, columns = [], {}
     for name in data.dtype.names:
         sub = data.dtype.fields[name][0]
-        info = h5py.check_string_dtype(sub)
+        info = h5py.check_string_dtype(sub.base)
         if info is None:
             fields.append((name, sub))
             columns[name] = data[name]
@@ -230,7 +250,7 @@ def fixed_records(data):
         values = [v.decode() if info.encoding == "utf-8" else v for v in np.ravel(data[name])]
         kind = "U" if info.encoding == "utf-8" else "S"
         width = max([1] + [len(v) for v in values])
-        fields.append((name, f"{kind}{width}"))
+        fields.append((name, f"{kind}{width}", sub.shape))
         columns[name] = np.array(values, dtype=f"{kind}{width}").reshape(np.shape(data[name]))
     out = np.zeros(data.shape, dtype=fields)
     for name, column in columns.items():

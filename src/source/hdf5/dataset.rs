@@ -165,9 +165,12 @@ impl DatasetInfo {
                     .map_err(|e| e.to_string())?;
             for record in &records {
                 for (cell, m) in record.iter().zip(members.iter_mut()) {
-                    if let (Cell::Text(s), MemberKind::String { utf8, width }) = (cell, &mut m.kind)
+                    if let (Cell::Texts(texts), MemberKind::String { utf8, width, .. }) =
+                        (cell, &mut m.kind)
                     {
-                        *width = (*width).max(string_width(s, *utf8));
+                        for s in texts {
+                            *width = (*width).max(string_width(s, *utf8));
+                        }
                     }
                 }
             }

@@ -10,6 +10,7 @@ use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5t::*;
 
 use super::ffi::{read_hyperslab, sync, take_h5_string, Hid};
+use super::types::array_parts;
 use crate::npy::{ByteOrder, Dtype, Field};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,22 +27,36 @@ pub enum MemberKind {
         dims: Vec<u64>,
         size: usize,
     },
-    /// A variable-length string, `width` bytes wide in the `.npy` (0 until measured).
-    String { utf8: bool, width: usize },
+    /// A variable-length string, or an array (`dims`) of them; each `width` bytes wide in
+    /// the `.npy` (one character until measured).
+    String {
+        utf8: bool,
+        width: usize,
+        dims: Vec<u64>,
+    },
 }
 
 /// One member's value of one record, as read.
 pub enum Cell {
     Bytes(Vec<u8>),
-    Text(String),
+    /// The member's strings (one, or one per element of its array).
+    Texts(Vec<String>),
 }
 
 impl MemberKind {
+    /// How many strings the member holds (1 for fixed members).
+    fn strings(&self) -> usize {
+        match self {
+            MemberKind::String { dims, .. } => dims.iter().product::<u64>() as usize,
+            MemberKind::Fixed { .. } => 1,
+        }
+    }
+
     /// Bytes of this member in the `.npy` record.
     fn npy_size(&self) -> usize {
         match self {
             MemberKind::Fixed { size, .. } => *size,
-            MemberKind::String { width, .. } => *width,
+            MemberKind::String { width, .. } => *width * self.strings(),
         }
     }
 
@@ -49,7 +64,7 @@ impl MemberKind {
     fn mem_size(&self) -> usize {
         match self {
             MemberKind::Fixed { size, .. } => *size,
-            MemberKind::String { .. } => std::mem::size_of::<*mut c_char>(),
+            MemberKind::String { .. } => std::mem::size_of::<*mut c_char>() * self.strings(),
         }
     }
 }
@@ -64,11 +79,16 @@ pub unsafe fn record_members(
     fixed_dtype: impl Fn(hid_t) -> Result<(Dtype, Vec<u64>), String>,
 ) -> Result<Option<Vec<RecordMember>>, String> {
     let n = H5Tget_nmembers(tid).max(0) as u32;
-    let is_string = |i: u32| -> Result<Option<bool>, String> {
+    // (UTF-8?, array dims) of a variable-length string member or an array of them.
+    let is_string = |i: u32| -> Result<Option<(bool, Vec<u64>)>, String> {
         let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
+        let (base, dims) = match H5Tget_class(member.0) {
+            H5T_class_t::H5T_ARRAY => array_parts(member.0)?,
+            _ => (member, Vec::new()),
+        };
         let string =
-            H5Tget_class(member.0) == H5T_class_t::H5T_STRING && H5Tis_variable_str(member.0) > 0;
-        Ok(string.then(|| H5Tget_cset(member.0) == H5T_cset_t::H5T_CSET_UTF8))
+            H5Tget_class(base.0) == H5T_class_t::H5T_STRING && H5Tis_variable_str(base.0) > 0;
+        Ok(string.then(|| (H5Tget_cset(base.0) == H5T_cset_t::H5T_CSET_UTF8, dims)))
     };
     let mut any = false;
     for i in 0..n {
@@ -82,9 +102,10 @@ pub unsafe fn record_members(
         let name = take_h5_string(H5Tget_member_name(tid, i)).unwrap_or_default();
         let kind = match is_string(i)? {
             // At least one character wide, as `np.array` of strings gives.
-            Some(utf8) => MemberKind::String {
+            Some((utf8, dims)) => MemberKind::String {
                 utf8,
                 width: if utf8 { 4 } else { 1 },
+                dims,
             },
             None => {
                 let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
@@ -105,13 +126,13 @@ pub fn record_dtype(members: &[RecordMember]) -> Dtype {
     for m in members {
         let (dtype, shape) = match &m.kind {
             MemberKind::Fixed { dtype, dims, .. } => (dtype.clone(), dims.clone()),
-            MemberKind::String { utf8: true, width } => {
-                (Dtype::plain('U', ByteOrder::Little, *width), Vec::new())
+            MemberKind::String { utf8, width, dims } => {
+                let (kind, order) = match utf8 {
+                    true => ('U', ByteOrder::Little),
+                    false => ('S', ByteOrder::NotApplicable),
+                };
+                (Dtype::plain(kind, order, *width), dims.clone())
             }
-            MemberKind::String { utf8: false, width } => (
-                Dtype::plain('S', ByteOrder::NotApplicable, *width),
-                Vec::new(),
-            ),
         };
         fields.push(Field {
             name: m.name.clone(),
@@ -141,7 +162,11 @@ pub fn record_mem_type(file_type: hid_t, members: &[RecordMember]) -> hdf5::Resu
                     member.0,
                     H5T_direction_t::H5T_DIR_ASCEND,
                 ))?,
-                MemberKind::Fixed { .. } => member,
+                // Members whose stored bytes are not numpy's are converted as h5py does.
+                MemberKind::Fixed { .. } => match super::types::converting_mem_type(member.0) {
+                    Ok(Some(converted)) => converted,
+                    _ => member,
+                },
             };
             let name = std::ffi::CString::new(m.name.as_str())
                 .map_err(|e| hdf5::Error::from(e.to_string()))?;
@@ -178,12 +203,17 @@ pub fn read_records(
             let bytes = &record[at..at + m.kind.mem_size()];
             cells.push(match m.kind {
                 MemberKind::Fixed { .. } => Cell::Bytes(bytes.to_vec()),
-                MemberKind::String { .. } => {
-                    let ptr = usize::from_ne_bytes(bytes.try_into().unwrap()) as *mut c_char;
-                    // SAFETY: HDF5 allocated this string (or left it null) in the read above,
-                    // and each pointer is taken once.
-                    Cell::Text(unsafe { take_h5_string(ptr) }.unwrap_or_default())
-                }
+                MemberKind::String { .. } => Cell::Texts(
+                    bytes
+                        .chunks_exact(std::mem::size_of::<*mut c_char>())
+                        .map(|p| {
+                            let ptr = usize::from_ne_bytes(p.try_into().unwrap()) as *mut c_char;
+                            // SAFETY: HDF5 allocated this string (or left it null) in the read
+                            // above, and each pointer is taken once.
+                            unsafe { take_h5_string(ptr) }.unwrap_or_default()
+                        })
+                        .collect(),
+                ),
             });
             at += m.kind.mem_size();
         }
@@ -210,14 +240,25 @@ pub fn pack_records(records: &[Vec<Cell>], members: &[RecordMember], out: &mut [
             field.fill(0);
             match (cell, &m.kind) {
                 (Cell::Bytes(b), _) => field.copy_from_slice(b),
-                (Cell::Text(s), MemberKind::String { utf8: true, .. }) => {
-                    for (c, cell) in s.chars().zip(field.chunks_exact_mut(4)) {
-                        cell.copy_from_slice(&u32::from(c).to_le_bytes());
+                (Cell::Texts(texts), MemberKind::String { utf8, width, .. }) => {
+                    for (s, slot) in texts.iter().zip(field.chunks_exact_mut(*width)) {
+                        put_string(s, *utf8, slot);
                     }
                 }
-                (Cell::Text(s), _) => field[..s.len()].copy_from_slice(s.as_bytes()),
+                (Cell::Texts(_), MemberKind::Fixed { .. }) => {}
             }
             at += m.kind.npy_size();
         }
+    }
+}
+
+/// One string into its `.npy` slot (zero-filled): UTF-32 code points, or the bytes.
+fn put_string(s: &str, utf8: bool, slot: &mut [u8]) {
+    if utf8 {
+        for (c, cell) in s.chars().zip(slot.chunks_exact_mut(4)) {
+            cell.copy_from_slice(&u32::from(c).to_le_bytes());
+        }
+    } else {
+        slot[..s.len()].copy_from_slice(s.as_bytes());
     }
 }

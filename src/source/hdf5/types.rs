@@ -74,14 +74,14 @@ pub fn element_type(tid: hid_t) -> Result<ElementType, String> {
     })
 }
 
-/// A fixed member of a record: its dtype and array dims; its stored bytes must be numpy's.
+/// A fixed member of a record: its dtype and array dims.
 ///
 /// # Safety
 /// `member` must be a valid datatype id; call under HDF5's lock.
 unsafe fn record_member_dtype(member: hid_t) -> Result<(Dtype, Vec<u64>), String> {
-    if converting(member)?.is_some() {
-        return Err("compound member stored with reduced precision or padding".into());
-    }
+    // Read through its converting memory type if it has one (`records::record_mem_type`),
+    // which keeps its size.
+    converting(member)?;
     match H5Tget_class(member) {
         H5T_class_t::H5T_ARRAY => {
             let (base, dims) = array_parts(member)?;
@@ -91,7 +91,7 @@ unsafe fn record_member_dtype(member: hid_t) -> Result<(Dtype, Vec<u64>), String
     }
 }
 
-unsafe fn array_parts(tid: hid_t) -> Result<(Hid, Vec<u64>), String> {
+pub(super) unsafe fn array_parts(tid: hid_t) -> Result<(Hid, Vec<u64>), String> {
     let rank = H5Tget_array_ndims(tid);
     let mut dims = vec![0 as hsize_t; rank.max(0) as usize];
     if rank < 0 || H5Tget_array_dims2(tid, dims.as_mut_ptr()) < 0 {
