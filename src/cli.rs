@@ -55,9 +55,11 @@ pub struct MountArgs {
     #[arg(short, long)]
     pub foreground: bool,
     /// Mount options: allow_other, allow_root, auto_unmount, default_permissions,
-    /// fsname=NAME, no_hdf5_check (skip the crash-safe metadata walk of HDF5 files); tree
-    /// options (also for ls and cat): split_names=SEP (checkpoint tensor names split into
-    /// directories at SEP, e.g. `.`), widen=f32 (bfloat16/float8 tensors served as float32)
+    /// fsname=NAME, no_hdf5_check (skip the crash-safe metadata walk of HDF5 files),
+    /// external_links=any (follow HDF5 external links and raw data files outside the
+    /// source's directory); tree options (also for ls and cat): split_names=SEP (checkpoint
+    /// tensor names split into directories at SEP, e.g. `.`), widen=f32 (bfloat16/float8
+    /// tensors served as float32)
     #[arg(short = 'o', value_delimiter = ',', value_name = "OPT[,OPT..]")]
     pub options: Vec<String>,
     /// FUSE worker threads (default: number of CPUs)

@@ -11,6 +11,13 @@ use arrfs::source::SourceOptions;
 use arrfs::{Error, Result};
 
 fn main() -> ExitCode {
+    // Before any thread starts (setting the environment later would race with getenv):
+    // libhdf5 finds external raw data files next to the HDF5 file, never in the working
+    // directory. A value the user set is replaced: it would make reads depend on the cwd.
+    std::env::set_var(
+        arrfs::source::hdf5::EXTFILE_PREFIX_ENV,
+        arrfs::source::hdf5::ORIGIN,
+    );
     if let Some(code) = arrfs::source::hdf5::probe::run_if_requested() {
         return code;
     }

@@ -121,7 +121,7 @@ fn cat_to_a_file_follows_symlinks_and_names_bad_paths() {
     run(arrfs()
         .arg("cat")
         .arg(&fixture)
-        .arg("links/soft")
+        .arg("links/soft.npy")
         .arg("--output")
         .arg(&out));
     let direct = run(arrfs().arg("cat").arg(&fixture).arg("numeric/le_f8.npy")).stdout;

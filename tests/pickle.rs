@@ -24,6 +24,13 @@ fn written_cases(dir: &TempDir) {
     );
 }
 
+fn compressed_cases(dir: &TempDir) {
+    run_py(
+        "pickle_cases.py",
+        &["write-compressed".as_ref(), dir.path().as_os_str()],
+    );
+}
+
 #[test]
 fn pickles_of_every_protocol_match_pickle_load() {
     let dir = TempDir::new("pickle-protocols");
@@ -101,4 +108,48 @@ fn truncated_pickle_fails_the_mount_with_one_clear_line() {
         stderr.contains("cut.pkl") && stderr.contains("truncated"),
         "{stderr}"
     );
+}
+
+#[test]
+fn compressed_pickles_match_pickle_load() {
+    let dir = TempDir::new("pickle-compressed");
+    compressed_cases(&dir);
+    for name in [
+        "p5.pkl.gz",
+        "p2.pkl.gz",
+        "p4.pkl.zlib",
+        "p5.pkl.bz2",
+        "p5.pkl.xz",
+        "p4.pkl.lzma",
+        "top5.pkl.gz",
+    ] {
+        check_mounted(&dir.join(name));
+    }
+}
+
+#[test]
+fn every_joblib_compression_matches_joblib_load() {
+    let dir = TempDir::new("pickle-joblib-compressed");
+    compressed_cases(&dir);
+    for codec in ["zlib", "gzip", "bz2", "lzma", "xz", "lz4"] {
+        check_mounted(&dir.join(&format!("dump_{codec}.joblib")));
+    }
+}
+
+/// bz2/xz/lzma/lz4 streams are decoded into a temporary file that is unlinked at once: it
+/// shows only as a deleted file held open by the daemon, and goes with it.
+#[test]
+fn spill_files_are_unlinked_while_mounted() {
+    let dir = TempDir::new("pickle-spill");
+    compressed_cases(&dir);
+    let mount = Mount::new(&dir.join("dump_xz.joblib"), &[]);
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", mount.pid())).unwrap();
+    let spills: Vec<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.unwrap().path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.contains("arrfs-spill-"))
+        .collect();
+    assert_eq!(spills.len(), 1, "{spills:?}");
+    assert!(spills[0].ends_with(" (deleted)"), "{spills:?}");
+    mount.stop();
 }

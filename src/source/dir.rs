@@ -55,6 +55,8 @@ impl DirSource {
             open: quick_cache::sync::Cache::new(MAX_OPEN),
             options: SourceOptions {
                 cache_size: options.cache_size / MAX_OPEN as u64,
+                // External links may reach sibling containers, not outside the mount.
+                root: options.root.clone().or_else(|| Some(path.to_path_buf())),
                 ..options.clone()
             },
             store: SeekPointStore::new(options.cache_size / 2),

@@ -133,6 +133,8 @@ pub fn detect_file(path: &Path) -> Result<Option<Format>> {
         h if h.starts_with(torch::LEGACY_MAGIC) => Some(Format::TorchLegacy),
         h if ZIP_MAGICS.iter().any(|m| h.starts_with(m)) => Some(Format::Zip),
         h if h.starts_with(crate::npy::NPY_MAGIC) => Some(Format::Npy),
+        // A gzip-wrapped pickle is a pickle; any other gzip file is taken for a `.npy.gz`.
+        h if h.starts_with(GZIP_MAGIC) && pickle::sniff(path, &file)? => Some(Format::Pickle),
         h if h.starts_with(GZIP_MAGIC) => Some(Format::Gzip),
         _ if hdf5::signature_offset(&file)?.is_some() => Some(Format::Hdf5),
         _ if pickle::sniff(path, &file)? => Some(Format::Pickle),
@@ -208,6 +210,11 @@ pub struct SourceOptions {
     pub split_names: Option<String>,
     /// `-o widen=f32`: bfloat16 and float8 tensors served as `<f4` ([`crate::npy::widen`]).
     pub widen: bool,
+    /// Follow external links and external raw data anywhere (`-o external_links=any`), not
+    /// only inside the source's own directory.
+    pub external_links_any: bool,
+    /// The source's own directory (the directory mounted); None: the container's directory.
+    pub root: Option<std::path::PathBuf>,
 }
 
 /// `-o no_hdf5_check`: open HDF5 files without walking them in a child process first.
@@ -216,17 +223,25 @@ const NO_HDF5_CHECK: &str = "no_hdf5_check";
 const SPLIT_NAMES: &str = "split_names=";
 /// `-o widen=f32`.
 const WIDEN: &str = "widen=";
+/// `-o external_links=any`: follow external links and raw data files outside the source's
+/// directory.
+const EXTERNAL_LINKS_ANY: &str = "external_links=any";
 
 impl SourceOptions {
     /// Whether `-o opt` is about the tree (taken by [`Self::apply`]) rather than the mount.
     pub fn is_source_option(opt: &str) -> bool {
-        opt == NO_HDF5_CHECK || opt.starts_with(SPLIT_NAMES) || opt.starts_with(WIDEN)
+        opt == NO_HDF5_CHECK
+            || opt == EXTERNAL_LINKS_ANY
+            || opt.starts_with(SPLIT_NAMES)
+            || opt.starts_with(WIDEN)
     }
 
     /// Applies one `-o` option; an option that is not a source option is a usage error.
     pub fn apply(&mut self, opt: &str) -> Result<()> {
         if opt == NO_HDF5_CHECK {
             self.check_hdf5 = false;
+        } else if opt == EXTERNAL_LINKS_ANY {
+            self.external_links_any = true;
         } else if let Some(sep) = opt.strip_prefix(SPLIT_NAMES) {
             self.split_names = Some(sep.to_string());
         } else if let Some(to) = opt.strip_prefix(WIDEN) {
@@ -238,7 +253,7 @@ impl SourceOptions {
             self.widen = true;
         } else {
             return Err(Error::Usage(format!(
-                "-o {opt}: not a source option (split_names=SEP, widen=f32, no_hdf5_check)"
+                "-o {opt}: not a source option (split_names=SEP, widen=f32, no_hdf5_check, external_links=any)"
             )));
         }
         Ok(())
@@ -253,6 +268,8 @@ impl Default for SourceOptions {
             check_hdf5: false,
             split_names: None,
             widen: false,
+            external_links_any: false,
+            root: None,
         }
     }
 }

@@ -79,7 +79,7 @@ impl GzipNpySource {
         if head != NPY_MAGIC {
             return Err(Error::format(
                 path,
-                "gzip data is not a .npy file (gzip-wrapped pickles are not supported yet)",
+                "gzip data is neither a .npy file nor a pickle",
             ));
         }
         let name = gzip_stem(&file_name(path));
@@ -146,7 +146,7 @@ fn as_format_error(path: &Path, e: Error) -> Error {
 }
 
 /// The deflate data of a single-member gzip file (RFC 1952), with its size and CRC.
-fn gzip_range(file: &SourceFile) -> Result<DeflateRange> {
+pub(crate) fn gzip_range(file: &SourceFile) -> Result<DeflateRange> {
     let bad = |cause: &str| Error::format(file.path(), cause);
     let mut header = [0u8; 10];
     file.read_at(0, &mut header)

@@ -42,7 +42,7 @@ def check_ls(path, text_file, json_file):
         assert repr(tuple(array.shape)) in line, (rel, line)
         if array.dtype.names is None:
             assert f" {descr_text(array.dtype)} " in line, (rel, line)
-    assert entries["links/soft"]["target"] == "../numeric/le_f8.npy"
+    assert entries["links/soft.npy"]["target"] == "../numeric/le_f8.npy"
     assert entries["gzip3d.npy"]["chunks"] == [8, 5, 4]
     assert entries["gzip3d.npy"]["filters"] == ["shuffle", "deflate(4)"]
     print(f"{len(files)} entries checked")

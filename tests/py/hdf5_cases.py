@@ -62,6 +62,8 @@ def write(path):
         sparse[12:18, 3:9] = np.arange(36).reshape(6, 6)
         f.create_dataset("fletcher", data=np.arange(1000, dtype=">u2"), chunks=(100,), fletcher32=True)
         write_chunked(f)
+        write_padded_strings(f)
+        write_more_types(f)
         f.create_dataset("big_contig", data=np.arange(300_000, dtype="<f8").reshape(1000, 300))
         # Left out, with a reason in user.arrfs.skipped.
         f.create_dataset("refs", data=[f["bool"].ref], dtype=h5py.ref_dtype)
@@ -70,6 +72,7 @@ def write(path):
         # Links.
         f["links/soft"] = h5py.SoftLink("/numeric/le_f8")
         f["links/soft_group"] = h5py.SoftLink("/numeric")
+        f["links/soft_chain"] = h5py.SoftLink("soft")
         f["links/dangling"] = h5py.SoftLink("/no/such/thing")
         f["links/hard"] = f["bool"]
         f["links/external"] = h5py.ExternalLink(os.path.basename(ext), "/target")
@@ -112,6 +115,165 @@ def write_chunked(f):
     typed[...] = np.arange(27, dtype="<u2").reshape(9, 3)
 
 
+PADDED = [f"padded/{pad}_{cset}{chunked}" for pad in ["nullterm", "nullpad", "spacepad"]
+          for cset in ["ascii", "utf8"] for chunked in ["", "_gzip"]] + ["padded/compound_spacepad"]
+
+
+def padded_string_type(pad, cset, size):
+    tid = h5py.h5t.C_S1.copy()
+    tid.set_size(size)
+    tid.set_strpad(getattr(h5py.h5t, "STR_" + pad.upper()))
+    tid.set_cset(getattr(h5py.h5t, "CSET_" + cset.upper()))
+    return tid
+
+
+def write_padded_strings(f):
+    """Fixed strings under each padding, their stored bytes written as they are (memory type =
+    file type): h5py strips space padding and ends null-terminated values at their first null."""
+    values = [b"ab cd ef1", b"x  ", b"", b"full-width!", b"a\0b", b" lead"]
+    grp = f.create_group("padded")
+    for name in PADDED[:-1]:
+        pad, cset = name.split("/")[1].split("_")[:2]
+        tid = padded_string_type(pad, cset, 11)
+        filler = b" " if pad == "spacepad" else b"\0"
+        raw = np.array([v.ljust(11, filler) for v in values], dtype="S11").reshape(2, 3)
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        if name.endswith("_gzip"):
+            dcpl.set_chunk((1, 2))
+            dcpl.set_deflate(4)
+        leaf = name.split("/")[1].encode()
+        ds = h5py.h5d.create(grp.id, leaf, tid, h5py.h5s.create_simple((2, 3)), dcpl=dcpl)
+        ds.write(h5py.h5s.ALL, h5py.h5s.ALL, raw.view("V11").copy(), mtype=tid)
+    comp = h5py.h5t.create(h5py.h5t.COMPOUND, 16)
+    comp.insert(b"n", 0, h5py.h5t.STD_I32LE)
+    comp.insert(b"s", 4, padded_string_type("spacepad", "ascii", 12))
+    raw = np.zeros(3, dtype=[("n", "<i4"), ("s", "S12")])
+    raw["n"], raw["s"] = [1, 2, 3], [b"ab  ".ljust(12), b"".ljust(12), b"abcdefghijkl"]
+    ds = h5py.h5d.create(grp.id, b"compound_spacepad", comp, h5py.h5s.create_simple((3,)))
+    ds.write(h5py.h5s.ALL, h5py.h5s.ALL, raw, mtype=comp)
+
+
+MORE_TYPES = ["types/long_double", "types/long_double_gzip", "types/compound_out_of_order",
+              "types/compound_gaps_gzip"]
+
+
+def write_more_types(f):
+    """Long double (x86-64's 80-bit extended in 16 bytes) and compounds whose members are
+    stored out of offset order, nested, with gaps and trailing padding."""
+    ld = np.array([1.5, np.inf, -np.inf, np.nan, 1e-4940, 3.3, -0.0, 1e4000], dtype=np.longdouble)
+    f["types/long_double"] = ld / 3
+    with np.errstate(invalid="ignore"):
+        square = np.outer(ld, ld[:5])
+    f.create_dataset("types/long_double_gzip", data=square, chunks=(3, 2),
+                     compression="gzip", shuffle=True)
+    inner = h5py.h5t.create(h5py.h5t.COMPOUND, 16)
+    inner.insert(b"q", 8, h5py.h5t.IEEE_F32BE)
+    inner.insert(b"p", 0, h5py.h5t.STD_U8LE)
+    outer = h5py.h5t.create(h5py.h5t.COMPOUND, 48)
+    outer.insert(b"b", 8, h5py.h5t.IEEE_F64LE)
+    outer.insert(b"a", 0, h5py.h5t.STD_I32LE)
+    outer.insert(b"nested", 20, inner)
+    outer.insert(b"c", 40, h5py.h5t.STD_I16BE)
+    mem = h5py.h5t.create(h5py.h5t.COMPOUND, 48)  # the same layout, to write raw bytes
+    for i in range(outer.get_nmembers()):
+        mem.insert(outer.get_member_name(i), outer.get_member_offset(i), outer.get_member_type(i))
+    raw = rng.integers(0, 256, 48 * 5, dtype="u1").view("V48")
+    ds = h5py.h5d.create(f["types"].id, b"compound_out_of_order", outer, h5py.h5s.create_simple((5,)))
+    ds.write(h5py.h5s.ALL, h5py.h5s.ALL, raw, mtype=mem)
+    gaps = np.dtype({"names": ["x", "y", "z"], "formats": ["<i2", "<f4", "S3"],
+                     "offsets": [2, 8, 13], "itemsize": 24})
+    data = np.zeros(50, dtype=gaps)
+    data["x"], data["y"], data["z"] = np.arange(50), rng.standard_normal(50), b"abc"
+    f.create_dataset("types/compound_gaps_gzip", data=data, chunks=(16,), compression="gzip")
+    # Arrays of variable-length strings: in a scalar dataset, in a 1-d one, chunked.
+    utf8 = f.create_dataset("types/vlen_array_utf8", shape=(), dtype=np.dtype((h5py.string_dtype(), (2, 3))))
+    utf8[()] = np.array([["a", "héllo", ""], ["∑x", "b", "cc"]], dtype=object)
+    ascii_ = f.create_dataset("types/vlen_array_ascii", shape=(3,),
+                              dtype=np.dtype((h5py.string_dtype("ascii"), (2,))))
+    ascii_[...] = np.array([[b"x", b"yy"], [b"", b"zzz"], [b"q", b"r"]], dtype=object)
+    chunked = f.create_dataset("types/vlen_array_gzip", shape=(7,), chunks=(3,), compression="gzip",
+                               dtype=np.dtype((h5py.string_dtype(), (2,))))
+    chunked[:5] = np.array([[str(i) * i, "é" * (i % 3)] for i in range(5)], dtype=object)
+
+
+    # Variable-length strings inside compounds (members in any order).
+    rec = np.dtype([("id", "<i4"), ("name", h5py.string_dtype()), ("x", "<f8", (2,)),
+                    ("tag", h5py.string_dtype("ascii")), ("flag", "?")])
+    data = np.zeros(5, dtype=rec)
+    data["id"], data["x"], data["flag"] = np.arange(5), rng.standard_normal((5, 2)), [1, 0, 1, 1, 0]
+    data["name"] = ["héllo", "", "∑ab", "x", "plain"]
+    data["tag"] = [b"a", b"bcd", b"", b"zz", b"q"]
+    f["types/vlen_compound"] = data
+    f.create_dataset("types/vlen_compound_gzip", data=np.tile(data, 9), chunks=(8,), compression="gzip")
+    f["types/vlen_compound_scalar"] = data[2]
+    empty = np.zeros(2, dtype=[("s", h5py.string_dtype()), ("n", "<u2")])
+    empty["s"] = ["", ""]
+    f["types/vlen_compound_empty_strings"] = empty
+    # Members that are arrays of variable-length strings (as PyTables writes them).
+    arrays = np.zeros(4, dtype=[("id", "<i4"), ("names", h5py.string_dtype("ascii"), (3,)),
+                                ("u", h5py.string_dtype(), (2,))])
+    arrays["id"] = np.arange(4)
+    arrays["names"] = [[b"a", b"bb", b""], [b"ccc", b"d", b"e"], [b"", b"", b""], [b"xyzw", b"q", b"r"]]
+    arrays["u"] = [["é", ""], ["∑∑", "x"], ["", ""], ["long-ish", "ü"]]
+    f.create_dataset("types/vlen_compound_arrays", data=arrays, chunks=(3,), compression="gzip")
+    # A variable-length string beside a space-padded fixed one (stored padded, read stripped).
+    mixed = np.zeros(3, dtype=[("id", "<i4"), ("s", h5py.string_dtype()), ("p", "S5")])
+    mixed["id"], mixed["s"], mixed["p"] = [1, 2, 3], ["x", "", "yz"], [b"ab", b"", b"abcde"]
+    logical = h5py.h5t.py_create(mixed.dtype, logical=True)
+    ftype = h5py.h5t.create(h5py.h5t.COMPOUND, logical.get_size())  # h5py's layout, "p" padded
+    for i in range(3):
+        member = padded_string_type("spacepad", "ascii", 5) if i == 2 else logical.get_member_type(i)
+        ftype.insert(logical.get_member_name(i), logical.get_member_offset(i), member)
+    ds = h5py.h5d.create(f["types"].id, b"vlen_compound_spacepad", ftype, h5py.h5s.create_simple((3,)))
+    # h5py's own memory type for Python objects converts them to variable-length strings.
+    ds.write(h5py.h5s.ALL, h5py.h5s.ALL, mixed, mtype=h5py.h5t.py_create(mixed.dtype))
+
+
+VLEN_RECORDS = ["types/vlen_compound", "types/vlen_compound_gzip", "types/vlen_compound_scalar",
+                "types/vlen_compound_empty_strings", "types/vlen_compound_arrays",
+                "types/vlen_compound_spacepad"]
+
+
+def fixed_records(data):
+    """h5py's records with each string member (Python objects) as a fixed-width string of its
+    longest value (at least 1; UTF-8 decoded to <U n, ASCII kept |S n; arrays of strings
+    keep their shape), packed in h5py's member order: SPEC section 3 for strings, applied to
+    members."""
+    fields, columns = [], {}
+    for name in data.dtype.names:
+        sub = data.dtype.fields[name][0]
+        info = h5py.check_string_dtype(sub.base)
+        if info is None:
+            fields.append((name, sub))
+            columns[name] = data[name]
+            continue
+        values = [v.decode() if info.encoding == "utf-8" else v for v in np.ravel(data[name])]
+        kind = "U" if info.encoding == "utf-8" else "S"
+        width = max([1] + [len(v) for v in values])
+        fields.append((name, f"{kind}{width}", sub.shape))
+        columns[name] = np.array(values, dtype=f"{kind}{width}").reshape(np.shape(data[name]))
+    out = np.zeros(data.shape, dtype=fields)
+    for name, column in columns.items():
+        out[name] = column
+    return out
+
+
+VLEN_ARRAYS = {"types/vlen_array_utf8": True, "types/vlen_array_ascii": False,
+               "types/vlen_array_gzip": True}
+
+
+def offset_order(dtype):
+    """`dtype` with its fields (and nested ones) listed by offset: np.save cannot write
+    out-of-order fields, so arrfs lists them by offset, over the same bytes."""
+    if dtype.names is None:
+        if dtype.subdtype is not None:
+            return np.dtype((offset_order(dtype.subdtype[0]), dtype.subdtype[1]))
+        return dtype
+    names = sorted(dtype.names, key=lambda n: dtype.fields[n][1])
+    return np.dtype({"names": names, "formats": [offset_order(dtype.fields[n][0]) for n in names],
+                     "offsets": [dtype.fields[n][1] for n in names], "itemsize": dtype.itemsize})
+
+
 def expected_files(f):
     """Virtual path -> the array np.load must return, from h5py's own reading."""
     out = {}
@@ -123,6 +285,18 @@ def expected_files(f):
         out[f"{name}.npy"] = np.asarray(f[name][()])
     out["vlen_utf8.npy"] = np.array([s.decode() for s in f["vlen_utf8"][()]])
     out["vlen_ascii.npy"] = np.array(list(f["vlen_ascii"][()]))
+    for name in PADDED:
+        out[f"{name}.npy"] = f[name][()]
+    for name, utf8 in VLEN_ARRAYS.items():
+        # h5py gives bytes objects; per SPEC section 3 UTF-8 ones become <U n, ASCII |S n.
+        data = f[name][()]
+        values = [v.decode() if utf8 else v for v in data.ravel()]
+        out[f"{name}.npy"] = np.array(values).reshape(data.shape)
+    for name in VLEN_RECORDS:
+        out[f"{name}.npy"] = fixed_records(np.asarray(f[name][()]))
+    for name in MORE_TYPES:
+        data = f[name][()]
+        out[f"{name}.npy"] = data.view(offset_order(data.dtype))
     out["links/hard.npy"] = f["bool"][()]
     out["links/external.npy"] = f["links/external"][()]
     return out
@@ -150,13 +324,16 @@ def check_tree(path, mnt, files):
     for root, dirs, names in os.walk(mnt):
         for n in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
             listed.add(os.path.relpath(os.path.join(root, n), mnt))
-    links = {"links/soft", "links/soft_group", "links/dangling"}
+    # A link to a dataset is named like its target, NAME.npy; to a group or nowhere, NAME.
+    links = {"links/soft.npy", "links/soft_group", "links/dangling", "links/soft_chain.npy"}
     assert listed == set(files) | links, f"unexpected listing: {sorted(listed ^ (set(files) | links))}"
     # Symbolic links point, relatively, at the target's virtual path.
-    assert os.readlink(f"{mnt}/links/soft") == "../numeric/le_f8.npy"
+    assert os.readlink(f"{mnt}/links/soft.npy") == "../numeric/le_f8.npy"
+    assert os.readlink(f"{mnt}/links/soft_chain.npy") == "../links/soft.npy"
     assert os.readlink(f"{mnt}/links/soft_group") == "../numeric"
     assert os.readlink(f"{mnt}/links/dangling") == "../no/such/thing"
-    assert np.array_equal(np.load(f"{mnt}/links/soft"), files["numeric/le_f8.npy"])
+    for link in ["soft", "soft_chain"]:
+        assert np.array_equal(np.load(f"{mnt}/links/{link}.npy"), files["numeric/le_f8.npy"])
     # Hard links share one inode; st_nlink counts the links.
     a, b = os.stat(f"{mnt}/bool.npy"), os.stat(f"{mnt}/links/hard.npy")
     assert a.st_ino == b.st_ino and a.st_nlink == 2, (a, b)

@@ -1,6 +1,9 @@
 """Pickle and joblib fixtures for tests/pickle.rs, and their oracle check.
 
     pickle_cases.py write DIR          pickles of many arrays at protocols 0-5, a joblib dump
+    pickle_cases.py write-compressed DIR
+                                       pickles compressed whole (gzip, zlib, bz2, xz, lzma) and
+                                       joblib dumps under each joblib compression
     pickle_cases.py check FILE MOUNT   every .npy under MOUNT equals np.save of what
                                        pickle.load / joblib.load returns for FILE, and the
                                        tree holds exactly the expected names
@@ -10,10 +13,14 @@ expected bytes. The numpy 1.x pickles in tests/fixtures/pickle were made with nu
     python -m venv np1 && np1/bin/pip install 'numpy<2'
     np1/bin/python tests/py/pickle_cases.py write-np1 tests/fixtures/pickle
 """
+import bz2
 import collections
+import gzip
+import lzma
 import os
 import pickle
 import sys
+import zlib
 
 import numpy as np
 
@@ -90,6 +97,34 @@ def write(out_dir):
     joblib.dump(obj, os.path.join(out_dir, "dump_p2.joblib"), protocol=2)
 
 
+# Whole pickles wrapped in a compressor, by file name: (protocol, how to compress).
+COMPRESSED = {
+    "p5.pkl.gz": (5, lambda data: gzip.compress(data)),
+    "p2.pkl.gz": (2, lambda data: gzip.compress(data, mtime=0)),
+    "p4.pkl.zlib": (4, lambda data: zlib.compress(data, 6)),
+    "p5.pkl.bz2": (5, lambda data: bz2.compress(data)),
+    "p5.pkl.xz": (5, lambda data: lzma.compress(data)),
+    "p4.pkl.lzma": (4, lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE)),
+}
+# joblib's compressors (compress=3 alone means zlib).
+JOBLIB_COMPRESSED = {"dump_zlib.joblib": 3, "dump_gzip.joblib": ("gzip", 3),
+                     "dump_bz2.joblib": ("bz2", 3), "dump_lzma.joblib": ("lzma", 3),
+                     "dump_xz.joblib": ("xz", 3), "dump_lz4.joblib": ("lz4", 3)}
+
+
+def write_compressed(out_dir):
+    import joblib
+    os.makedirs(out_dir, exist_ok=True)
+    obj = tree()
+    for name, (protocol, compress) in COMPRESSED.items():
+        with open(os.path.join(out_dir, name), "wb") as f:
+            f.write(compress(pickle.dumps(obj, protocol=protocol)))
+    with open(os.path.join(out_dir, "top5.pkl.gz"), "wb") as f:
+        f.write(gzip.compress(pickle.dumps(arrays()["fortran"], protocol=5)))
+    for name, compress in JOBLIB_COMPRESSED.items():
+        joblib.dump(obj, os.path.join(out_dir, name), compress=compress)
+
+
 def write_np1(out_dir):
     """Run by a numpy 1.x Python: its pickles name `numpy.core.*` instead of `numpy._core.*`."""
     assert np.__version__.startswith("1."), np.__version__
@@ -101,12 +136,29 @@ def write_np1(out_dir):
             pickle.dump(obj, f, protocol=protocol)
 
 
+DECOMPRESS = {".gz": gzip.decompress, ".zlib": zlib.decompress, ".bz2": bz2.decompress,
+              ".xz": lzma.decompress, ".lzma": lzma.decompress}
+
+
 def load(path):
     if path.endswith(".joblib"):
         import joblib
         return joblib.load(path)
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+        data = f.read()
+    ext = os.path.splitext(path)[1]
+    if ext in DECOMPRESS:
+        data = DECOMPRESS[ext](data)
+    return pickle.loads(data, encoding="latin1")
+
+
+def stem(path):
+    """The name of a top-level array: the file name without compression and pickle
+    extensions."""
+    name = os.path.basename(path)
+    if os.path.splitext(name)[1] in DECOMPRESS:
+        name = os.path.splitext(name)[0]
+    return os.path.splitext(name)[0]
 
 
 def escape(name):
@@ -141,7 +193,7 @@ def zero_padded(array):
 def check(path, mount):
     obj = load(path)
     want = {}
-    top = "" if isinstance(obj, (dict, list, tuple)) else os.path.splitext(os.path.basename(path))[0]
+    top = "" if isinstance(obj, (dict, list, tuple)) else stem(path)
     expected(obj, top, want)
     got = set()
     for root, _dirs, files in os.walk(mount):
@@ -158,6 +210,8 @@ def check(path, mount):
 if __name__ == "__main__":
     if sys.argv[1] == "write":
         write(sys.argv[2])
+    elif sys.argv[1] == "write-compressed":
+        write_compressed(sys.argv[2])
     elif sys.argv[1] == "write-np1":
         write_np1(sys.argv[2])
     elif sys.argv[1] == "check":

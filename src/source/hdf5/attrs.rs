@@ -84,12 +84,16 @@ pub fn attr_value(attr: &hdf5::Attribute, bytes_as: BytesAs) -> Result<Value, St
     let n = sync(|| unsafe { H5Sget_simple_extent_npoints(space.0) }).max(0) as usize;
     let too_big = || format!("larger than {MAX_ATTRIBUTE_BYTES} bytes");
     let values = match element_type(ftype.0)? {
-        ElementType::VarString { .. } => {
-            let pointers = n.checked_mul(std::mem::size_of::<usize>());
+        element @ ElementType::VarString { .. } => {
+            let strings = n.checked_mul(element.strings_per_element());
+            let pointers = strings.and_then(|s| s.checked_mul(std::mem::size_of::<usize>()));
             if pointers.is_none_or(|b| b > MAX_ATTRIBUTE_BYTES) {
                 return Err(too_big());
             }
-            read_var_strings(aid, ftype.0, n)?
+            read_var_strings(aid, ftype.0, strings.unwrap_or(0))?
+        }
+        ElementType::Record { .. } => {
+            return Err("compound with variable-length strings (not shown as an xattr)".into())
         }
         ElementType::Fixed { dtype, .. } => {
             // SAFETY: a plain query of the attribute's own type id.

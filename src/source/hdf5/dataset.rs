@@ -4,8 +4,8 @@ use std::ffi::{c_char, c_void, CString};
 
 use hdf5_sys::h5::{haddr_t, hsize_t, HADDR_UNDEF};
 use hdf5_sys::h5d::{
-    H5D_layout_t, H5Dget_create_plist, H5Dget_offset, H5Dget_type, H5Dopen2,
-    H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS,
+    H5D_layout_t, H5Dget_chunk_index_type, H5Dget_create_plist, H5Dget_offset, H5Dget_type,
+    H5Dopen2, H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS,
 };
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::{
@@ -20,6 +20,10 @@ use super::chunks::ChunkGrid;
 use super::direct::DirectChunks;
 use super::ffi::{h5check, read_hyperslab, sync, take_h5_string, Hid};
 use super::filters::{stored_filters, FilterPipeline};
+use super::records::{
+    pack_records, read_records, record_dtype, record_mem_type, string_width, Cell, MemberKind,
+    RecordMember,
+};
 use super::types::{
     converting_mem_type, element_type, reduced_int, var_string_mem_type, ElementType,
 };
@@ -37,6 +41,8 @@ pub struct DatasetInfo {
     /// File offset of contiguous, allocated, unfiltered raw data: served by `pread`.
     pub contiguous_at: Option<u64>,
     chunks: Option<Vec<u64>>,
+    /// The kind of chunk index (shown as `user.arrfs.chunk_index`).
+    chunk_index: Option<&'static str>,
     filters: Vec<String>,
     /// Chunked data whose chunks we locate, read and decode ourselves; None: read through
     /// libhdf5 (see `fallback_reason`).
@@ -70,6 +76,7 @@ impl OpenDataset {
             let converting = converting_mem_type(file_type.0).ok().flatten();
             let mem_type = match (element_type(file_type.0), converting) {
                 (Ok(ElementType::VarString { .. }), _) => var_string_mem_type(file_type.0)?,
+                (Ok(ElementType::Record { members }), _) => record_mem_type(file_type.0, &members)?,
                 (_, Some(converting)) => converting,
                 _ => Hid::new(H5Dget_type(id.0))?,
             };
@@ -102,14 +109,23 @@ impl DatasetInfo {
             unit,
             contiguous_at: None,
             chunks: None,
+            chunk_index: None,
             filters: Vec::new(),
             direct: None,
             fallback_reason: None,
             converts,
         };
-        if let ElementType::VarString { utf8 } = info.element {
-            unit = info.longest_string(ds, utf8)?;
+        if let ElementType::VarString { utf8, .. } = info.element {
+            unit = info.longest_string(ds, utf8)? * info.element.strings_per_element();
             info.unit = unit;
+        }
+        if let ElementType::Record { members } = &info.element {
+            let members = info.measure_records(ds, members.clone())?;
+            info.unit = match record_dtype(&members) {
+                Dtype::Struct { itemsize, .. } => itemsize,
+                _ => unreachable!("a record is a structured dtype"),
+            };
+            info.element = ElementType::Record { members };
         }
         info.read_layout(ds);
         Ok(info)
@@ -123,14 +139,48 @@ impl DatasetInfo {
                 shape.extend_from_slice(dims);
                 dtype.clone()
             }
-            ElementType::VarString { utf8: true } => {
-                Dtype::plain('U', ByteOrder::Little, self.unit)
-            }
-            ElementType::VarString { utf8: false } => {
-                Dtype::plain('S', ByteOrder::NotApplicable, self.unit)
+            ElementType::Record { members } => record_dtype(members),
+            ElementType::VarString { utf8, dims } => {
+                shape.extend_from_slice(dims);
+                match utf8 {
+                    true => Dtype::plain('U', ByteOrder::Little, self.string_width()),
+                    false => Dtype::plain('S', ByteOrder::NotApplicable, self.string_width()),
+                }
             }
         };
         NpyHeader::new(dtype, shape)
+    }
+
+    /// `members` with each string member as wide as its longest value.
+    fn measure_records(
+        &self,
+        ds: &hdf5::Dataset,
+        mut members: Vec<RecordMember>,
+    ) -> Result<Vec<RecordMember>, String> {
+        let handle = OpenDataset::from_dataset(ds, &self.element).map_err(|e| e.to_string())?;
+        let n: u64 = self.shape.iter().product();
+        for b in boxes_of_range(&self.shape, 0, n) {
+            let records =
+                read_records(handle.id.0, handle.mem_type.0, &members, &b.start, &b.count)
+                    .map_err(|e| e.to_string())?;
+            for record in &records {
+                for (cell, m) in record.iter().zip(members.iter_mut()) {
+                    if let (Cell::Texts(texts), MemberKind::String { utf8, width, .. }) =
+                        (cell, &mut m.kind)
+                    {
+                        for s in texts {
+                            *width = (*width).max(string_width(s, *utf8));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(members)
+    }
+
+    /// Bytes of one variable-length string in the `.npy`.
+    fn string_width(&self) -> usize {
+        self.unit / self.element.strings_per_element().max(1)
     }
 
     pub fn xattrs(&self, ds: &hdf5::Dataset) -> Vec<Xattr> {
@@ -145,6 +195,9 @@ impl DatasetInfo {
                 self.filters.join(",").into_bytes(),
             ),
         ];
+        if let Some(index) = self.chunk_index {
+            out.push(("user.arrfs.chunk_index".to_string(), index.into()));
+        }
         out.extend(xattrs_of(ds));
         out
     }
@@ -162,6 +215,7 @@ impl DatasetInfo {
                     let rank = H5Pget_chunk(dcpl.0, dims.len() as i32, dims.as_mut_ptr());
                     dims.truncate(rank.max(0) as usize);
                     self.chunks = Some(dims);
+                    self.chunk_index = chunk_index_name(ds.id());
                     match self.direct_chunks(ds.id(), dcpl.0) {
                         Ok(direct) => self.direct = Some(direct),
                         Err(why) => self.fallback_reason = Some(why),
@@ -191,7 +245,7 @@ impl DatasetInfo {
         let file_type = Hid::new(H5Dget_type(dset)).map_err(|e| e.to_string())?;
         let widen = reduced_int(file_type.0);
         if self.converts && widen.is_none() {
-            return Err("stored with reduced precision: libhdf5 converts it".into());
+            return Err("stored bytes are not numpy's (reduced precision, string padding): libhdf5 converts them".into());
         }
         let mut opts = 0;
         if H5Pget_chunk_opts(dcpl, &mut opts) >= 0
@@ -220,11 +274,12 @@ impl DatasetInfo {
     /// The width of the widest value: characters for UTF-8, bytes for ASCII; at least 1, as
     /// `np.array` of strings gives.
     fn longest_string(&self, ds: &hdf5::Dataset, utf8: bool) -> Result<usize, String> {
-        let handle = OpenDataset::from_dataset(ds).map_err(|e| e.to_string())?;
+        let handle = OpenDataset::from_dataset(ds, &self.element).map_err(|e| e.to_string())?;
         let n: u64 = self.shape.iter().product();
         let mut longest = 1;
         for b in boxes_of_range(&self.shape, 0, n) {
-            for s in read_strings(&handle, &b.start, &b.count).map_err(|e| e.to_string())? {
+            let strings = read_strings(&handle, &b.start, &b.count, &self.element);
+            for s in strings.map_err(|e| e.to_string())? {
                 let width = if utf8 { s.chars().count() } else { s.len() };
                 longest = longest.max(width);
             }
@@ -281,7 +336,12 @@ impl DatasetInfo {
         count: &[u64],
         out: &mut [u8],
     ) -> hdf5::Result<()> {
-        let ElementType::VarString { utf8 } = self.element else {
+        if let ElementType::Record { members } = &self.element {
+            let records = read_records(handle.id.0, handle.mem_type.0, members, start, count)?;
+            pack_records(&records, members, out);
+            return Ok(());
+        }
+        let ElementType::VarString { utf8, .. } = self.element else {
             return read_hyperslab(
                 handle.id.0,
                 handle.mem_type.0,
@@ -290,8 +350,11 @@ impl DatasetInfo {
                 out.as_mut_ptr().cast(),
             );
         };
-        let strings = read_strings(handle, start, count)?;
-        for (s, slot) in strings.iter().zip(out.chunks_exact_mut(self.unit)) {
+        let strings = read_strings(handle, start, count, &self.element)?;
+        for (s, slot) in strings
+            .iter()
+            .zip(out.chunks_exact_mut(self.string_width()))
+        {
             slot.fill(0);
             if utf8 {
                 for (c, cell) in s.chars().zip(slot.chunks_exact_mut(4)) {
@@ -310,12 +373,16 @@ impl OpenDataset {
         self.id.0
     }
 
-    fn from_dataset(ds: &hdf5::Dataset) -> hdf5::Result<Self> {
+    /// A handle on `ds` reading `element`'s strings (variable-length strings or records).
+    fn from_dataset(ds: &hdf5::Dataset, element: &ElementType) -> hdf5::Result<Self> {
         sync(|| unsafe {
             let id = Hid::new(ds.id())?;
             hdf5_sys::h5i::H5Iinc_ref(id.0);
             let file_type = Hid::new(H5Dget_type(id.0))?;
-            let mem_type = var_string_mem_type(file_type.0)?;
+            let mem_type = match element {
+                ElementType::Record { members } => record_mem_type(file_type.0, members)?,
+                _ => var_string_mem_type(file_type.0)?,
+            };
             Ok(OpenDataset {
                 id,
                 file_type,
@@ -325,10 +392,16 @@ impl OpenDataset {
     }
 }
 
-/// Variable-length strings of a hyperslab, decoded (invalid UTF-8 replaced).
-fn read_strings(handle: &OpenDataset, start: &[u64], count: &[u64]) -> hdf5::Result<Vec<String>> {
-    let n: u64 = count.iter().product();
-    let mut ptrs: Vec<*mut c_char> = vec![std::ptr::null_mut(); n as usize];
+/// Variable-length strings of a hyperslab (`element` of them each), decoded (invalid UTF-8
+/// replaced).
+fn read_strings(
+    handle: &OpenDataset,
+    start: &[u64],
+    count: &[u64],
+    element: &ElementType,
+) -> hdf5::Result<Vec<String>> {
+    let n = count.iter().product::<u64>() as usize * element.strings_per_element();
+    let mut ptrs: Vec<*mut c_char> = vec![std::ptr::null_mut(); n];
     let _ = &handle.file_type;
     read_hyperslab(
         handle.id.0,
@@ -357,6 +430,28 @@ unsafe fn fill_value(dset: hid_t, dcpl: hid_t, unit: usize) -> Vec<u8> {
         fill.fill(0);
     }
     fill
+}
+
+/// The name of a chunked dataset's index type, as the file format specification calls it.
+///
+/// # Safety
+/// `dset` must be valid; call under HDF5's lock.
+unsafe fn chunk_index_name(dset: hid_t) -> Option<&'static str> {
+    let mut index = 0;
+    if H5Dget_chunk_index_type(dset, &mut index) < 0 {
+        return None;
+    }
+    // H5D_chunk_index_t: only its first value has a named constant in hdf5-sys.
+    [
+        "btree1",
+        "single",
+        "implicit",
+        "fixed_array",
+        "extensible_array",
+        "btree2",
+    ]
+    .get(index as usize)
+    .copied()
 }
 
 fn space_class(space: &hdf5::Dataspace) -> H5S_class_t {

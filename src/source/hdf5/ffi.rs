@@ -5,9 +5,10 @@ use std::ffi::{c_char, c_void, CStr, CString};
 
 use hdf5_sys::h5::{hsize_t, H5free_memory};
 use hdf5_sys::h5d::{H5Dget_space, H5Dread};
+use hdf5_sys::h5f::H5Fget_name;
 use hdf5_sys::h5i::{hid_t, H5Idec_ref};
 use hdf5_sys::h5l::H5Lget_val;
-use hdf5_sys::h5p::H5P_DEFAULT;
+use hdf5_sys::h5p::{H5Pget_external, H5Pget_external_count, H5P_DEFAULT};
 use hdf5_sys::h5s::{H5S_seloper_t, H5Screate_simple, H5Sselect_hyperslab, H5S_ALL};
 
 pub use hdf5::h5check;
@@ -104,4 +105,46 @@ pub fn soft_link_target(group: hid_t, name: &str) -> hdf5::Result<String> {
             return Ok(String::from_utf8_lossy(&buf[..end]).into_owned());
         }
     })
+}
+
+/// The name of the file that holds object `obj`, as libhdf5 opened it.
+pub fn file_name(obj: hid_t) -> hdf5::Result<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    sync(|| {
+        // SAFETY: a null buffer asks for the length only.
+        let len = h5check(unsafe { H5Fget_name(obj, std::ptr::null_mut(), 0) })?;
+        let mut buf = vec![0u8; len as usize + 1];
+        // SAFETY: buf is writable for its length.
+        h5check(unsafe { H5Fget_name(obj, buf.as_mut_ptr().cast(), buf.len()) })?;
+        buf.truncate(len as usize);
+        Ok(std::ffi::OsString::from_vec(buf).into())
+    })
+}
+
+/// The external raw data files of a dataset's creation property list, in order.
+///
+/// # Safety
+/// `dcpl` must be a valid dataset creation property list; call under HDF5's lock.
+pub unsafe fn external_files(dcpl: hid_t) -> Vec<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let count = H5Pget_external_count(dcpl).max(0) as u32;
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let mut name = vec![0u8; 4096];
+        let (mut offset, mut size) = (0, 0);
+        if H5Pget_external(
+            dcpl,
+            i,
+            name.len(),
+            name.as_mut_ptr().cast(),
+            &mut offset,
+            &mut size,
+        ) < 0
+        {
+            continue;
+        }
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        out.push(std::ffi::OsStr::from_bytes(&name[..end]).into());
+    }
+    out
 }

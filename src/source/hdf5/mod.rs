@@ -9,9 +9,11 @@ mod chunks;
 mod codecs;
 mod dataset;
 mod direct;
+mod external;
 mod ffi;
 mod filters;
 pub mod probe;
+mod records;
 mod types;
 
 use std::path::Path;
@@ -20,6 +22,7 @@ use std::sync::{Arc, RwLock};
 use hdf5::{IndexType, IterationOrder, LinkType, LocationType};
 
 pub use attrs::element_value;
+pub use external::{EXTFILE_PREFIX_ENV, ORIGIN};
 
 /// The format signature at the start of an HDF5 superblock.
 const SIGNATURE: &[u8] = b"\x89HDF\r\n\x1a\n";
@@ -71,6 +74,10 @@ pub struct Hdf5Source {
     direct: DirectReader,
     /// `ARRFS_HDF5_FALLBACK=1`: every chunked dataset is read through libhdf5.
     fallback_forced: bool,
+    /// Where external links and external raw data may lead.
+    external: external::ExternalRoot,
+    /// The file's absolute name, as libhdf5 opened it.
+    absolute: std::path::PathBuf,
 }
 
 impl Hdf5Source {
@@ -86,7 +93,15 @@ impl Hdf5Source {
     pub fn open(path: &Path, options: &SourceOptions) -> Result<Hdf5Source> {
         codecs::register::register_all();
         let source = Arc::new(SourceFile::open(path)?);
-        let file = hdf5::File::open(path).map_err(|e| Error::format(path, hdf5_cause(&e)))?;
+        // By its absolute name: HDF5 resolves external links and raw data files relative to
+        // it, and must never fall back on the daemon's working directory.
+        let absolute = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+        let file = hdf5::File::open(&absolute).map_err(|e| Error::format(path, hdf5_cause(&e)))?;
+        let external = external::ExternalRoot::new(
+            &absolute,
+            options.root.as_deref(),
+            options.external_links_any,
+        );
         // Opening the root group reads the superblock and root object header: a truncated
         // or corrupt file fails here, at mount, rather than on first `ls`.
         file.group("/")
@@ -115,6 +130,8 @@ impl Hdf5Source {
             chunk_cache_bytes: per_dataset,
             attrs_json: options.attrs_json,
             fallback_forced,
+            external,
+            absolute,
         })
     }
 
@@ -168,6 +185,10 @@ impl Hdf5Source {
             LinkType::External => format!("external link cannot be opened: {}", hdf5_cause(&e)),
             _ => hdf5_cause(&e),
         })?;
+        if link == LinkType::External {
+            let dataset = info.loc_type == LocationType::Dataset;
+            self.external.check_link(group, name, dataset)?;
+        }
         let identity = (link == LinkType::Hard && info.num_links > 1)
             .then(|| stable_hash(&[format!("{:?}", info.token).as_bytes()]));
         let mut entry = match info.loc_type {
@@ -177,9 +198,11 @@ impl Hdf5Source {
             }
             LocationType::Dataset => {
                 let ds = group.dataset(name).map_err(|e| hdf5_cause(&e))?;
+                self.external.check_raw_data(&ds)?;
                 let mut info = DatasetInfo::describe(&ds, &path)?;
-                if link == LinkType::External {
-                    // Its offsets are in another file: read it through HDF5.
+                if link == LinkType::External || !self.holds(&ds) {
+                    // Its offsets are in another file (reached by an external link, maybe
+                    // through a group): read it through HDF5.
                     info.contiguous_at = None;
                     info.direct = None;
                 }
@@ -198,6 +221,11 @@ impl Hdf5Source {
         Ok(entry)
     }
 
+    /// Whether dataset `ds` lies in this very file (not in one an external link leads to).
+    fn holds(&self, ds: &hdf5::Dataset) -> bool {
+        ffi::file_name(ds.id()).is_ok_and(|name| name == self.absolute)
+    }
+
     /// Drops the direct chunk path where it is switched off, and logs why a chunked dataset
     /// is read through libhdf5.
     fn choose_chunk_path(&self, info: &mut DatasetInfo) {
@@ -213,8 +241,9 @@ impl Hdf5Source {
         }
     }
 
-    /// A soft link becomes a relative symlink to the target's virtual path; a dangling one
-    /// stays dangling.
+    /// A soft link becomes a relative symlink to the target's virtual path; one to a dataset
+    /// is named `NAME.npy`, like its target, so that `*.npy` globs find it. A link to a group
+    /// and a dangling one keep their name (and a dangling one stays dangling).
     fn soft_link_entry(
         &self,
         group: &hdf5::Group,
@@ -233,7 +262,7 @@ impl Hdf5Source {
         };
         let relative = relative_link(gpath, &absolute) + suffix;
         Ok(Entry::new(
-            name.to_string(),
+            format!("{name}{suffix}"),
             0,
             EntryKind::Symlink(relative),
         ))

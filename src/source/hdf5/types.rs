@@ -8,6 +8,7 @@ use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5t::*;
 
 use super::ffi::{sync, take_h5_string, Hid};
+use super::records::{record_members, RecordMember};
 use crate::npy::{ByteOrder, Dtype, Field};
 
 /// How a dataset's elements become `.npy` elements.
@@ -15,8 +16,21 @@ use crate::npy::{ByteOrder, Dtype, Field};
 pub enum ElementType {
     /// The stored bytes are the numpy bytes; `dims` are array-type dims appended to the shape.
     Fixed { dtype: Dtype, dims: Vec<u64> },
-    /// Variable-length strings, widened to the longest value (`<U n` or `|S n`).
-    VarString { utf8: bool },
+    /// Variable-length strings, widened to the longest value (`<U n` or `|S n`); `dims`: an
+    /// array type of them, its dims appended to the shape.
+    VarString { utf8: bool, dims: Vec<u64> },
+    /// A compound with variable-length string members (`records.rs`).
+    Record { members: Vec<RecordMember> },
+}
+
+impl ElementType {
+    /// How many strings one dataset element holds (1 but for arrays of strings).
+    pub fn strings_per_element(&self) -> usize {
+        match self {
+            ElementType::VarString { dims, .. } => dims.iter().product::<u64>() as usize,
+            ElementType::Fixed { .. } | ElementType::Record { .. } => 1,
+        }
+    }
 }
 
 /// Maps the HDF5 type `tid`, or says why no plain `.npy` can hold it.
@@ -27,10 +41,25 @@ pub fn element_type(tid: hid_t) -> Result<ElementType, String> {
             match H5Tget_class(tid) {
                 H5T_class_t::H5T_STRING if H5Tis_variable_str(tid) > 0 => {
                     let utf8 = H5Tget_cset(tid) == H5T_cset_t::H5T_CSET_UTF8;
-                    Ok(ElementType::VarString { utf8 })
+                    Ok(ElementType::VarString {
+                        utf8,
+                        dims: Vec::new(),
+                    })
                 }
+                H5T_class_t::H5T_COMPOUND => match record_members(tid, |m| record_member_dtype(m))?
+                {
+                    Some(members) => Ok(ElementType::Record { members }),
+                    None => Ok(ElementType::Fixed {
+                        dtype: dtype_of(tid)?,
+                        dims: Vec::new(),
+                    }),
+                },
                 H5T_class_t::H5T_ARRAY => {
                     let (base, dims) = array_parts(tid)?;
+                    if H5Tis_variable_str(base.0) > 0 {
+                        let utf8 = H5Tget_cset(base.0) == H5T_cset_t::H5T_CSET_UTF8;
+                        return Ok(ElementType::VarString { utf8, dims });
+                    }
                     Ok(ElementType::Fixed {
                         dtype: dtype_of(base.0)?,
                         dims,
@@ -45,7 +74,24 @@ pub fn element_type(tid: hid_t) -> Result<ElementType, String> {
     })
 }
 
-unsafe fn array_parts(tid: hid_t) -> Result<(Hid, Vec<u64>), String> {
+/// A fixed member of a record: its dtype and array dims.
+///
+/// # Safety
+/// `member` must be a valid datatype id; call under HDF5's lock.
+unsafe fn record_member_dtype(member: hid_t) -> Result<(Dtype, Vec<u64>), String> {
+    // Read through its converting memory type if it has one (`records::record_mem_type`),
+    // which keeps its size.
+    converting(member)?;
+    match H5Tget_class(member) {
+        H5T_class_t::H5T_ARRAY => {
+            let (base, dims) = array_parts(member)?;
+            Ok((dtype_of(base.0)?, dims))
+        }
+        _ => Ok((dtype_of(member)?, Vec::new())),
+    }
+}
+
+pub(super) unsafe fn array_parts(tid: hid_t) -> Result<(Hid, Vec<u64>), String> {
     let rank = H5Tget_array_ndims(tid);
     let mut dims = vec![0 as hsize_t; rank.max(0) as usize];
     if rank < 0 || H5Tget_array_dims2(tid, dims.as_mut_ptr()) < 0 {
@@ -77,7 +123,10 @@ unsafe fn dtype_of(tid: hid_t) -> Result<Dtype, String> {
         }
         H5T_class_t::H5T_BITFIELD => int_dtype('u', order, size),
         H5T_class_t::H5T_FLOAT if matches!(size, 2 | 4 | 8) => Ok(Dtype::plain('f', order, size)),
-        H5T_class_t::H5T_FLOAT => Err(format!("{size}-byte float has no numpy dtype here")),
+        H5T_class_t::H5T_FLOAT if is_native_long_double(tid) => Ok(Dtype::plain('f', order, size)),
+        H5T_class_t::H5T_FLOAT => Err(format!(
+            "{size}-byte float other than this machine's long double: no numpy dtype here"
+        )),
         H5T_class_t::H5T_STRING if H5Tis_variable_str(tid) > 0 => {
             Err("variable-length string inside a compound or array type".into())
         }
@@ -155,10 +204,13 @@ unsafe fn compound_dtype(tid: hid_t, itemsize: usize) -> Result<Dtype, String> {
     if let Some(complex) = as_h5py_complex(&fields, itemsize) {
         return Ok(complex);
     }
+    // h5py keeps the members in the file's order, but `np.save` cannot write a dtype whose
+    // fields are out of offset order: they are listed by offset instead (the same bytes).
+    fields.sort_by_key(|f| f.offset);
     let dtype = Dtype::Struct { fields, itemsize };
     match dtype.is_describable() {
         true => Ok(dtype),
-        false => Err("compound with overlapping or out-of-order members".into()),
+        false => Err("compound with overlapping members".into()),
     }
 }
 
@@ -187,8 +239,10 @@ pub fn var_string_mem_type(file_type: hid_t) -> hdf5::Result<Hid> {
 /// A memory type for reading `file_type` through libhdf5 when its stored bytes are not the
 /// numpy bytes of its dtype: integers with fewer significant bits than their size, or at an
 /// offset (n-bit types), and floats outside the IEEE layout of their size. h5py reads those
-/// converted to the plain type of the same size, sign and byte order, and so do we. None:
-/// the stored bytes are numpy's. `Err`: a compound or enum holds such a member (left out).
+/// converted to the plain type of the same size, sign and byte order, and so do we. Fixed
+/// strings that are not null-padded: h5py reads them null-padded. Compounds holding such
+/// members are read through a compound of the converted members. None: the stored bytes are
+/// numpy's. `Err`: an enum over such a base (left out).
 pub fn converting_mem_type(file_type: hid_t) -> Result<Option<Hid>, String> {
     // SAFETY: file_type is a valid datatype id for the whole call.
     sync(|| unsafe { converting(file_type) })
@@ -207,7 +261,7 @@ unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
                 .then_some(Some(copy))
                 .ok_or("unconvertible integer type".into())
         }
-        H5T_class_t::H5T_FLOAT if !is_ieee(tid) => {
+        H5T_class_t::H5T_FLOAT if !is_ieee(tid) && !is_native_long_double(tid) => {
             let big = matches!(order_of(tid), ByteOrder::Big);
             match (H5Tget_size(tid), big) {
                 (4, false) => plain(H5Tcopy(*H5T_IEEE_F32LE)),
@@ -228,15 +282,19 @@ unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
                 dims.as_ptr(),
             ))
         }
-        H5T_class_t::H5T_COMPOUND => {
-            for i in 0..H5Tget_nmembers(tid).max(0) as u32 {
-                let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
-                if converting(member.0)?.is_some() {
-                    return Err("compound member stored with reduced precision (n-bit)".into());
-                }
+        H5T_class_t::H5T_STRING if H5Tis_variable_str(tid) <= 0 => {
+            if H5Tget_strpad(tid) == H5T_str_t::H5T_STR_NULLPAD {
+                return Ok(None);
             }
-            Ok(None)
+            // h5py reads every fixed string through a null-padded memory type: space padding
+            // is stripped, a null-terminated value ends at its first null.
+            let copy = Hid::new(H5Tcopy(tid)).map_err(|e| e.to_string())?;
+            match H5Tset_strpad(copy.0, H5T_str_t::H5T_STR_NULLPAD) >= 0 {
+                true => Ok(Some(copy)),
+                false => Err("unconvertible string padding".into()),
+            }
         }
+        H5T_class_t::H5T_COMPOUND => converting_compound(tid),
         H5T_class_t::H5T_ENUM => {
             let base = Hid::new(H5Tget_super(tid)).map_err(|e| e.to_string())?;
             match converting(base.0)? {
@@ -246,6 +304,35 @@ unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
         }
         _ => Ok(None),
     }
+}
+
+/// A compound of the same layout whose members that need converting are replaced by their
+/// memory types; None if no member needs it.
+unsafe fn converting_compound(tid: hid_t) -> Result<Option<Hid>, String> {
+    let n = H5Tget_nmembers(tid).max(0) as u32;
+    let mut members = Vec::with_capacity(n as usize);
+    let mut any = false;
+    for i in 0..n {
+        let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
+        let converted = converting(member.0)?;
+        any |= converted.is_some();
+        members.push(converted.unwrap_or(member));
+    }
+    if !any {
+        return Ok(None);
+    }
+    let mem = Hid::new(H5Tcreate(H5T_class_t::H5T_COMPOUND, H5Tget_size(tid)))
+        .map_err(|e| e.to_string())?;
+    for (i, member) in members.iter().enumerate() {
+        let name = H5Tget_member_name(tid, i as u32);
+        let offset = H5Tget_member_offset(tid, i as u32);
+        let status = H5Tinsert(mem.0, name, offset, member.0);
+        take_h5_string(name);
+        if status < 0 {
+            return Err("unconvertible compound member".into());
+        }
+    }
+    Ok(Some(mem))
 }
 
 /// Whether all bits of the integer type are significant.
@@ -267,6 +354,26 @@ unsafe fn is_ieee(tid: hid_t) -> bool {
         _ => return false,
     };
     is_full_width(tid) && fields == ieee && H5Tget_norm(tid) == H5T_norm_t::H5T_NORM_IMPLIED
+}
+
+/// Whether a float type is x86-64's long double, numpy's `np.longdouble` (`<f16`): the x87
+/// 80-bit extended format (explicit integer bit, so not normalised) in 16 little-endian
+/// bytes. h5py reads it without conversion, padding bytes as stored; so do we.
+unsafe fn is_native_long_double(tid: hid_t) -> bool {
+    if !cfg!(target_arch = "x86_64") {
+        return false;
+    }
+    let (mut spos, mut epos, mut esize, mut mpos, mut msize) = (0, 0, 0, 0, 0);
+    if H5Tget_fields(tid, &mut spos, &mut epos, &mut esize, &mut mpos, &mut msize) < 0 {
+        return false;
+    }
+    let layout = (spos, epos, esize, mpos, msize, H5Tget_ebias(tid));
+    H5Tget_size(tid) == 16
+        && H5Tget_order(tid) == H5T_order_t::H5T_ORDER_LE
+        && H5Tget_offset(tid) == 0
+        && H5Tget_precision(tid) == 80
+        && layout == (79, 64, 15, 0, 64, 16383)
+        && H5Tget_norm(tid) == H5T_norm_t::H5T_NORM_NONE
 }
 
 /// The layout of a plain integer type stored with reduced precision or at an offset (which

@@ -3,6 +3,7 @@
 //! in the file; reads are `pread`s at those offsets. Only payloads stored as text
 //! (protocol <= 2 `bytes`) are decoded, in steps, when read.
 
+mod backing;
 mod machine;
 mod numpy;
 mod reader;
@@ -20,10 +21,10 @@ pub use numpy::{ArrayPayload, PayloadData};
 pub use reader::OpReader;
 pub use tree::{DirNode, Node};
 
+use backing::{Backing, Codec};
 use value::Blob;
 
 use crate::error::{Error, Result};
-use crate::io::SourceFile;
 use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions};
 
 /// Raw bytes decoded per step when a text payload is read.
@@ -32,7 +33,8 @@ const DECODE_CHUNK: u64 = 1 << 20;
 const CHECKPOINT_EVERY: u64 = 4 << 20;
 
 pub struct PickleSource {
-    source: SourceFile,
+    /// The pickle stream: the file, or the file decompressed.
+    source: Backing,
     /// Key -> node; [`crate::source::ROOT`] (0) is the root directory.
     nodes: Vec<Node>,
     /// Per text payload: (decoded offset, stored offset) pairs a read may start from.
@@ -40,16 +42,17 @@ pub struct PickleSource {
 }
 
 impl PickleSource {
-    pub fn open(path: &Path, _options: &SourceOptions) -> Result<PickleSource> {
-        let source = SourceFile::open(path)?;
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut machine = PickleMachine::new(OpReader::new(file, source.len()), Limits::default());
+    pub fn open(path: &Path, options: &SourceOptions) -> Result<PickleSource> {
+        let codec = compression(path)?;
+        let source = Backing::open(path, codec, options.cache_size)?;
+        let reader = OpReader::new(source.reader(), source.len());
+        let mut machine = PickleMachine::new(reader, Limits::default());
         let top = machine.run().map_err(|e| match e {
             MachineError::Io(e) => Error::io(path, e),
             other => Error::format(path, other.to_string()),
         })?;
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-        let nodes = tree::build(&machine.heap, &top, stem.as_deref().unwrap_or("array"));
+        let stem = stem_of(path, codec);
+        let nodes = tree::build(&machine.heap, &top, &stem);
         Ok(PickleSource {
             source,
             nodes,
@@ -237,7 +240,7 @@ const TEXT_PROTOCOL_STARTS: &[u8] = b"(]})NIJKLFGSTUVXcdlt";
 /// protocol 0/1 opcode first and STOP last. Compressed joblib dumps are refused clearly.
 pub fn sniff(path: &Path, file: &std::fs::File) -> Result<bool> {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut head = [0u8; 4];
+    let mut head = [0u8; 8];
     let head = match crate::io::pread_exact(file, 0, &mut head) {
         Ok(()) => &head[..],
         Err(_) => return Ok(false),
@@ -245,13 +248,16 @@ pub fn sniff(path: &Path, file: &std::fs::File) -> Result<bool> {
     if let [0x80, 2..=5, ..] = head {
         return Ok(true);
     }
+    if compression(path)?.is_some() {
+        return Ok(true);
+    }
     if !has_pickle_extension(path) {
         return Ok(false);
     }
-    if let Some(codec) = compression_of(head) {
+    if head.starts_with(b"ZF") {
         return Err(Error::format(
             path,
-            format!("compressed joblib dump ({codec}) is not supported; dump it with compress=0"),
+            "joblib < 0.10 compressed dump (ZF format) is not supported",
         ));
     }
     let mut last = [0u8; 1];
@@ -270,16 +276,40 @@ fn has_pickle_extension(path: &Path) -> bool {
     ext.is_some_and(|e| PICKLE_EXTENSIONS.contains(&e.as_str()))
 }
 
-/// joblib's compressors, by magic bytes (gzip is left to the generic gzip reader).
-fn compression_of(head: &[u8]) -> Option<&'static str> {
-    match head {
-        [0x78, 0x01 | 0x5e | 0x9c | 0xda, ..] => Some("zlib"),
-        [b'B', b'Z', b'h', ..] => Some("bz2"),
-        [0xfd, b'7', b'z', b'X', ..] => Some("xz"),
-        [0x5d, 0x00, 0x00, ..] => Some("lzma"),
-        [0x04, 0x22, 0x4d, 0x18, ..] => Some("lz4"),
-        [b'Z', b'F', ..] => Some("zlib, joblib < 0.10"),
-        _ => None,
+/// The compression a whole pickle stream is wrapped in: a known magic whose first decoded
+/// bytes are a pickle's PROTO opcode (protocol 2-5; every joblib dump has one). None: not a
+/// compressed pickle.
+fn compression(path: &Path) -> Result<Option<Codec>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 8];
+    if crate::io::pread_exact(&file, 0, &mut head).is_err() {
+        return Ok(None);
+    }
+    let Some(codec) = Codec::of(&head) else {
+        return Ok(None);
+    };
+    let decoded = backing::decoded_head(path, codec, 2);
+    Ok(matches!(decoded.as_deref(), Some([0x80, 2..=5])).then_some(codec))
+}
+
+/// The name a top-level array takes: the file's name without its compression and pickle
+/// extensions (`x.pkl.gz` -> `x`).
+fn stem_of(path: &Path, codec: Option<Codec>) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut name = name.unwrap_or_else(|| "array".into());
+    if codec.is_some() {
+        for ext in [
+            ".gz", ".gzip", ".z", ".zlib", ".bz2", ".xz", ".lzma", ".lz4",
+        ] {
+            if name.to_ascii_lowercase().ends_with(ext) && name.len() > ext.len() {
+                name.truncate(name.len() - ext.len());
+                break;
+            }
+        }
+    }
+    match Path::new(&name).file_stem() {
+        Some(stem) => stem.to_string_lossy().into_owned(),
+        None => name,
     }
 }
 
