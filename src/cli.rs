@@ -59,7 +59,8 @@ pub struct MountArgs {
     /// external_links=any (follow HDF5 external links and raw data files outside the
     /// source's directory); tree options (also for ls and cat): split_names=SEP (checkpoint
     /// tensor names split into directories at SEP, e.g. `.`), widen=f32 (bfloat16/float8
-    /// tensors served as float32)
+    /// tensors served as float32), verify=open (check each zip member's CRC-32 in full on
+    /// its first read)
     #[arg(short = 'o', value_delimiter = ',', value_name = "OPT[,OPT..]")]
     pub options: Vec<String>,
     /// FUSE worker threads (default: number of CPUs)

@@ -106,6 +106,23 @@ fn flipped_stored_byte_fails_np_load_of_that_member_only() {
 }
 
 #[test]
+fn verify_open_refuses_a_corrupt_member_from_its_first_read() {
+    let dir = bad_fixtures("npz-verify-open");
+    for archive in ["flipped_stored.npz", "flipped.npz"] {
+        let mount = Mount::new(&dir.join(archive), &["-o", "verify=open"]);
+        let out = run_py(
+            "npz_cases.py",
+            &[OsStr::new("check-verify-open"), mount.point.as_os_str()],
+        );
+        assert!(
+            out.contains("refused from its first read"),
+            "{archive}: {out}"
+        );
+        mount.stop();
+    }
+}
+
+#[test]
 fn flipped_deflate_byte_fails_that_member_only() {
     let dir = bad_fixtures("npz-flipped");
     let mount = Mount::new(&dir.join("flipped.npz"), &[]);

@@ -95,9 +95,14 @@ impl RangeCheck {
         )
     }
 
-    /// Checks the whole range now (`-o verify=open`), unless done already.
+    /// Checks the whole range now (`-o verify=open`), unless done already: reads what the
+    /// checksum has not seen yet.
     pub fn verify_all(&self, file: &SourceFile) -> Result<()> {
-        let mut offset = 0;
+        let mut offset = match &*self.state.lock().unwrap() {
+            Progress::Good => return Ok(()),
+            Progress::Corrupt(found) => return Err(self.mismatch(file, *found)),
+            Progress::Running { next, .. } => *next,
+        };
         let mut buf = vec![0u8; (1 << 20).min(self.len as usize)];
         while offset < self.len {
             let n = (self.len - offset).min(buf.len() as u64) as usize;

@@ -190,11 +190,8 @@ fn open_zip(
     if torch::data_pkl(&members).is_some() {
         return torch::open_source(path, &members, options);
     }
-    Ok(Arc::new(npz::ZipSource::from_members(
-        file,
-        members,
-        store.clone(),
-    )?))
+    let zip = npz::ZipSource::from_members(file, members, store.clone())?;
+    Ok(Arc::new(zip.verifying_on_open(options.verify_on_open)))
 }
 
 /// Settings every source may use.
@@ -213,6 +210,9 @@ pub struct SourceOptions {
     /// Follow external links and external raw data anywhere (`-o external_links=any`), not
     /// only inside the source's own directory.
     pub external_links_any: bool,
+    /// `-o verify=open`: a zip member's CRC-32 is checked in full on its first read, so a
+    /// corrupt member fails every read, not only the one reaching its end.
+    pub verify_on_open: bool,
     /// The source's own directory (the directory mounted); None: the container's directory.
     pub root: Option<std::path::PathBuf>,
 }
@@ -226,12 +226,15 @@ const WIDEN: &str = "widen=";
 /// `-o external_links=any`: follow external links and raw data files outside the source's
 /// directory.
 const EXTERNAL_LINKS_ANY: &str = "external_links=any";
+/// `-o verify=open`: check each zip member's CRC-32 in full when it is first read.
+const VERIFY_OPEN: &str = "verify=open";
 
 impl SourceOptions {
     /// Whether `-o opt` is about the tree (taken by [`Self::apply`]) rather than the mount.
     pub fn is_source_option(opt: &str) -> bool {
         opt == NO_HDF5_CHECK
             || opt == EXTERNAL_LINKS_ANY
+            || opt == VERIFY_OPEN
             || opt.starts_with(SPLIT_NAMES)
             || opt.starts_with(WIDEN)
     }
@@ -242,6 +245,8 @@ impl SourceOptions {
             self.check_hdf5 = false;
         } else if opt == EXTERNAL_LINKS_ANY {
             self.external_links_any = true;
+        } else if opt == VERIFY_OPEN {
+            self.verify_on_open = true;
         } else if let Some(sep) = opt.strip_prefix(SPLIT_NAMES) {
             self.split_names = Some(sep.to_string());
         } else if let Some(to) = opt.strip_prefix(WIDEN) {
@@ -253,7 +258,7 @@ impl SourceOptions {
             self.widen = true;
         } else {
             return Err(Error::Usage(format!(
-                "-o {opt}: not a source option (split_names=SEP, widen=f32, no_hdf5_check, external_links=any)"
+                "-o {opt}: not a source option (split_names=SEP, widen=f32, no_hdf5_check, external_links=any, verify=open)"
             )));
         }
         Ok(())
@@ -269,6 +274,7 @@ impl Default for SourceOptions {
             split_names: None,
             widen: false,
             external_links_any: false,
+            verify_on_open: false,
             root: None,
         }
     }

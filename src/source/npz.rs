@@ -31,6 +31,8 @@ struct Dir {
 struct Member {
     size: u64,
     data: MemberData,
+    /// With `-o verify=open`: the outcome of checking the whole member, once.
+    verified: std::sync::OnceLock<std::result::Result<(), String>>,
 }
 
 enum MemberData {
@@ -44,6 +46,8 @@ enum MemberData {
 
 pub struct ZipSource {
     file: Arc<SourceFile>,
+    /// `-o verify=open`.
+    verify_on_open: bool,
     /// Key -> node; [`ROOT`] is the archive's top directory.
     nodes: Vec<Node>,
 }
@@ -63,6 +67,7 @@ pub(crate) struct MemberInfo {
 impl ZipSource {
     pub fn open(path: &Path, options: &SourceOptions) -> Result<ZipSource> {
         ZipSource::open_with_store(path, SeekPointStore::new(options.cache_size))
+            .map(|zip| zip.verifying_on_open(options.verify_on_open))
     }
 
     /// Opens with seek points kept in `store` (shared by the containers of a directory).
@@ -81,6 +86,7 @@ impl ZipSource {
         let mut source = ZipSource {
             file,
             nodes: vec![Node::Dir(Dir::default())],
+            verify_on_open: false,
         };
         for info in members {
             source.add(info, &store)?;
@@ -88,8 +94,29 @@ impl ZipSource {
         Ok(source)
     }
 
+    /// With `on`, each member's CRC-32 is checked in full on its first read
+    /// (`-o verify=open`): a corrupt member fails every read, from the first.
+    pub(crate) fn verifying_on_open(mut self, on: bool) -> ZipSource {
+        self.verify_on_open = on;
+        self
+    }
+
     fn path(&self) -> &Path {
         self.file.path()
+    }
+
+    /// Reads `member` to its end once, which checks its CRC-32; the outcome is kept.
+    fn verify(&self, member: &Member) -> Result<()> {
+        let outcome = member.verified.get_or_init(|| {
+            let checked = match &member.data {
+                MemberData::Stored { check, .. } => check.verify_all(&self.file),
+                MemberData::Deflated(stream) => read_through(stream, member.size),
+            };
+            checked.map_err(|e| e.to_string())
+        });
+        outcome
+            .clone()
+            .map_err(|cause| Error::read(self.path(), "member", cause))
     }
 
     /// Places one member in the tree, or records why it is left out.
@@ -180,6 +207,7 @@ impl ZipSource {
         Ok(Member {
             size: info.size,
             data,
+            verified: std::sync::OnceLock::new(),
         })
     }
 
@@ -291,6 +319,9 @@ impl Source for ZipSource {
         let Node::Member(member) = self.node(file)? else {
             return Err(Error::IsDir);
         };
+        if self.verify_on_open {
+            self.verify(member)?;
+        }
         match &member.data {
             MemberData::Stored { start, check } => {
                 self.file.read_at(start + offset, buf)?;
@@ -299,6 +330,18 @@ impl Source for ZipSource {
             MemberData::Deflated(stream) => stream.read_at(offset, buf),
         }
     }
+}
+
+/// Inflates a whole member (its CRC-32 is checked at the end), keeping nothing.
+fn read_through(stream: &SeekableInflate, size: u64) -> Result<()> {
+    let mut buf = vec![0u8; (1 << 20).min(size as usize)];
+    let mut offset = 0;
+    while offset < size {
+        let n = (size - offset).min(buf.len() as u64) as usize;
+        stream.read_at(offset, &mut buf[..n])?;
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -300,6 +300,16 @@ def check_flipped_stored(mount):
     print("flipped stored member fails, the other reads")
 
 
+def check_verify_open(mount):
+    """With -o verify=open a corrupt member fails from its first read on."""
+    def head():
+        with open(f"{mount}/a.npy", "rb") as f:
+            return f.read(64)
+    expect_eio(head, "first bytes of a.npy")
+    assert np.array_equal(np.load(f"{mount}/b.npy"), arrays()["ints"]), "b.npy"
+    print("corrupt member refused from its first read, the other reads")
+
+
 def read_through(path):
     total = 0
     fd = os.open(path, os.O_RDONLY)
@@ -333,6 +343,7 @@ if __name__ == "__main__":
         "write-small": lambda: np.savez(sys.argv[2], x=np.arange(10, dtype="<i8")),
         "check-flipped": lambda: check_flipped(sys.argv[2]),
         "check-flipped-stored": lambda: check_flipped_stored(sys.argv[2]),
+        "check-verify-open": lambda: check_verify_open(sys.argv[2]),
         "read-through": lambda: read_through(sys.argv[2]),
         "check-broken-tree": lambda: check_broken_tree(sys.argv[2]),
     }[sys.argv[1]]()
