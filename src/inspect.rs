@@ -47,9 +47,10 @@ pub fn ls(fs: &Fs, path: &str, recursive: bool, json: bool) -> Result<()> {
         seen: HashSet::from([ino]),
     };
     walk.collect(fs, ino, path.trim_matches('/'), &mut rows)?;
-    let text = match json {
-        true => rows_json(&rows),
-        false => rows_text(&rows),
+    let text = if json {
+        rows_json(&rows)
+    } else {
+        rows_text(&rows)
     };
     write_all(&mut std::io::stdout().lock(), text.as_bytes())
 }
@@ -205,9 +206,10 @@ fn columns(r: &Row) -> [String; 7] {
             format!("{} -> {}", r.path, r.target.as_deref().unwrap_or("")),
         ),
     };
-    let filters = match r.filters.is_empty() {
-        true => dash(),
-        false => r.filters.join(","),
+    let filters = if r.filters.is_empty() {
+        dash()
+    } else {
+        r.filters.join(",")
     };
     [
         mark.to_string(),
@@ -226,9 +228,10 @@ fn short_dtype(descr: &str) -> String {
         return descr.to_string();
     }
     let text = format!("struct{{{}}}", peek::field_names(descr).join(","));
-    match text.chars().count() > 32 {
-        true => text.chars().take(29).collect::<String>() + "...}",
-        false => text,
+    if text.chars().count() > 32 {
+        text.chars().take(29).collect::<String>() + "...}"
+    } else {
+        text
     }
 }
 

@@ -4,6 +4,8 @@
 //! formats behind one trait, `npy` the `.npy` header and byte-range mapping, `io` file access.
 //! `cli`, `mount`, `inspect`, `show`, `progress` and `logging` serve the command line.
 
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
 pub mod cli;
 pub mod error;
 pub mod fuse;

@@ -50,9 +50,10 @@ impl Log for Logger {
         if !self.stderr.matches(record) {
             return;
         }
-        match TO_SYSLOG.load(Ordering::Acquire) {
-            true => syslog(record),
-            false => self.stderr.log(record),
+        if TO_SYSLOG.load(Ordering::Acquire) {
+            syslog(record)
+        } else {
+            self.stderr.log(record)
         }
     }
 

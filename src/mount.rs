@@ -28,9 +28,10 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     check_mountpoint(mountpoint)?;
     std::fs::metadata(source_path).map_err(|e| Error::io(source_path, e))?;
     source_options(args)?;
-    match args.foreground || is_daemon() {
-        true => serve(args, source_path, mountpoint),
-        false => start_daemon(),
+    if args.foreground || is_daemon() {
+        serve(args, source_path, mountpoint)
+    } else {
+        start_daemon()
     }
 }
 

@@ -16,9 +16,10 @@ pub const CAT_BAR_BYTES: u64 = 64 << 20;
 pub const WALK_SPINNER_DELAY: Duration = Duration::from_secs(2);
 
 fn draw_target() -> ProgressDrawTarget {
-    match std::io::stderr().is_terminal() {
-        true => ProgressDrawTarget::stderr(),
-        false => ProgressDrawTarget::hidden(),
+    if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
     }
 }
 

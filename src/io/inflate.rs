@@ -293,9 +293,10 @@ impl SeekableInflate {
         let pos = snapshot.out_pos;
         let to_ring_end = RING as u64 - pos % RING as u64;
         let to_point = self.interval - pos % self.interval;
-        let to_stop = match pos < stop {
-            true => stop - pos,
-            false => self.range.size + 1 - pos,
+        let to_stop = if pos < stop {
+            stop - pos
+        } else {
+            self.range.size + 1 - pos
         };
         to_ring_end.min(to_point).min(to_stop) as usize
     }

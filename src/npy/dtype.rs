@@ -117,9 +117,10 @@ fn struct_descr(fields: &[Field], itemsize: usize) -> String {
         }
         let name = str_repr(&field.name);
         let inner = field.dtype.descr();
-        items.push(match field.shape.is_empty() {
-            true => format!("({name}, {inner})"),
-            false => format!("({name}, {inner}, {})", tuple_repr(&field.shape)),
+        items.push(if field.shape.is_empty() {
+            format!("({name}, {inner})")
+        } else {
+            format!("({name}, {inner}, {})", tuple_repr(&field.shape))
         });
         offset += field.size();
     }

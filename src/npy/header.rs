@@ -49,9 +49,10 @@ impl NpyHeader {
             order,
             tuple_repr(&self.shape)
         );
-        let growth_axis = match self.fortran_order {
-            true => self.shape.last(),
-            false => self.shape.first(),
+        let growth_axis = if self.fortran_order {
+            self.shape.last()
+        } else {
+            self.shape.first()
         };
         if let Some(n) = growth_axis {
             let digits = n.to_string().len();

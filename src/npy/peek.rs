@@ -72,9 +72,10 @@ pub fn field_names(descr: &str) -> Vec<String> {
 
 fn unquote(value: &str) -> String {
     let quoted = value.len() >= 2 && value.starts_with(['\'', '"']);
-    match quoted {
-        true => value[1..value.len() - 1].to_string(),
-        false => value.to_string(),
+    if quoted {
+        value[1..value.len() - 1].to_string()
+    } else {
+        value.to_string()
     }
 }
 

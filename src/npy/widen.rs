@@ -102,9 +102,10 @@ fn float8(byte: u8, exp_bits: u32, man_bits: u32, bias: i32, specials: Specials)
     } else {
         f32::from((1 << man_bits) | man) * pow2(i32::from(exp) - bias - man_bits as i32)
     };
-    match negative {
-        true => -magnitude,
-        false => magnitude,
+    if negative {
+        -magnitude
+    } else {
+        magnitude
     }
 }
 

@@ -149,9 +149,10 @@ fn attributes(fs: &Fs, ino: Ino) -> Vec<(String, String)> {
 }
 
 fn shorten(text: &str, max: usize) -> String {
-    match text.chars().count() > max {
-        true => text.chars().take(max - 3).collect::<String>() + "...",
-        false => text.to_string(),
+    if text.chars().count() > max {
+        text.chars().take(max - 3).collect::<String>() + "..."
+    } else {
+        text.to_string()
     }
 }
 

@@ -16,9 +16,10 @@ const PREFIX: &str = "array(";
 /// The indices along one axis of length `len` that numpy prints: all, or the first and
 /// last [`EDGE_ITEMS`] when the array is summarised.
 pub fn shown_indices(len: u64, summarise: bool) -> Vec<u64> {
-    match summarise && len > 2 * EDGE_ITEMS {
-        true => (0..EDGE_ITEMS).chain(len - EDGE_ITEMS..len).collect(),
-        false => (0..len).collect(),
+    if summarise && len > 2 * EDGE_ITEMS {
+        (0..EDGE_ITEMS).chain(len - EDGE_ITEMS..len).collect()
+    } else {
+        (0..len).collect()
     }
 }
 
@@ -48,9 +49,10 @@ pub fn array_repr(elem: &Elem, shape: &[u64], values: &[Value]) -> String {
     let arr = format!("{PREFIX}{body},");
     let extra = format!("{})", extras.join(", "));
     let last_line = arr.len() - arr.rfind('\n').map_or(0, |i| i + 1);
-    let spacer = match last_line + extra.len() + 1 > LINE_WIDTH {
-        true => format!("\n{}", " ".repeat(PREFIX.len())),
-        false => " ".to_string(),
+    let spacer = if last_line + extra.len() + 1 > LINE_WIDTH {
+        format!("\n{}", " ".repeat(PREFIX.len()))
+    } else {
+        " ".to_string()
     };
     format!("{arr}{spacer}{extra}")
 }
@@ -125,9 +127,10 @@ impl Grid {
         let next_hanging = format!("{hanging} ");
         let next_width = width - 1;
         let n = self.shape[axis];
-        let (leading, trailing) = match self.cut[axis] {
-            true => (n / 2, n / 2),
-            false => (0, n),
+        let (leading, trailing) = if self.cut[axis] {
+            (n / 2, n / 2)
+        } else {
+            (0, n)
         };
         let child = |i: usize| {
             self.format(
@@ -235,10 +238,13 @@ impl ElementFormat {
 
     fn format(&self, value: &Value) -> String {
         match (self, value) {
-            (ElementFormat::Bool { true_text }, Value::Bool(b)) => match b {
-                true => true_text.to_string(),
-                false => "False".to_string(),
-            },
+            (ElementFormat::Bool { true_text }, Value::Bool(b)) => {
+                if *b {
+                    true_text.to_string()
+                } else {
+                    "False".to_string()
+                }
+            }
             (ElementFormat::Int { width }, Value::Int(i)) => format!("{i:>width$}"),
             (ElementFormat::Float(f), v) => f.format(real_part(v)),
             (ElementFormat::Complex { real, imag }, v) => {
@@ -327,9 +333,10 @@ impl FloatFormat {
         let (digits, exp) = capped_digits(x.abs(), self.width, self.scientific);
         let (int, frac, exp_text) = match self.scientific {
             true => {
-                let e = match exp < 0 {
-                    true => format!("-{:02}", -exp),
-                    false => format!("+{exp:02}"),
+                let e = if exp < 0 {
+                    format!("-{:02}", -exp)
+                } else {
+                    format!("+{exp:02}")
                 };
                 (digits[..1].to_string(), digits[1..].to_string(), e)
             }
@@ -368,9 +375,10 @@ impl FloatFormat {
                     let (digits, exp) = split_sci(&format!("{:.p$e}", x.abs()));
                     d.frac = digits[1..].to_string();
                     d.int = format!("{}{}", &d.int[..d.int.len() - 1], &digits[..1]);
-                    d.exp = match exp < 0 {
-                        true => format!("-{:02}", -exp),
-                        false => format!("+{exp:02}"),
+                    d.exp = if exp < 0 {
+                        format!("-{:02}", -exp)
+                    } else {
+                        format!("+{exp:02}")
                     };
                 }
                 let frac = format!("{:0<w$}", d.frac, w = self.frac_digits);
@@ -430,9 +438,10 @@ fn capped_digits(x: f64, width: FloatWidth, scientific: bool) -> (String, i32) {
     if x == 0.0 {
         return ("0".into(), 0);
     }
-    let frac_len = match scientific {
-        true => digits.len() as i32 - 1,
-        false => digits.len() as i32 - 1 - exp,
+    let frac_len = if scientific {
+        digits.len() as i32 - 1
+    } else {
+        digits.len() as i32 - 1 - exp
     };
     if frac_len <= PRECISION as i32 {
         return (digits, exp);
@@ -472,9 +481,10 @@ fn positional(digits: &str, exp: i32) -> (String, String) {
         return ("0".into(), format!("{zeros}{digits}"));
     }
     let int_len = exp as usize + 1;
-    match digits.len() > int_len {
-        true => (digits[..int_len].to_string(), digits[int_len..].to_string()),
-        false => (format!("{digits:0<int_len$}"), String::new()),
+    if digits.len() > int_len {
+        (digits[..int_len].to_string(), digits[int_len..].to_string())
+    } else {
+        (format!("{digits:0<int_len$}"), String::new())
     }
 }
 

@@ -56,16 +56,18 @@ impl Summary {
         }
         if x.is_infinite() {
             // Kept out of the compensated sum, whose correction term would turn into NaN.
-            match x > 0.0 {
-                true => self.pos_inf = true,
-                false => self.neg_inf = true,
+            if x > 0.0 {
+                self.pos_inf = true
+            } else {
+                self.neg_inf = true
             }
             return;
         }
         let t = self.sum + x;
-        self.compensation += match self.sum.abs() >= x.abs() {
-            true => (self.sum - t) + x,
-            false => (x - t) + self.sum,
+        self.compensation += if self.sum.abs() >= x.abs() {
+            (self.sum - t) + x
+        } else {
+            (x - t) + self.sum
         };
         self.sum = t;
     }

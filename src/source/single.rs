@@ -131,9 +131,10 @@ fn file_name(path: &Path) -> String {
 /// `x.npy.gz` -> `x.npy`; `x.gz` -> `x.npy`.
 fn gzip_stem(name: &str) -> String {
     let stem = name.strip_suffix(".gz").unwrap_or(name);
-    match stem.ends_with(".npy") {
-        true => stem.to_string(),
-        false => format!("{stem}.npy"),
+    if stem.ends_with(".npy") {
+        stem.to_string()
+    } else {
+        format!("{stem}.npy")
     }
 }
 
@@ -179,9 +180,10 @@ pub(crate) fn gzip_range(file: &SourceFile) -> Result<DeflateRange> {
     let crc32 = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
     let isize = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
     let compressed_len = len - 8 - pos;
-    let size = match compressed_len < ISIZE_EXACT_BELOW {
-        true => u64::from(isize),
-        false => count_inflated(file, pos, compressed_len)?,
+    let size = if compressed_len < ISIZE_EXACT_BELOW {
+        u64::from(isize)
+    } else {
+        count_inflated(file, pos, compressed_len)?
     };
     Ok(DeflateRange {
         start: pos,

@@ -75,9 +75,10 @@ impl TensorFile {
     }
 
     pub fn add(&mut self, name: &str, mut tensor: Tensor) {
-        let narrow = match self.widen {
-            true => narrow_type(&tensor.xattrs),
-            false => None,
+        let narrow = if self.widen {
+            narrow_type(&tensor.xattrs)
+        } else {
+            None
         };
         if narrow.is_some() {
             tensor.header = widen::widened_header(&tensor.header);

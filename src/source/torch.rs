@@ -82,9 +82,10 @@ pub(crate) fn open(
             other => bad(format!("{}: {other}", pkl.path)),
         })?;
     leave_out_unreadable(&mut nodes, &storages);
-    let widened = match options.widen {
-        true => narrow_tensors(&nodes),
-        false => HashMap::new(),
+    let widened = if options.widen {
+        narrow_tensors(&nodes)
+    } else {
+        HashMap::new()
     };
     Ok(TorchSource {
         file,

@@ -76,7 +76,7 @@ const MAX_ATTRIBUTE_BYTES: usize = 64 << 20;
 /// The attribute's value as JSON: a scalar for a scalar dataspace, else lists nested by shape.
 pub fn attr_value(attr: &hdf5::Attribute, bytes_as: BytesAs) -> Result<Value, String> {
     let aid = attr.id();
-    // SAFETY (this and the next two): plain queries of an open attribute and its own ids.
+    // SAFETY: plain queries of an open attribute and of its own ids (also below).
     let ftype = sync(|| Hid::new(unsafe { H5Aget_type(aid) })).map_err(|e| e.to_string())?;
     // SAFETY: as above.
     let space = sync(|| Hid::new(unsafe { H5Aget_space(aid) })).map_err(|e| e.to_string())?;
@@ -208,9 +208,10 @@ fn plain_value(kind: char, order: ByteOrder, size: usize, bytes: &[u8]) -> Value
 /// `{"base64": "..."}`: bytes that JSON cannot hold as a string. Fixed-length strings lose
 /// their trailing NULs, as numpy's `bytes_` does.
 fn base64_value(bytes: &[u8], trim_nuls: bool) -> Value {
-    let end = match trim_nuls {
-        true => bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1),
-        false => bytes.len(),
+    let end = if trim_nuls {
+        bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+    } else {
+        bytes.len()
     };
     let text = base64::engine::general_purpose::STANDARD.encode(&bytes[..end]);
     serde_json::json!({ "base64": text })

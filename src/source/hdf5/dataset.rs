@@ -1,6 +1,6 @@
 //! One HDF5 dataset: what it looks like as a `.npy`, and how its element ranges are read.
 
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_char, CString};
 
 use hdf5_sys::h5::{haddr_t, hsize_t, HADDR_UNDEF};
 use hdf5_sys::h5d::{
@@ -18,8 +18,8 @@ use hdf5_sys::h5t::H5Tget_size;
 use super::attrs::xattrs_of;
 use super::chunks::ChunkGrid;
 use super::direct::DirectChunks;
-use super::ffi::{h5check, read_hyperslab, sync, take_h5_string, Hid};
-use super::filters::{stored_filters, FilterPipeline};
+use super::ffi::{h5check, pointer_bytes, read_hyperslab, sync, take_h5_string, Hid};
+use super::filters::{stored_filters, FilterPipeline, StoredFilter};
 use super::records::{
     pack_records, read_records, record_dtype, record_mem_type, string_width, Cell, MemberKind,
     RecordMember,
@@ -57,17 +57,19 @@ pub struct DatasetInfo {
 /// A dataset handle kept open between reads, so its chunk cache survives.
 pub struct OpenDataset {
     id: Hid,
-    file_type: Hid,
     mem_type: Hid,
 }
 
 // SAFETY: HDF5 ids are plain integers; every use goes through HDF5's global lock.
 unsafe impl Send for OpenDataset {}
+// SAFETY: as for Send: shared use is serialised by HDF5's global lock.
 unsafe impl Sync for OpenDataset {}
 
 impl OpenDataset {
     pub fn open(file: &hdf5::File, path: &str, chunk_cache_bytes: usize) -> hdf5::Result<Self> {
         let cpath = CString::new(path).map_err(|e| hdf5::Error::from(e.to_string()))?;
+        // SAFETY: under HDF5's lock; every id made here is owned by a `Hid` (released on
+        // drop) and `cpath` outlives the calls.
         sync(|| unsafe {
             let dapl = Hid::new(H5Pcreate(*H5P_CLS_DATASET_ACCESS))?;
             h5check(H5Pset_chunk_cache(dapl.0, 12_421, chunk_cache_bytes, 0.75))?;
@@ -80,11 +82,7 @@ impl OpenDataset {
                 (_, Some(converting)) => converting,
                 _ => Hid::new(H5Dget_type(id.0))?,
             };
-            Ok(OpenDataset {
-                id,
-                file_type,
-                mem_type,
-            })
+            Ok(OpenDataset { id, mem_type })
         })
     }
 }
@@ -97,10 +95,12 @@ impl DatasetInfo {
             return Err("null dataspace (no data at all)".into());
         }
         let shape: Vec<u64> = space.shape().iter().map(|&d| d as u64).collect();
+        // SAFETY: a plain query of an open dataset; the type id is released on drop.
         let ftype =
             sync(|| Hid::new(unsafe { H5Dget_type(ds.id()) })).map_err(|e| e.to_string())?;
         let element = element_type(ftype.0)?;
         let converts = converting_mem_type(ftype.0)?.is_some();
+        // SAFETY: a plain query of the type id just made.
         let mut unit = sync(|| unsafe { H5Tget_size(ftype.0) });
         let mut info = DatasetInfo {
             path: path.to_string(),
@@ -142,9 +142,10 @@ impl DatasetInfo {
             ElementType::Record { members } => record_dtype(members),
             ElementType::VarString { utf8, dims } => {
                 shape.extend_from_slice(dims);
-                match utf8 {
-                    true => Dtype::plain('U', ByteOrder::Little, self.string_width()),
-                    false => Dtype::plain('S', ByteOrder::NotApplicable, self.string_width()),
+                if *utf8 {
+                    Dtype::plain('U', ByteOrder::Little, self.string_width())
+                } else {
+                    Dtype::plain('S', ByteOrder::NotApplicable, self.string_width())
                 }
             }
         };
@@ -205,6 +206,8 @@ impl DatasetInfo {
     fn read_layout(&mut self, ds: &hdf5::Dataset) {
         // Stored bytes that need converting are never served by `pread`.
         let fixed = matches!(self.element, ElementType::Fixed { .. }) && !self.converts;
+        // SAFETY: under HDF5's lock, on an open dataset and the property list it returns
+        // (owned by a `Hid`); the raw calls write only into locals sized for them.
         sync(|| unsafe {
             let Ok(dcpl) = Hid::new(H5Dget_create_plist(ds.id())) else {
                 return;
@@ -227,7 +230,10 @@ impl DatasetInfo {
                 }
                 _ => {}
             }
-            self.filters = filter_names(dcpl.0);
+            self.filters = stored_filters(dcpl.0)
+                .iter()
+                .map(StoredFilter::label)
+                .collect();
         });
     }
 
@@ -342,13 +348,7 @@ impl DatasetInfo {
             return Ok(());
         }
         let ElementType::VarString { utf8, .. } = self.element else {
-            return read_hyperslab(
-                handle.id.0,
-                handle.mem_type.0,
-                start,
-                count,
-                out.as_mut_ptr().cast(),
-            );
+            return read_hyperslab(handle.id.0, handle.mem_type.0, start, count, out);
         };
         let strings = read_strings(handle, start, count, &self.element)?;
         for (s, slot) in strings
@@ -375,6 +375,8 @@ impl OpenDataset {
 
     /// A handle on `ds` reading `element`'s strings (variable-length strings or records).
     fn from_dataset(ds: &hdf5::Dataset, element: &ElementType) -> hdf5::Result<Self> {
+        // SAFETY: under HDF5's lock; the extra reference taken on the dataset id is the
+        // one its new `Hid` releases; the type ids are owned by `Hid`s.
         sync(|| unsafe {
             let id = Hid::new(ds.id())?;
             hdf5_sys::h5i::H5Iinc_ref(id.0);
@@ -383,11 +385,7 @@ impl OpenDataset {
                 ElementType::Record { members } => record_mem_type(file_type.0, members)?,
                 _ => var_string_mem_type(file_type.0)?,
             };
-            Ok(OpenDataset {
-                id,
-                file_type,
-                mem_type,
-            })
+            Ok(OpenDataset { id, mem_type })
         })
     }
 }
@@ -402,13 +400,12 @@ fn read_strings(
 ) -> hdf5::Result<Vec<String>> {
     let n = count.iter().product::<u64>() as usize * element.strings_per_element();
     let mut ptrs: Vec<*mut c_char> = vec![std::ptr::null_mut(); n];
-    let _ = &handle.file_type;
     read_hyperslab(
         handle.id.0,
         handle.mem_type.0,
         start,
         count,
-        ptrs.as_mut_ptr().cast::<c_void>(),
+        pointer_bytes(&mut ptrs),
     )?;
     // SAFETY: HDF5 allocated every non-null pointer in the read above.
     Ok(ptrs
@@ -455,30 +452,6 @@ unsafe fn chunk_index_name(dset: hid_t) -> Option<&'static str> {
 }
 
 fn space_class(space: &hdf5::Dataspace) -> H5S_class_t {
+    // SAFETY: a plain query of an open dataspace.
     sync(|| unsafe { hdf5_sys::h5s::H5Sget_simple_extent_type(space.id()) })
-}
-
-/// Filter names with their parameters, e.g. `deflate(4)`, `shuffle`.
-unsafe fn filter_names(dcpl: i64) -> Vec<String> {
-    stored_filters(dcpl)
-        .into_iter()
-        .map(|spec| {
-            let label = match spec.id {
-                1 => "deflate".to_string(),
-                2 => "shuffle".to_string(),
-                3 => "fletcher32".to_string(),
-                id if spec.name.is_empty() => format!("filter{id}"),
-                _ => spec
-                    .name
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("filter")
-                    .to_lowercase(),
-            };
-            match (spec.id, spec.values.first()) {
-                (1, Some(level)) => format!("{label}({level})"),
-                _ => label,
-            }
-        })
-        .collect()
 }

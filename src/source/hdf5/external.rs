@@ -38,9 +38,10 @@ impl ExternalRoot {
     /// shown; `Err` says why not.
     pub fn check_link(&self, group: &hdf5::Group, name: &str, dataset: bool) -> Result<(), String> {
         let cannot = |e: hdf5::Error| format!("external link cannot be opened: {e}");
-        let target = match dataset {
-            true => file_name(group.dataset(name).map_err(cannot)?.id()),
-            false => file_name(group.group(name).map_err(cannot)?.id()),
+        let target = if dataset {
+            file_name(group.dataset(name).map_err(cannot)?.id())
+        } else {
+            file_name(group.group(name).map_err(cannot)?.id())
         };
         self.check("external link target", &target.map_err(|e| e.to_string())?)
     }
@@ -50,6 +51,7 @@ impl ExternalRoot {
         // SAFETY: ds is a valid dataset; the plist is released on drop.
         let dcpl = sync(|| Hid::new(unsafe { H5Dget_create_plist(ds.id()) }))
             .map_err(|e| e.to_string())?;
+        // SAFETY: `dcpl` is the dataset's own creation property list, held by its `Hid`.
         let files = sync(|| unsafe { external_files(dcpl.0) });
         if files.is_empty() {
             return Ok(());

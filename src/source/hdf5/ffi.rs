@@ -10,6 +10,7 @@ use hdf5_sys::h5i::{hid_t, H5Idec_ref};
 use hdf5_sys::h5l::H5Lget_val;
 use hdf5_sys::h5p::{H5Pget_external, H5Pget_external_count, H5P_DEFAULT};
 use hdf5_sys::h5s::{H5S_seloper_t, H5Screate_simple, H5Sselect_hyperslab, H5S_ALL};
+use hdf5_sys::h5t::H5Tget_size;
 
 pub use hdf5::h5check;
 pub use hdf5::sync::sync;
@@ -45,28 +46,44 @@ pub unsafe fn take_h5_string(ptr: *mut c_char) -> Option<String> {
     Some(text)
 }
 
-/// Reads the hyperslab `start`/`count` of dataset (or, for rank 0, the whole scalar) in memory
-/// type `mem_type` into `buf`, which must hold exactly the selected elements.
+/// Reads the hyperslab `start`/`count` of dataset `dset` (or, for rank 0, the whole scalar)
+/// in memory type `mem_type` into `buf`, which must hold exactly the selected elements:
+/// anything else is an error, never a write past its end.
 pub fn read_hyperslab(
     dset: hid_t,
     mem_type: hid_t,
     start: &[u64],
     count: &[u64],
-    buf: *mut c_void,
+    buf: &mut [u8],
 ) -> hdf5::Result<()> {
     sync(|| {
+        // SAFETY: a plain query of a type id the caller holds.
+        let element = unsafe { H5Tget_size(mem_type) };
+        let elements = count
+            .iter()
+            .try_fold(1usize, |n, &c| n.checked_mul(c as usize));
+        if elements.and_then(|n| n.checked_mul(element)) != Some(buf.len()) || element == 0 {
+            return Err(hdf5::Error::from(format!(
+                "a buffer of {} bytes cannot hold {count:?} elements of {element} bytes",
+                buf.len()
+            )));
+        }
+        let out = buf.as_mut_ptr().cast::<c_void>();
         if start.is_empty() {
-            // SAFETY: buf holds one element of mem_type (the caller's contract).
-            h5check(unsafe { H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) })?;
+            // SAFETY: `buf` holds exactly the one element of mem_type (checked above).
+            h5check(unsafe { H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) })?;
             return Ok(());
         }
-        // SAFETY: dset is valid; start/count have the dataset's rank.
+        // SAFETY: dset is valid (the caller's handle); the space is released on drop.
         let file_space = Hid::new(unsafe { H5Dget_space(dset) })?;
         let rank = start.len() as i32;
         let count: Vec<hsize_t> = count.to_vec();
         let start: Vec<hsize_t> = start.to_vec();
+        // SAFETY: `count` has `rank` entries.
         let mem_space =
             Hid::new(unsafe { H5Screate_simple(rank, count.as_ptr(), std::ptr::null()) })?;
+        // SAFETY: `start` and `count` have the rank of the dataset's space (the caller's
+        // boxes come from its shape); null stride and block mean 1.
         h5check(unsafe {
             H5Sselect_hyperslab(
                 file_space.0,
@@ -77,9 +94,19 @@ pub fn read_hyperslab(
                 std::ptr::null(),
             )
         })?;
-        h5check(unsafe { H5Dread(dset, mem_type, mem_space.0, file_space.0, H5P_DEFAULT, buf) })?;
+        // SAFETY: `buf` holds exactly the selected elements of mem_type (checked above).
+        h5check(unsafe { H5Dread(dset, mem_type, mem_space.0, file_space.0, H5P_DEFAULT, out) })?;
         Ok(())
     })
+}
+
+/// The bytes of a buffer of C string pointers, for [`read_hyperslab`] of variable-length
+/// strings (whose memory type is one pointer wide).
+pub fn pointer_bytes(ptrs: &mut [*mut c_char]) -> &mut [u8] {
+    let len = std::mem::size_of_val(ptrs);
+    // SAFETY: the slice's own memory, viewed as bytes for as long as the borrow lasts;
+    // any bit pattern libhdf5 writes there is a valid pointer value.
+    unsafe { std::slice::from_raw_parts_mut(ptrs.as_mut_ptr().cast::<u8>(), len) }
 }
 
 /// The target path of soft link `name` in group `group`.

@@ -84,6 +84,29 @@ pub unsafe fn stored_filters(dcpl: hid_t) -> Vec<StoredFilter> {
 /// More client data than any filter keeps (n-bit's own limit is 4096).
 const MAX_FILTER_VALUES: usize = 4096;
 
+impl StoredFilter {
+    /// The filter's name with its parameters, e.g. `deflate(4)`, `shuffle`, `zstd` (for
+    /// `user.arrfs.filters`).
+    pub fn label(&self) -> String {
+        let name = match self.id {
+            H5Z_FILTER_DEFLATE => "deflate".to_string(),
+            H5Z_FILTER_SHUFFLE => "shuffle".to_string(),
+            H5Z_FILTER_FLETCHER32 => "fletcher32".to_string(),
+            id if self.name.is_empty() => format!("filter{id}"),
+            _ => self
+                .name
+                .split_whitespace()
+                .next()
+                .unwrap_or("filter")
+                .to_lowercase(),
+        };
+        match (self.id, self.values.first()) {
+            (H5Z_FILTER_DEFLATE, Some(level)) => format!("{name}({level})"),
+            _ => name,
+        }
+    }
+}
+
 impl FilterPipeline {
     /// The pipeline of dataset creation property list `dcpl`, or the name of the first filter
     /// that only libhdf5 can decode. `type_size` is the element size in the file.

@@ -359,9 +359,10 @@ fn relative_link(from: &str, to: &str) -> String {
         to.split('/')
             .filter(|p| !p.is_empty() && *p != "." && *p != ".."),
     );
-    match parts.is_empty() {
-        true => ".".into(),
-        false => parts.join("/"),
+    if parts.is_empty() {
+        ".".into()
+    } else {
+        parts.join("/")
     }
 }
 

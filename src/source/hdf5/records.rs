@@ -4,7 +4,7 @@
 //! structured dtype with the members in the file's order, as
 //! `h5py_data.astype([(name, fixed type), ...])` gives.
 
-use std::ffi::{c_char, c_void};
+use std::ffi::c_char;
 
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5t::*;
@@ -127,9 +127,10 @@ pub fn record_dtype(members: &[RecordMember]) -> Dtype {
         let (dtype, shape) = match &m.kind {
             MemberKind::Fixed { dtype, dims, .. } => (dtype.clone(), dims.clone()),
             MemberKind::String { utf8, width, dims } => {
-                let (kind, order) = match utf8 {
-                    true => ('U', ByteOrder::Little),
-                    false => ('S', ByteOrder::NotApplicable),
+                let (kind, order) = if *utf8 {
+                    ('U', ByteOrder::Little)
+                } else {
+                    ('S', ByteOrder::NotApplicable)
                 };
                 (Dtype::plain(kind, order, *width), dims.clone())
             }
@@ -188,13 +189,7 @@ pub fn read_records(
     let n = count.iter().product::<u64>() as usize;
     let stride = members.iter().map(|m| m.kind.mem_size()).sum::<usize>();
     let mut raw = vec![0u8; n * stride];
-    read_hyperslab(
-        dset,
-        mem_type,
-        start,
-        count,
-        raw.as_mut_ptr().cast::<c_void>(),
-    )?;
+    read_hyperslab(dset, mem_type, start, count, &mut raw)?;
     let mut records = Vec::with_capacity(n);
     for record in raw.chunks_exact(stride.max(1)).take(n) {
         let mut at = 0;
@@ -224,9 +219,10 @@ pub fn read_records(
 
 /// Bytes of a string in a `.npy` string field: UTF-32 code points or the bytes themselves.
 pub fn string_width(text: &str, utf8: bool) -> usize {
-    match utf8 {
-        true => 4 * text.chars().count(),
-        false => text.len(),
+    if utf8 {
+        4 * text.chars().count()
+    } else {
+        text.len()
     }
 }
 

@@ -208,9 +208,10 @@ unsafe fn compound_dtype(tid: hid_t, itemsize: usize) -> Result<Dtype, String> {
     // fields are out of offset order: they are listed by offset instead (the same bytes).
     fields.sort_by_key(|f| f.offset);
     let dtype = Dtype::Struct { fields, itemsize };
-    match dtype.is_describable() {
-        true => Ok(dtype),
-        false => Err("compound with overlapping members".into()),
+    if dtype.is_describable() {
+        Ok(dtype)
+    } else {
+        Err("compound with overlapping members".into())
     }
 }
 
@@ -289,9 +290,10 @@ unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
             // h5py reads every fixed string through a null-padded memory type: space padding
             // is stripped, a null-terminated value ends at its first null.
             let copy = Hid::new(H5Tcopy(tid)).map_err(|e| e.to_string())?;
-            match H5Tset_strpad(copy.0, H5T_str_t::H5T_STR_NULLPAD) >= 0 {
-                true => Ok(Some(copy)),
-                false => Err("unconvertible string padding".into()),
+            if H5Tset_strpad(copy.0, H5T_str_t::H5T_STR_NULLPAD) >= 0 {
+                Ok(Some(copy))
+            } else {
+                Err("unconvertible string padding".into())
             }
         }
         H5T_class_t::H5T_COMPOUND => converting_compound(tid),

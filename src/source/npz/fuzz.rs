@@ -105,10 +105,7 @@ proptest! {
         let len = bytes.len();
         for (at, near_end, value) in edits {
             // Half the edits hit the last 200 bytes: the central directory and its end.
-            let i = match near_end {
-                true => len - 1 - at.index(200.min(len)),
-                false => at.index(len),
-            };
+            let i = if near_end { len - 1 - at.index(200.min(len)) } else { at.index(len) };
             bytes[i] = value;
         }
         if let Some(cut) = cut {

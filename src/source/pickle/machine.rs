@@ -269,9 +269,10 @@ impl<R: Read + Seek> PickleMachine<R> {
     /// POP; on an empty frame it removes the MARK, as protocol 0 writers rely on.
     fn pop_opcode(&mut self) -> Step {
         let floor = self.marks.last().copied().unwrap_or(0);
-        match self.stack.len() > floor {
-            true => self.pop().map(drop),
-            false => self.pop_mark().map(drop),
+        if self.stack.len() > floor {
+            self.pop().map(drop)
+        } else {
+            self.pop_mark().map(drop)
         }
     }
 
@@ -293,9 +294,10 @@ impl<R: Read + Seek> PickleMachine<R> {
     }
 
     fn charge(&mut self, n: usize) -> Step {
-        match self.heap.charge(n) {
-            true => Ok(()),
-            false => self.limit(format!("more than {} values held", self.limits.cells)),
+        if self.heap.charge(n) {
+            Ok(())
+        } else {
+            self.limit(format!("more than {} values held", self.limits.cells))
         }
     }
 

@@ -34,9 +34,10 @@ pub fn build(heap: &Heap, top: &Value, stem: &str) -> Vec<Node> {
         nodes: vec![Node::Dir(DirNode::default())],
         visited: 0,
     };
-    match is_container(heap, top) {
-        true => builder.fill(0, top, 0),
-        false => builder.add_child(0, stem.to_string(), top, 0),
+    if is_container(heap, top) {
+        builder.fill(0, top, 0)
+    } else {
+        builder.add_child(0, stem.to_string(), top, 0)
     }
     builder.nodes
 }
@@ -130,9 +131,10 @@ impl Builder<'_> {
         match (value, self.heap.object(value)) {
             (_, Some(Object::Array(array))) => Ok((".npy", Node::Array(array.clone()))),
             (_, Some(Object::List(_) | Object::Tuple(_) | Object::Dict(_))) => {
-                match depth < MAX_DEPTH {
-                    true => Ok(("", Node::Dir(DirNode::default()))),
-                    false => Err(format!("nested deeper than {MAX_DEPTH} levels")),
+                if depth < MAX_DEPTH {
+                    Ok(("", Node::Dir(DirNode::default())))
+                } else {
+                    Err(format!("nested deeper than {MAX_DEPTH} levels"))
                 }
             }
             (Value::Opaque(why), _) | (_, Some(Object::Failed(why))) => Err(why.to_string()),

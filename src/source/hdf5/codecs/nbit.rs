@@ -42,9 +42,10 @@ pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, String>
     let parms = &p.parms;
     if parms[1] != 0 {
         // The type needs no packing: the chunk is stored as it is.
-        return match input.len() <= limit {
-            true => Ok(input.to_vec()),
-            false => Err("stored chunk larger than its chunk".into()),
+        return if input.len() <= limit {
+            Ok(input.to_vec())
+        } else {
+            Err("stored chunk larger than its chunk".into())
         };
     }
     let (count, size) = (parms[2] as usize, parms[4] as usize);

@@ -78,9 +78,10 @@ pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, String>
         }
         if factor == bits {
             // HDF5 leaves such chunks untouched.
-            return match input.len() <= limit {
-                true => Ok(input.to_vec()),
-                false => Err("stored chunk larger than its chunk".into()),
+            return if input.len() <= limit {
+                Ok(input.to_vec())
+            } else {
+                Err("stored chunk larger than its chunk".into())
             };
         }
     }
