@@ -30,6 +30,9 @@ use super::types::{
 use crate::npy::{boxes_of_range, element_span, ByteOrder, Dtype, ElementBox, NpyHeader};
 use crate::source::Xattr;
 
+/// Variable-length strings read at once when sizing a dataset's widest value.
+const STRINGS_AT_ONCE: u64 = 1 << 16;
+
 #[derive(Debug)]
 pub struct DatasetInfo {
     pub path: String,
@@ -283,11 +286,15 @@ impl DatasetInfo {
         let handle = OpenDataset::from_dataset(ds, &self.element).map_err(|e| e.to_string())?;
         let n: u64 = self.shape.iter().product();
         let mut longest = 1;
-        for b in boxes_of_range(&self.shape, 0, n) {
-            let strings = read_strings(&handle, &b.start, &b.count, &self.element);
-            for s in strings.map_err(|e| e.to_string())? {
-                let width = if utf8 { s.chars().count() } else { s.len() };
-                longest = longest.max(width);
+        // In bounded steps: a dataset of a billion strings must not be held at once.
+        for first in (0..n).step_by(STRINGS_AT_ONCE as usize) {
+            let end = (first + STRINGS_AT_ONCE).min(n);
+            for b in boxes_of_range(&self.shape, first, end) {
+                let strings = read_strings(&handle, &b.start, &b.count, &self.element);
+                for s in strings.map_err(|e| e.to_string())? {
+                    let width = if utf8 { s.chars().count() } else { s.len() };
+                    longest = longest.max(width);
+                }
             }
         }
         Ok(if utf8 { 4 * longest } else { longest })
