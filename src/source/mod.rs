@@ -26,7 +26,7 @@ pub const ROOT: Key = 0;
 pub type Xattr = (String, Vec<u8>);
 
 /// What a directory holds.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Listing {
     pub entries: Vec<Entry>,
     /// Extended attributes of the directory itself.
@@ -35,7 +35,7 @@ pub struct Listing {
     pub skipped: Vec<(String, String)>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Entry {
     /// The final name, suffix included (`x.npy`); the tree escapes what a path cannot hold.
     pub name: String,
@@ -47,7 +47,7 @@ pub struct Entry {
     pub nlink: u32,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum EntryKind {
     Dir,
     /// A `.npy` whose header the tree writes; [`Source::read`] serves the payload bytes.
