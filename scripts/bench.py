@@ -356,6 +356,54 @@ def two_np_load(mnt):
     in_parallel([code.format(os.path.join(mnt, n + ".npy")) for n in ["a", "b"]])
 
 
+def make_codecs(args):
+    """--size-mb // 2 of float32 under blosc(lz4, shuffle), zstd and bitshuffle+lz4, 1 MiB
+    chunks, written by h5py with hdf5plugin."""
+    import hdf5plugin
+    size = args.size_mb // 2
+    path = os.path.join(args.data, f"bench-codecs-{size}.h5")
+    if os.path.exists(path):
+        return path
+    rows = size * MB // 4 // 1024
+    rng = np.random.default_rng(9)
+    filters = {
+        "blosc_lz4": hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE),
+        "zstd": hdf5plugin.Zstd(clevel=3),
+        "bitshuffle_lz4": hdf5plugin.Bitshuffle(cname="lz4"),
+    }
+    with h5py.File(path + ".tmp", "w") as f:
+        for name, codec in filters.items():
+            ds = f.create_dataset(name, shape=(rows, 1024), dtype="<f4", chunks=(256, 1024),
+                                  **codec)
+            for i in range(0, rows, 8192):
+                n = min(8192, rows - i)
+                base = np.sin(np.arange(i, i + n)[:, None] / 50.0 + np.arange(1024) / 100.0)
+                ds[i:i + n] = (base + 0.01 * rng.standard_normal((n, 1024))).astype("<f4")
+    os.rename(path + ".tmp", path)
+    return path
+
+
+def h5_read_plugin(path, name):
+    def read():
+        import hdf5plugin  # noqa: F401  (h5py needs it to decode these filters)
+        with h5py.File(path, "r") as f:
+            f[name][()]
+    return read
+
+
+def codec_cases(args):
+    """B1-B3 (issue 12): plugin codecs decoded by arrfs against h5py + hdf5plugin."""
+    path = make_codecs(args)
+    size = f"{args.size_mb // 2} MiB"
+    return [
+        Case(case, f"{size} float32, {label}, 1 MiB chunks", path, "h5py+hdf5plugin ds[()]",
+             h5_read_plugin(path, name), npy_load(f"{name}.npy"))
+        for case, name, label in [("B1", "blosc_lz4", "blosc(lz4, shuffle)"),
+                                  ("B2", "zstd", "zstd"),
+                                  ("B3", "bitshuffle_lz4", "bitshuffle+lz4")]
+    ]
+
+
 def hdf5_more_cases(args):
     path = make_hdf5(args)
     many = make_many(args)
@@ -682,7 +730,8 @@ def main():
     rows = []
     makers = {hdf5_cases: {"H1", "H2"}, hdf5_more_cases: {"H3", "H4", "H4b", "H5"},
               npz_cases: {"N1", "N2", "N3"}, pickle_cases: {"K1", "K2"},
-              scale_cases: {"S1", "S3", "S4", "S4b", "S5", "S6"}}
+              scale_cases: {"S1", "S3", "S4", "S4b", "S5", "S6"},
+              codec_cases: {"B1", "B2", "B3"}}
     for make, names in makers.items():
         if only and not only & names:
             continue  # makes no data it will not use
