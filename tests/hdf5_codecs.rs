@@ -1,7 +1,8 @@
 //! Datasets under every codec arrfs decodes (zstd, lz4, bitshuffle, bzip2, blosc with each
-//! inner compressor and shuffle, szip, n-bit, scale-offset), written by h5py + hdf5plugin:
-//! every virtual file equals np.save of h5py's reading, through the direct chunk path and
-//! through libhdf5 with arrfs's registered decoders (the daemon never sees hdf5plugin).
+//! inner compressor and shuffle, blosc2 and its b2nd frames, szip, n-bit, scale-offset),
+//! written by h5py + hdf5plugin: every virtual file equals np.save of h5py's reading, through
+//! the direct chunk path and through libhdf5 with arrfs's registered decoders (the daemon
+//! never sees hdf5plugin).
 
 mod common;
 
@@ -92,6 +93,8 @@ fn a_damaged_chunk_is_eio_with_a_log_line_naming_it() {
         ("/flipped_blosc", "blosc"),
         ("/cut_bshuf_lz4", "bitshuffle"),
         ("/cut_lz4", "lz4"),
+        ("/flipped_blosc2", "blosc2"),
+        ("/cut_blosc2", "blosc2"),
     ] {
         let line = log
             .lines()

@@ -91,8 +91,27 @@ static SEEDS: LazyLock<Vec<(Codec, Vec<u8>)>> = LazyLock::new(|| {
                 .unwrap(),
             [&(data.len() as u32).to_le_bytes()[..], &data[..2000]].concat(),
         ),
+        (
+            Codec::Blosc2 { chunk_bytes: 0 },
+            blosc2::encode::flat(&data, 2, blosc2_sys::BLOSC_LZ4 as u8, 1),
+        ),
+        (
+            Codec::of_filter(BLOSC2, &[2, 0, 2, 8000, 5, 1, 5, 2, 40, 100])
+                .unwrap()
+                .unwrap(),
+            blosc2::encode::nd(
+                &data,
+                2,
+                &[40, 100],
+                &[16, 32],
+                blosc2_sys::BLOSC_ZSTD as u8,
+            ),
+        ),
     ]
 });
+
+/// How many seeds there are (proptest strategies need it as a constant).
+const SEED_COUNT: usize = 11;
 
 fn check(codec: &Codec, bytes: &[u8]) {
     if let Ok(out) = codec.decode(bytes, LIMIT) {
@@ -107,7 +126,8 @@ fn check(codec: &Codec, bytes: &[u8]) {
 
 #[test]
 fn the_seeds_decode() {
-    for (codec, bytes) in SEEDS.iter().take(6) {
+    assert_eq!(SEEDS.len(), SEED_COUNT);
+    for (codec, bytes) in SEEDS.iter().take(6).chain(&SEEDS[9..]) {
         let out = codec.decode(bytes, LIMIT).unwrap();
         assert_eq!(out.len(), 8000, "{}", codec.name());
     }
@@ -118,7 +138,7 @@ proptest! {
 
     #[test]
     fn mutated_chunks_never_panic(
-        which in 0usize..9,
+        which in 0usize..SEED_COUNT,
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
         cut in prop::option::weighted(0.3, any::<prop::sample::Index>()),
     ) {
@@ -135,13 +155,13 @@ proptest! {
     }
 
     #[test]
-    fn random_bytes_never_panic(which in 0usize..9, bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+    fn random_bytes_never_panic(which in 0usize..SEED_COUNT, bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         check(&SEEDS[which].0, &bytes);
     }
 
     #[test]
     fn random_parameters_never_panic(
-        id in prop::sample::select(vec![NBIT, SCALEOFFSET, BITSHUFFLE, SZIP]),
+        id in prop::sample::select(vec![NBIT, SCALEOFFSET, BITSHUFFLE, SZIP, BLOSC2]),
         values in prop::collection::vec(0u32..40, 0..24),
         bytes in prop::collection::vec(any::<u8>(), 0..200),
     ) {

@@ -1,13 +1,14 @@
 //! Decoders of HDF5's registered and optional filters that libhdf5 may lack: zstd, lz4,
-//! bitshuffle, bzip2, blosc, szip, n-bit, scale-offset and LZF. One [`Codec`] decodes one
-//! filter stage of one chunk; the same code serves the direct chunk path (`filters.rs`) and,
-//! registered through `H5Zregister` (`register.rs`), libhdf5's own reads.
+//! bitshuffle, bzip2, blosc, blosc2 (with b2nd), szip, n-bit, scale-offset and LZF. One
+//! [`Codec`] decodes one filter stage of one chunk; the same code serves the direct chunk path
+//! (`filters.rs`) and, registered through `H5Zregister` (`register.rs`), libhdf5's own reads.
 //!
 //! Every decoder bounds its output by a `limit` (a chunk never decodes to more than its
 //! declared size) and answers garbage with an error, never a panic or a huge allocation.
 
 mod bitshuffle;
 mod blosc;
+mod blosc2;
 mod compressors;
 mod nbit;
 pub mod register;
@@ -27,6 +28,7 @@ pub const BLOSC: i32 = 32001;
 pub const LZ4: i32 = 32004;
 pub const BITSHUFFLE: i32 = 32008;
 pub const ZSTD: i32 = 32015;
+pub const BLOSC2: i32 = 32026;
 
 /// One filter stage we decode, with what its client data says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +41,11 @@ pub enum Codec {
         chunk_bytes: usize,
     },
     Blosc,
+    /// hdf5-blosc2's frames; `chunk_bytes` is the chunk size its client data records (0 if
+    /// not): the bound on the library path, where libhdf5 does not pass the chunk size.
+    Blosc2 {
+        chunk_bytes: usize,
+    },
     Bitshuffle(bitshuffle::Params),
     Szip(szip::Params),
     Nbit(nbit::Params),
@@ -57,6 +64,9 @@ impl Codec {
                 chunk_bytes: values.get(2).map_or(0, |&v| v as usize),
             }),
             BLOSC => Ok(Codec::Blosc),
+            BLOSC2 => Ok(Codec::Blosc2 {
+                chunk_bytes: values.get(3).map_or(0, |&v| v as usize),
+            }),
             BITSHUFFLE => bitshuffle::Params::of(values).map(Codec::Bitshuffle),
             SZIP => szip::Params::of(values).map(Codec::Szip),
             NBIT => nbit::Params::of(values).map(Codec::Nbit),
@@ -74,6 +84,7 @@ impl Codec {
             Codec::Bzip2 => "bzip2",
             Codec::Lzf { .. } => "lzf",
             Codec::Blosc => "blosc",
+            Codec::Blosc2 { .. } => "blosc2",
             Codec::Bitshuffle(_) => "bitshuffle",
             Codec::Szip(_) => "szip",
             Codec::Nbit(_) => "nbit",
@@ -89,6 +100,10 @@ impl Codec {
             Codec::Bzip2 => compressors::bzip2(input, limit),
             Codec::Lzf { chunk_bytes } => compressors::lzf(input, *chunk_bytes, limit),
             Codec::Blosc => blosc::decode(input, limit),
+            Codec::Blosc2 { chunk_bytes } => match *chunk_bytes {
+                0 => blosc2::decode(input, limit),
+                declared => blosc2::decode(input, limit.min(declared)),
+            },
             Codec::Bitshuffle(p) => bitshuffle::decode(p, input, limit),
             Codec::Szip(p) => szip::decode(p, input, limit),
             Codec::Nbit(p) => nbit::decode(p, input, limit),

@@ -13,16 +13,17 @@ use hdf5_sys::h5z::{
     H5Z_FLAG_REVERSE,
 };
 
-use super::{Codec, BITSHUFFLE, BLOSC, BZIP2, LZ4, LZF, SZIP, ZSTD};
+use super::{Codec, BITSHUFFLE, BLOSC, BLOSC2, BZIP2, LZ4, LZF, SZIP, ZSTD};
 
 /// HDF5 stores chunks of less than 4 GiB: the bound of a decode whose chunk size libhdf5
 /// does not pass to filters.
 const LIBRARY_CHUNK_LIMIT: usize = u32::MAX as usize;
 
 /// The plugin filters registered unconditionally (libhdf5 has none of them built in).
-const PLUGINS: [(i32, &CStr); 6] = [
+const PLUGINS: [(i32, &CStr); 7] = [
     (LZF, c"lzf (arrfs, decode only)"),
     (BLOSC, c"blosc (arrfs, decode only)"),
+    (BLOSC2, c"blosc2 (arrfs, decode only)"),
     (LZ4, c"lz4 (arrfs, decode only)"),
     (BITSHUFFLE, c"bitshuffle (arrfs, decode only)"),
     (ZSTD, c"zstd (arrfs, decode only)"),
@@ -51,6 +52,7 @@ fn callback(id: i32) -> H5Z_func_t {
     match id {
         LZF => Some(filter::<LZF>),
         BLOSC => Some(filter::<BLOSC>),
+        BLOSC2 => Some(filter::<BLOSC2>),
         LZ4 => Some(filter::<LZ4>),
         BITSHUFFLE => Some(filter::<BITSHUFFLE>),
         ZSTD => Some(filter::<ZSTD>),
