@@ -5,6 +5,7 @@ pub mod dir;
 pub mod gguf;
 pub mod hdf5;
 pub mod npz;
+mod path_tree;
 pub mod pickle;
 pub mod safetensors;
 pub mod single;

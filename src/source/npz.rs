@@ -2,7 +2,6 @@
 //! members by `pread` at their data offset, deflated ones through a [`SeekableInflate`].
 //! The central directory (ZIP64 included) is read by the `zip` crate, once, at open.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,20 +12,8 @@ use crate::io::inflate::{scan, DeflateRange, SeekPointStore, SeekableInflate};
 use crate::io::verify::RangeCheck;
 use crate::io::SourceFile;
 use crate::npy::NPY_MAGIC;
-use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions, ROOT};
-
-enum Node {
-    Dir(Dir),
-    Member(Member),
-}
-
-#[derive(Default)]
-struct Dir {
-    /// Children by final name, in archive order.
-    children: Vec<(String, Key)>,
-    subdirs: HashMap<String, Key>,
-    skipped: Vec<(String, String)>,
-}
+use crate::source::path_tree::{PathTree, TreeNode};
+use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions};
 
 struct Member {
     size: u64,
@@ -49,7 +36,7 @@ pub struct ZipSource {
     /// `-o verify=open`.
     verify_on_open: bool,
     /// Key -> node; [`ROOT`] is the archive's top directory.
-    nodes: Vec<Node>,
+    tree: PathTree<Member>,
 }
 
 /// What the central directory says about one member.
@@ -85,7 +72,7 @@ impl ZipSource {
     ) -> Result<ZipSource> {
         let mut source = ZipSource {
             file,
-            nodes: vec![Node::Dir(Dir::default())],
+            tree: PathTree::default(),
             verify_on_open: false,
         };
         for info in members {
@@ -132,52 +119,25 @@ impl ZipSource {
         if !info.is_dir {
             self.check_range(&info)?;
         }
-        let parent = self.make_dirs(dirs);
+        let parent = self.tree.make_dirs(dirs);
         if info.is_dir {
-            self.make_dirs(&parts);
+            self.tree.make_dirs(&parts);
             return Ok(());
         }
         match self.member(&info, store) {
             Ok(member) => {
                 let name = self.member_name(last, &member, &info.path);
-                self.push(parent, name, Node::Member(member));
+                self.tree.push(parent, name, member);
             }
             Err(why) => {
                 log::info!("{}: {} left out: {why}", self.path().display(), info.path);
-                self.dir_mut(parent).skipped.push((last.to_string(), why));
+                self.tree
+                    .dir_mut(parent)
+                    .skipped
+                    .push((last.to_string(), why));
             }
         }
         Ok(())
-    }
-
-    /// The directory at `parts` below the root, created as needed.
-    fn make_dirs(&mut self, parts: &[&str]) -> Key {
-        let mut dir = ROOT;
-        for part in parts {
-            dir = match self.dir_mut(dir).subdirs.get(*part) {
-                Some(&key) => key,
-                None => {
-                    let key = self.push(dir, part.to_string(), Node::Dir(Dir::default()));
-                    self.dir_mut(dir).subdirs.insert(part.to_string(), key);
-                    key
-                }
-            };
-        }
-        dir
-    }
-
-    fn push(&mut self, parent: Key, name: String, node: Node) -> Key {
-        let key = self.nodes.len() as Key;
-        self.nodes.push(node);
-        self.dir_mut(parent).children.push((name, key));
-        key
-    }
-
-    fn dir_mut(&mut self, key: Key) -> &mut Dir {
-        match &mut self.nodes[key as usize] {
-            Node::Dir(dir) => dir,
-            Node::Member(_) => unreachable!("parents are always directories"),
-        }
     }
 
     /// How a member is read, or why it cannot be.
@@ -263,10 +223,6 @@ impl ZipSource {
             )),
         }
     }
-
-    fn node(&self, key: Key) -> Result<&Node> {
-        self.nodes.get(key as usize).ok_or(Error::NotFound)
-    }
 }
 
 /// Every member's metadata, with the data offset from its local header.
@@ -294,16 +250,14 @@ pub(crate) fn read_central_directory(path: &Path, len: u64) -> Result<Vec<Member
 
 impl Source for ZipSource {
     fn list(&self, dir: Key) -> Result<Listing> {
-        let Node::Dir(dir) = self.node(dir)? else {
-            return Err(Error::NotDir);
-        };
+        let dir = self.tree.dir(dir)?;
         let entries = dir
             .children
             .iter()
             .map(|(name, key)| {
-                let kind = match &self.nodes[*key as usize] {
-                    Node::Dir(_) => EntryKind::Dir,
-                    Node::Member(m) => EntryKind::Blob { size: m.size },
+                let kind = match self.tree.node(*key) {
+                    Ok(TreeNode::Leaf(m)) => EntryKind::Blob { size: m.size },
+                    _ => EntryKind::Dir,
                 };
                 Entry::new(name.clone(), *key, kind)
             })
@@ -316,7 +270,7 @@ impl Source for ZipSource {
     }
 
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let Node::Member(member) = self.node(file)? else {
+        let TreeNode::Leaf(member) = self.tree.node(file)? else {
             return Err(Error::IsDir);
         };
         if self.verify_on_open {

@@ -5,13 +5,13 @@
 //! bfloat16 or a float8 are served as `<f4`, converted as read. The formats parse their
 //! headers; this module only holds the result.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::io::SourceFile;
 use crate::npy::widen::{self, Narrow};
 use crate::npy::NpyHeader;
+use crate::source::path_tree::{PathTree, TreeNode};
 use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions, Xattr, ROOT};
 
 const DTYPE_LOGICAL: &str = "user.arrfs.dtype_logical";
@@ -24,26 +24,15 @@ pub struct Tensor {
     pub xattrs: Vec<Xattr>,
 }
 
-enum Node {
-    Dir(Dir),
+enum Leaf {
     /// A tensor, served as float32 if it is stored as this narrower float.
     Tensor(Tensor, Option<Narrow>),
     Bytes(Arc<[u8]>),
 }
 
-#[derive(Default)]
-struct Dir {
-    /// Final names (`x.npy`) and keys, in the order added.
-    children: Vec<(String, Key)>,
-    subdirs: HashMap<String, Key>,
-    xattrs: Vec<Xattr>,
-    skipped: Vec<(String, String)>,
-}
-
 pub struct TensorFile {
     file: SourceFile,
-    /// Key -> node; [`ROOT`] is the top directory.
-    nodes: Vec<Node>,
+    tree: PathTree<Leaf>,
     /// Tensor names are split into directories at this separator.
     split: Option<String>,
     /// `-o widen=f32`.
@@ -54,7 +43,7 @@ impl TensorFile {
     pub fn new(file: SourceFile, options: &SourceOptions) -> TensorFile {
         TensorFile {
             file,
-            nodes: vec![Node::Dir(Dir::default())],
+            tree: PathTree::default(),
             split: options.split_names.clone().filter(|s| !s.is_empty()),
             widen: options.widen,
         }
@@ -66,12 +55,12 @@ impl TensorFile {
 
     /// Extended attributes of the top directory (the file's metadata).
     pub fn set_root_xattrs(&mut self, xattrs: Vec<Xattr>) {
-        self.dir_mut(ROOT).xattrs = xattrs;
+        self.tree.dir_mut(ROOT).xattrs = xattrs;
     }
 
     /// A small file of the top directory held in memory (an `--attrs-json` sidecar).
     pub fn add_bytes(&mut self, name: String, bytes: Vec<u8>) {
-        self.push(ROOT, name, Node::Bytes(bytes.into()));
+        self.tree.push(ROOT, name, Leaf::Bytes(bytes.into()));
     }
 
     pub fn add(&mut self, name: &str, mut tensor: Tensor) {
@@ -84,7 +73,8 @@ impl TensorFile {
             tensor.header = widen::widened_header(&tensor.header);
         }
         let (parent, last) = self.place(name);
-        self.push(parent, format!("{last}.npy"), Node::Tensor(tensor, narrow));
+        self.tree
+            .push(parent, format!("{last}.npy"), Leaf::Tensor(tensor, narrow));
     }
 
     /// Records a tensor that is not shown, with the reason (`user.arrfs.skipped`).
@@ -94,7 +84,7 @@ impl TensorFile {
             self.file.path().display()
         );
         let (parent, last) = self.place(name);
-        self.dir_mut(parent).skipped.push((last, why));
+        self.tree.dir_mut(parent).skipped.push((last, why));
     }
 
     /// The directory a tensor name goes into, created as needed, and its last part.
@@ -104,36 +94,7 @@ impl TensorFile {
         };
         let parts: Vec<&str> = name.split(sep.as_str()).collect();
         let (last, dirs) = parts.split_last().expect("split yields at least one part");
-        let mut dir = ROOT;
-        for part in dirs {
-            dir = match self.dir_mut(dir).subdirs.get(*part) {
-                Some(&key) => key,
-                None => {
-                    let key = self.push(dir, part.to_string(), Node::Dir(Dir::default()));
-                    self.dir_mut(dir).subdirs.insert(part.to_string(), key);
-                    key
-                }
-            };
-        }
-        (dir, last.to_string())
-    }
-
-    fn push(&mut self, parent: Key, name: String, node: Node) -> Key {
-        let key = self.nodes.len() as Key;
-        self.nodes.push(node);
-        self.dir_mut(parent).children.push((name, key));
-        key
-    }
-
-    fn dir_mut(&mut self, key: Key) -> &mut Dir {
-        match &mut self.nodes[key as usize] {
-            Node::Dir(dir) => dir,
-            _ => unreachable!("parents are always directories"),
-        }
-    }
-
-    fn node(&self, key: Key) -> Result<&Node> {
-        self.nodes.get(key as usize).ok_or(Error::NotFound)
+        (self.tree.make_dirs(dirs), last.to_string())
     }
 }
 
@@ -145,23 +106,21 @@ fn narrow_type(xattrs: &[Xattr]) -> Option<Narrow> {
 
 impl Source for TensorFile {
     fn list(&self, dir: Key) -> Result<Listing> {
-        let Node::Dir(dir) = self.node(dir)? else {
-            return Err(Error::NotDir);
-        };
+        let dir = self.tree.dir(dir)?;
         let entries = dir
             .children
             .iter()
-            .map(|(name, key)| match &self.nodes[*key as usize] {
-                Node::Dir(_) => Entry::new(name.clone(), *key, EntryKind::Dir),
-                Node::Bytes(bytes) => {
+            .map(|(name, key)| match self.tree.node(*key) {
+                Ok(TreeNode::Leaf(Leaf::Bytes(bytes))) => {
                     Entry::new(name.clone(), *key, EntryKind::Bytes(bytes.clone()))
                 }
-                Node::Tensor(t, _) => {
+                Ok(TreeNode::Leaf(Leaf::Tensor(t, _))) => {
                     let mut entry =
                         Entry::new(name.clone(), *key, EntryKind::Array(t.header.clone()));
                     entry.xattrs = t.xattrs.clone();
                     entry
                 }
+                _ => Entry::new(name.clone(), *key, EntryKind::Dir),
             })
             .collect();
         Ok(Listing {
@@ -172,15 +131,15 @@ impl Source for TensorFile {
     }
 
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
-        match self.node(file)? {
-            Node::Tensor(t, None) => self.file.read_at(t.offset + offset, buf),
-            Node::Tensor(t, Some(narrow)) => {
+        match self.tree.node(file)? {
+            TreeNode::Leaf(Leaf::Tensor(t, None)) => self.file.read_at(t.offset + offset, buf),
+            TreeNode::Leaf(Leaf::Tensor(t, Some(narrow))) => {
                 widen::read_widened(*narrow, offset, buf, |stored, out| {
                     self.file.read_at(t.offset + stored, out)
                 })
             }
-            Node::Dir(_) => Err(Error::IsDir),
-            Node::Bytes(_) => Err(Error::NotFound),
+            TreeNode::Dir(_) => Err(Error::IsDir),
+            TreeNode::Leaf(Leaf::Bytes(_)) => Err(Error::NotFound),
         }
     }
 }

@@ -12,6 +12,7 @@ use zip::write::SimpleFileOptions;
 
 use super::*;
 use crate::npy::{ByteOrder, Dtype, NpyHeader};
+use crate::source::ROOT;
 
 static NEXT_FILE: AtomicUsize = AtomicUsize::new(0);
 
