@@ -46,13 +46,23 @@ impl ChunkGrid {
         self.unit
     }
 
-    /// The C-order number of the chunk whose first element is `origin`.
+    /// The C-order number of the chunk whose first element is `origin` (inside the grid).
     pub fn number(&self, origin: &[u64]) -> u64 {
-        origin
-            .iter()
-            .zip(&self.chunk)
-            .zip(&self.shape)
-            .fold(0, |number, ((o, c), n)| number * n.div_ceil(*c) + o / c)
+        self.number_checked(origin).unwrap_or(u64::MAX)
+    }
+
+    /// As [`ChunkGrid::number`], or None outside the grid (an index may keep chunks of a
+    /// dataset since shrunk).
+    fn number_checked(&self, origin: &[u64]) -> Option<u64> {
+        let mut number: u64 = 0;
+        for ((o, c), n) in origin.iter().zip(&self.chunk).zip(&self.shape) {
+            let (i, per_axis) = (o / c, n.div_ceil(*c));
+            if i >= per_axis {
+                return None;
+            }
+            number = number.checked_mul(per_axis)?.checked_add(i)?;
+        }
+        Some(number)
     }
 
     /// The payload byte just after the last in-bounds element of the chunk at `origin`: a
@@ -173,9 +183,6 @@ pub const TABLE_BYTES_PER_CHUNK: usize = std::mem::size_of::<StoredChunk>();
 /// HDF5 1.10 (`H5Dget_chunk_info_by_coord` walks the whole B-tree), O(n^2) for a dataset.
 #[derive(Debug)]
 pub struct ChunkTable {
-    /// Chunks along each axis (edge chunks included).
-    per_axis: Vec<u64>,
-    chunk: Vec<u64>,
     stored: Vec<StoredChunk>,
 }
 
@@ -195,16 +202,8 @@ impl ChunkTable {
     /// Enumerates the chunks of open dataset `dset` laid out on `grid`, giving up once the
     /// table would pass `budget` bytes.
     pub fn build(dset: hid_t, grid: &ChunkGrid, budget: usize) -> Result<ChunkTable, TableError> {
-        let chunk = grid.chunk.clone();
-        let per_axis: Vec<u64> = grid
-            .shape
-            .iter()
-            .zip(&chunk)
-            .map(|(n, c)| n.div_ceil(*c))
-            .collect();
         let mut walk = TableWalk {
-            per_axis: &per_axis,
-            chunk: &chunk,
+            grid,
             stored: Vec::new(),
             limit: budget / TABLE_BYTES_PER_CHUNK,
             over_budget: false,
@@ -232,11 +231,7 @@ impl ChunkTable {
             stored.dedup_by_key(|c| c.number);
         }
         stored.shrink_to_fit();
-        Ok(ChunkTable {
-            per_axis,
-            chunk,
-            stored,
-        })
+        Ok(ChunkTable { stored })
     }
 
     /// Bytes this table holds.
@@ -244,11 +239,10 @@ impl ChunkTable {
         self.stored.capacity() * TABLE_BYTES_PER_CHUNK + 64
     }
 
-    /// Where the chunk whose first element is `origin` is stored.
-    pub fn locate(&self, origin: &[u64]) -> ChunkLocation {
+    /// Where chunk number `number` ([`ChunkGrid::number`]) is stored.
+    pub fn locate(&self, number: u64) -> ChunkLocation {
         TABLE_PROBES.fetch_add(1, Ordering::Relaxed);
-        let number = chunk_number(origin, &self.chunk, &self.per_axis);
-        match number.and_then(|n| self.stored.binary_search_by_key(&n, |c| c.number).ok()) {
+        match self.stored.binary_search_by_key(&number, |c| c.number).ok() {
             Some(i) => {
                 let c = self.stored[i];
                 ChunkLocation {
@@ -268,25 +262,10 @@ impl ChunkTable {
 
 /// The state of one `H5Dchunk_iter` pass.
 struct TableWalk<'a> {
-    per_axis: &'a [u64],
-    chunk: &'a [u64],
+    grid: &'a ChunkGrid,
     stored: Vec<StoredChunk>,
     limit: usize,
     over_budget: bool,
-}
-
-/// The C-order number of the chunk whose first element is `origin`; None outside the grid
-/// (an index may keep chunks of a dataset since shrunk).
-fn chunk_number(origin: &[u64], chunk: &[u64], per_axis: &[u64]) -> Option<u64> {
-    let mut number: u64 = 0;
-    for ((o, c), n) in origin.iter().zip(chunk).zip(per_axis) {
-        let i = o / c;
-        if i >= *n {
-            return None;
-        }
-        number = number.checked_mul(*n)?.checked_add(i)?;
-    }
-    Some(number)
 }
 
 /// `H5Dchunk_iter`'s callback: records one chunk. Returns 0 to go on, 1 to stop (over budget).
@@ -302,8 +281,8 @@ extern "C" fn visit_chunk(
     let walk = unsafe { &mut *op_data.cast::<TableWalk>() };
     TABLE_ENTRIES_VISITED.fetch_add(1, Ordering::Relaxed);
     // SAFETY: libhdf5 passes the chunk's logical offset with one entry per dataset dimension.
-    let origin = unsafe { std::slice::from_raw_parts(offset, walk.chunk.len()) };
-    let Some(number) = chunk_number(origin, walk.chunk, walk.per_axis) else {
+    let origin = unsafe { std::slice::from_raw_parts(offset, walk.grid.chunk.len()) };
+    let Some(number) = walk.grid.number_checked(origin) else {
         return 0;
     };
     if address == HADDR_UNDEF || size == 0 {

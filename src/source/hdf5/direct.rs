@@ -149,7 +149,7 @@ impl ChunkLoader {
         let TableState::Ready(table) = table.as_ref() else {
             return Err(Error::read("", "", "no chunk table (over budget)"));
         };
-        let location = table.locate(origin);
+        let location = table.locate(direct.grid.number(origin));
         let Some(address) = location.address else {
             return Ok(direct.fill.repeat(chunk_bytes / direct.fill.len().max(1)));
         };
