@@ -121,34 +121,23 @@ impl RangeCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
-    fn file_with(bytes: &[u8]) -> (tempfile_path::TempPath, SourceFile) {
-        let path = tempfile_path::TempPath::new();
-        std::fs::File::create(&path.0)
-            .unwrap()
-            .write_all(bytes)
-            .unwrap();
-        let file = SourceFile::open(&path.0).unwrap();
-        (path, file)
+    /// A file holding `bytes`, removed when the returned guard drops.
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 
-    mod tempfile_path {
-        pub struct TempPath(pub std::path::PathBuf);
-        impl TempPath {
-            pub fn new() -> TempPath {
-                static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-                let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                TempPath(
-                    std::env::temp_dir().join(format!("arrfs-verify-{}-{n}", std::process::id())),
-                )
-            }
-        }
-        impl Drop for TempPath {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_file(&self.0);
-            }
-        }
+    fn file_with(bytes: &[u8]) -> (Scratch, SourceFile) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("arrfs-verify-{}-{n}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let file = SourceFile::open(&path).unwrap();
+        (Scratch(path), file)
     }
 
     fn read_in(check: &RangeCheck, file: &SourceFile, order: &[(u64, u64)]) -> Result<()> {
