@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::io::Location;
 use crate::npy::{peek, tuple_repr};
 use crate::progress;
 use crate::source::{self, SourceOptions};
@@ -30,7 +31,7 @@ struct Row {
 
 /// The tree of `source` as the mount shows it (`--attrs-json` sidecars included if asked).
 pub fn open_tree(source: &Path, options: &SourceOptions) -> Result<Fs> {
-    let src = source::open(source, options)?;
+    let src = source::open(&Location::local(source), options)?;
     let mtime = std::fs::metadata(source)
         .and_then(|m| m.modified())
         .map_err(|e| Error::io(source, e))?;

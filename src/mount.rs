@@ -13,6 +13,7 @@ use fuser::{Config, MountOption, SessionACL};
 use crate::cli::MountArgs;
 use crate::error::{Error, Result};
 use crate::fuse::FuseAdapter;
+use crate::io::Location;
 use crate::progress::{DelayedSpinner, WALK_SPINNER_DELAY};
 use crate::source::{self, SourceOptions};
 use crate::vfs::Fs;
@@ -176,7 +177,7 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
         WALK_SPINNER_DELAY,
         format!("reading the metadata of {}", source_path.display()),
     );
-    let source = source::open(source_path, &options);
+    let source = source::open(&Location::local(source_path), &options);
     drop(walk);
     let source = source?;
     let mtime = std::fs::metadata(source_path)

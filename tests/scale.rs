@@ -27,7 +27,7 @@ fn chunk_work_reading(dir: &TempDir, n: u64) -> u64 {
     );
     let expected = std::fs::read(&npy).unwrap();
     let before = arrfs::source::hdf5::chunk_table_work();
-    let src = source::open(&h5, &SourceOptions::default()).unwrap();
+    let src = source::open(&arrfs::io::Location::local(&h5), &SourceOptions::default()).unwrap();
     let listing = src.list(ROOT).unwrap();
     let entry = &listing.entries[0];
     let EntryKind::Array(header) = &entry.kind else {

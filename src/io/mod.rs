@@ -5,10 +5,14 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
+pub use location::{Location, ObjectBytes, ObjectListing, ObjectStore};
 
 pub mod cache;
 pub mod inflate;
+pub mod location;
 pub mod readahead;
 pub mod verify;
 
@@ -37,52 +41,138 @@ impl Stamp {
     }
 }
 
-/// An open source file that refuses to serve bytes once the file on disk has changed.
-#[derive(Debug)]
+/// An open source file that refuses to serve bytes once the file has changed: a local file
+/// (checked against its stamp on every read) or a remote object (checked by the transport).
 pub struct SourceFile {
+    /// The path, or the URL of a remote object; messages name it.
     path: PathBuf,
-    file: File,
-    stamp: Stamp,
+    location: Location,
+    backing: Backing,
+}
+
+enum Backing {
+    Local { file: File, stamp: Stamp },
+    Remote(Arc<dyn ObjectBytes>),
+}
+
+impl std::fmt::Debug for SourceFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SourceFile({})", self.path.display())
+    }
 }
 
 impl SourceFile {
-    pub fn open(path: &Path) -> Result<SourceFile> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    pub fn open(location: &Location) -> Result<SourceFile> {
+        let backing = match location {
+            Location::Local(path) => {
+                let file = File::open(path).map_err(|e| Error::io(path, e))?;
+                let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+                let stamp = Stamp::of(&meta);
+                Backing::Local { file, stamp }
+            }
+            Location::Remote { store, key } => Backing::Remote(store.open(key)?),
+        };
         Ok(SourceFile {
-            path: path.to_path_buf(),
-            file,
-            stamp: Stamp::of(&meta),
+            path: location.display(),
+            location: location.clone(),
+            backing,
         })
     }
 
+    /// The path, or the URL of a remote object.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
     pub fn len(&self) -> u64 {
-        self.stamp.size
+        match &self.backing {
+            Backing::Local { stamp, .. } => stamp.size,
+            Backing::Remote(object) => object.size(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.stamp.size == 0
+        self.len() == 0
     }
 
-    /// Fails with [`Error::SourceChanged`] if the path now names a different or modified file.
+    /// Fails with [`Error::SourceChanged`] if the path now names a different or modified
+    /// file. Remote objects are checked by the transport on every fetch instead.
     pub fn check_unchanged(&self) -> Result<()> {
-        let now = std::fs::metadata(&self.path).map(|m| Stamp::of(&m));
-        match now {
-            Ok(stamp) if stamp == self.stamp => Ok(()),
+        let Backing::Local { stamp, .. } = &self.backing else {
+            return Ok(());
+        };
+        match std::fs::metadata(&self.path).map(|m| Stamp::of(&m)) {
+            Ok(now) if now == *stamp => Ok(()),
             _ => Err(Error::SourceChanged {
                 path: self.path.clone(),
             }),
         }
     }
 
-    /// `pread` of exactly `buf.len()` bytes, after checking that the file is unchanged.
+    /// Exactly `buf.len()` bytes at `offset`, after checking that the file is unchanged.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.check_unchanged()?;
-        pread_exact(&self.file, offset, buf).map_err(|e| Error::io(&self.path, e))
+        match &self.backing {
+            Backing::Local { file, .. } => {
+                self.check_unchanged()?;
+                pread_exact(file, offset, buf).map_err(|e| Error::io(&self.path, e))
+            }
+            Backing::Remote(object) => object.read_at(offset, buf),
+        }
+    }
+
+    /// A `Read + Seek` view of the whole file, for parsers that want a stream (zip, pickle).
+    pub fn reader(&self) -> SourceReader<'_> {
+        self.window(0, self.len())
+    }
+
+    /// A `Read + Seek` view of `len` bytes from `start`, positions counted from `start`.
+    pub fn window(&self, start: u64, len: u64) -> SourceReader<'_> {
+        SourceReader {
+            file: self,
+            start,
+            len,
+            pos: 0,
+        }
+    }
+}
+
+/// A cursor over part of a [`SourceFile`]: `Read + Seek` by positioned reads, so that
+/// several can share one file.
+pub struct SourceReader<'a> {
+    file: &'a SourceFile,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl std::io::Read for SourceReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        self.file
+            .read_at(self.start + self.pos, &mut buf[..n])
+            .map_err(std::io::Error::other)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for SourceReader<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(at) => Some(at),
+            std::io::SeekFrom::End(delta) => self.len.checked_add_signed(delta),
+            std::io::SeekFrom::Current(delta) => self.pos.checked_add_signed(delta),
+        };
+        let target = target.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        self.pos = target;
+        Ok(target)
     }
 }
 

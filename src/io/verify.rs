@@ -136,7 +136,7 @@ mod tests {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let path = std::env::temp_dir().join(format!("arrfs-verify-{}-{n}", std::process::id()));
         std::fs::write(&path, bytes).unwrap();
-        let file = SourceFile::open(&path).unwrap();
+        let file = SourceFile::open(&crate::io::Location::local(&path)).unwrap();
         (Scratch(path), file)
     }
 

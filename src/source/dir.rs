@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::io::inflate::SeekPointStore;
+use crate::io::{Location, SourceFile};
 use crate::source::single::FILE_KEY;
 use crate::source::{
-    detect_file, open_container, Entry, EntryKind, Format, Key, Listing, Source, SourceOptions,
+    detect_opened, open_container, Entry, EntryKind, Format, Key, Listing, Source, SourceOptions,
     ROOT,
 };
 
@@ -25,7 +26,7 @@ const INNER_MASK: Key = (1 << INNER_BITS) - 1;
 const MAX_OPEN: usize = 16;
 
 struct Container {
-    path: PathBuf,
+    location: Location,
     format: Format,
     /// Directory keys listed so far, in order. Sources such as HDF5 hand out keys as they
     /// list, so a reopened container replays these listings to get the same keys back.
@@ -35,8 +36,8 @@ struct Container {
 }
 
 pub struct DirSource {
-    /// Directories of the mirrored tree: key -> path; [`ROOT`] is the top.
-    dirs: RwLock<Vec<PathBuf>>,
+    /// Directories of the mirrored tree: key -> location; [`ROOT`] is the top.
+    dirs: RwLock<Vec<Location>>,
     /// Container `i` has key prefix `i + 1`.
     containers: RwLock<Vec<Arc<Container>>>,
     /// Open containers by index. Opening one (which for HDF5 includes the check in a child
@@ -47,16 +48,17 @@ pub struct DirSource {
 }
 
 impl DirSource {
-    pub fn open(path: &Path, options: &SourceOptions) -> Result<DirSource> {
-        std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
+    pub fn open(location: &Location, options: &SourceOptions) -> Result<DirSource> {
+        location.children()?;
+        let local_root = location.local_path().map(Path::to_path_buf);
         Ok(DirSource {
-            dirs: RwLock::new(vec![path.to_path_buf()]),
+            dirs: RwLock::new(vec![location.clone()]),
             containers: RwLock::default(),
             open: quick_cache::sync::Cache::new(MAX_OPEN),
             options: SourceOptions {
                 cache_size: options.cache_size / MAX_OPEN as u64,
                 // External links may reach sibling containers, not outside the mount.
-                root: options.root.clone().or_else(|| Some(path.to_path_buf())),
+                root: options.root.clone().or(local_root),
                 ..options.clone()
             },
             store: SeekPointStore::new(options.cache_size / 2),
@@ -64,22 +66,16 @@ impl DirSource {
     }
 
     fn list_dir(&self, dir: Key) -> Result<Listing> {
-        let path = self.dirs.read().unwrap().get(dir as usize).cloned();
-        let path = path.ok_or(Error::NotFound)?;
-        let mut names: Vec<_> = std::fs::read_dir(&path)
-            .map_err(|e| Error::io(&path, e))?
-            .filter_map(|e| e.ok().map(|e| e.file_name()))
-            .collect();
-        names.sort();
+        let location = self.dirs.read().unwrap().get(dir as usize).cloned();
+        let location = location.ok_or(Error::NotFound)?;
         let mut listing = Listing::default();
-        for name in names {
-            let child = path.join(&name);
-            let name = name.to_string_lossy().into_owned();
-            match self.entry_for(&child, name.clone()) {
+        for (name, is_dir) in location.children()? {
+            let child = location.join(&name, is_dir);
+            match self.entry_for(child, is_dir, name.clone()) {
                 Ok(Some(entry)) => listing.entries.push(entry),
-                Ok(None) => log::trace!("{} is not a container: not shown", child.display()),
+                Ok(None) => log::trace!("{name} is not a container: not shown"),
                 Err(e) => {
-                    log::warn!("{} left out: {e}", child.display());
+                    log::warn!("{name} left out: {e}");
                     listing.skipped.push((name, e.to_string()));
                 }
             }
@@ -88,23 +84,23 @@ impl DirSource {
     }
 
     /// The entry of one file or directory of the tree, or None if it is not shown.
-    fn entry_for(&self, path: &Path, name: String) -> Result<Option<Entry>> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if meta.is_dir() {
+    fn entry_for(&self, location: Location, is_dir: bool, name: String) -> Result<Option<Entry>> {
+        if is_dir {
             let mut dirs = self.dirs.write().unwrap();
-            dirs.push(path.to_path_buf());
+            dirs.push(location);
             let key = (dirs.len() - 1) as Key;
             return Ok(Some(Entry::new(name, key, EntryKind::Dir)));
         }
-        let Some(format) = detect_file(path)? else {
+        let file = SourceFile::open(&location)?;
+        let Some(format) = detect_opened(&file)? else {
             return Ok(None);
         };
-        let prefix = self.add_container(path, format)?;
+        let prefix = self.add_container(location, format)?;
         let entry = match format {
             Format::Npy => Entry::new(
                 name,
                 prefix | FILE_KEY,
-                EntryKind::Blob { size: meta.len() },
+                EntryKind::Blob { size: file.len() },
             ),
             _ => Entry::new(name, prefix | ROOT, EntryKind::Dir),
         };
@@ -112,14 +108,17 @@ impl DirSource {
     }
 
     /// Registers a container; returns its key prefix.
-    fn add_container(&self, path: &Path, format: Format) -> Result<Key> {
+    fn add_container(&self, location: Location, format: Format) -> Result<Key> {
         let mut containers = self.containers.write().unwrap();
         let prefix = ((containers.len() + 1) as Key) << INNER_BITS;
         if prefix >> INNER_BITS != (containers.len() + 1) as Key {
-            return Err(Error::format(path, "too many containers in one mount"));
+            return Err(Error::format(
+                location.display(),
+                "too many containers in one mount",
+            ));
         }
         containers.push(Arc::new(Container {
-            path: path.to_path_buf(),
+            location,
             format,
             listed: Mutex::default(),
             broken: Mutex::default(),
@@ -153,10 +152,10 @@ impl DirSource {
 
     fn open_container(&self, container: &Container) -> Result<Arc<dyn Source>> {
         if let Some(why) = container.broken.lock().unwrap().as_ref() {
-            return Err(Error::format(&container.path, why.clone()));
+            return Err(Error::format(container.location.display(), why.clone()));
         }
         let opened = open_container(
-            &container.path,
+            &container.location,
             container.format,
             &self.options,
             &self.store,
@@ -197,7 +196,7 @@ impl DirSource {
         let name = self
             .container(index)
             .ok()
-            .and_then(|c| c.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .map(|c| c.location.file_name())
             .unwrap_or_default();
         let why = match e {
             Error::Format { cause, .. } => cause,
@@ -232,7 +231,7 @@ fn replay(source: &dyn Source, container: &Container) -> Result<()> {
 fn source_path(source: &DirSource, index: usize) -> PathBuf {
     source
         .container(index)
-        .map(|c| c.path.clone())
+        .map(|c| c.location.display())
         .unwrap_or_default()
 }
 

@@ -6,14 +6,12 @@
 //! (`ne0 / block_values * block_bytes`), with the type in `user.arrfs.dtype_logical`.
 //! Hand-written: no crate reads GGUF's header without also pulling a tensor runtime.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::Path;
 
 use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, Result};
-use crate::io::SourceFile;
+use crate::io::{Location, SourceFile, SourceReader};
 use crate::npy::{ByteOrder, Dtype, NpyHeader};
 use crate::source::tensors::{Tensor, TensorFile};
 use crate::source::{SourceOptions, Xattr};
@@ -99,13 +97,13 @@ fn type_view(code: u32) -> Option<TypeView> {
 
 /// Sequential reads of the header with every length checked against the file size, so a
 /// hostile count or length cannot make us allocate more than the file holds.
-struct HeaderReader {
-    inner: BufReader<File>,
+struct HeaderReader<'a> {
+    inner: BufReader<SourceReader<'a>>,
     pos: u64,
     len: u64,
 }
 
-impl HeaderReader {
+impl HeaderReader<'_> {
     fn bytes(&mut self, n: u64) -> Result<Vec<u8>, String> {
         if n > self.len.saturating_sub(self.pos) {
             return Err(format!(
@@ -198,12 +196,11 @@ struct TensorInfo {
 
 /// Opens a GGUF file. A header that cannot be read or tensor data past the end of the file
 /// fail the mount; a tensor of an unknown type or impossible shape is left out.
-pub fn open(path: &Path, options: &SourceOptions) -> Result<TensorFile> {
-    let file = SourceFile::open(path)?;
-    let bad = |cause: String| Error::format(path, cause);
-    let raw = File::open(path).map_err(|e| Error::io(path, e))?;
+pub fn open(location: &Location, options: &SourceOptions) -> Result<TensorFile> {
+    let file = SourceFile::open(location)?;
+    let bad = |cause: String| Error::format(location.display(), cause);
     let mut reader = HeaderReader {
-        inner: BufReader::new(raw),
+        inner: BufReader::new(file.reader()),
         pos: 0,
         len: file.len(),
     };

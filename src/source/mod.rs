@@ -12,11 +12,11 @@ pub mod single;
 pub mod tensors;
 pub mod torch;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::io::inflate::SeekPointStore;
+use crate::io::{Location, SourceFile};
 use crate::npy::NpyHeader;
 
 /// A source's own name for one of its directories or files. [`ROOT`] is the top directory.
@@ -106,27 +106,29 @@ pub enum Format {
 const ZIP_MAGICS: [&[u8]; 2] = [b"PK\x03\x04", b"PK\x05\x06"];
 const GZIP_MAGIC: &[u8] = b"\x1f\x8b";
 
-/// Detects the format of `path` (a file or a directory) from its magic bytes.
-pub fn detect(path: &Path) -> Result<Format> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.is_dir() {
+/// Detects the format of `location` (a file or a directory) from its magic bytes.
+pub fn detect(location: &Location) -> Result<Format> {
+    if location.is_dir()? {
         return Ok(Format::Dir);
     }
-    detect_file(path)?.ok_or_else(|| {
+    detect_file(location)?.ok_or_else(|| {
         Error::format(
-            path,
+            location.display(),
             "unknown format (not HDF5, NPZ/zip, pickle, .npy, .npy.gz, safetensors, GGUF or a PyTorch checkpoint)",
         )
     })
 }
 
 /// The container format of a file, or None if it is none we read.
-pub fn detect_file(path: &Path) -> Result<Option<Format>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+pub fn detect_file(location: &Location) -> Result<Option<Format>> {
+    detect_opened(&SourceFile::open(location)?)
+}
+
+/// The container format of an open file, or None if it is none we read.
+pub fn detect_opened(file: &SourceFile) -> Result<Option<Format>> {
     let mut head = [0u8; 16];
-    let n = (len.min(head.len() as u64)) as usize;
-    crate::io::pread_exact(&file, 0, &mut head[..n]).map_err(|e| Error::io(path, e))?;
+    let n = (file.len().min(head.len() as u64)) as usize;
+    file.read_at(0, &mut head[..n])?;
     let head = &head[..n];
     let format = match head {
         h if safetensors::sniff(h) => Some(Format::Safetensors),
@@ -135,61 +137,72 @@ pub fn detect_file(path: &Path) -> Result<Option<Format>> {
         h if ZIP_MAGICS.iter().any(|m| h.starts_with(m)) => Some(Format::Zip),
         h if h.starts_with(crate::npy::NPY_MAGIC) => Some(Format::Npy),
         // A gzip-wrapped pickle is a pickle; any other gzip file is taken for a `.npy.gz`.
-        h if h.starts_with(GZIP_MAGIC) && pickle::sniff(path, &file)? => Some(Format::Pickle),
+        h if h.starts_with(GZIP_MAGIC) && pickle::sniff(file)? => Some(Format::Pickle),
         h if h.starts_with(GZIP_MAGIC) => Some(Format::Gzip),
-        _ if hdf5::signature_offset(&file)?.is_some() => Some(Format::Hdf5),
-        _ if pickle::sniff(path, &file)? => Some(Format::Pickle),
+        _ if hdf5::signature_offset(file)?.is_some() => Some(Format::Hdf5),
+        _ if pickle::sniff(file)? => Some(Format::Pickle),
         _ => None,
     };
     Ok(format)
 }
 
-/// Opens `path` as the source of its detected format.
-pub fn open(path: &Path, options: &SourceOptions) -> Result<Arc<dyn Source>> {
-    match detect(path)? {
-        Format::Dir => Ok(Arc::new(dir::DirSource::open(path, options)?)),
+/// Opens `location` as the source of its detected format.
+pub fn open(location: &Location, options: &SourceOptions) -> Result<Arc<dyn Source>> {
+    match detect(location)? {
+        Format::Dir => Ok(Arc::new(dir::DirSource::open(location, options)?)),
         format => {
             let store = SeekPointStore::new(options.cache_size);
-            open_container(path, format, options, &store)
+            open_container(location, format, options, &store)
         }
     }
 }
 
 /// Opens a container file of a known format; deflate seek points are kept in `store`.
 pub fn open_container(
-    path: &Path,
+    location: &Location,
     format: Format,
     options: &SourceOptions,
     store: &Arc<SeekPointStore>,
 ) -> Result<Arc<dyn Source>> {
     Ok(match format {
-        Format::Hdf5 => Arc::new(hdf5::Hdf5Source::open_checked(path, options)?),
-        Format::Zip => open_zip(path, options, store)?,
-        Format::Npy => Arc::new(single::NpyFileSource::open(path)?),
-        Format::Gzip => Arc::new(single::GzipNpySource::open_with_store(path, store.clone())?),
-        Format::Dir => Arc::new(dir::DirSource::open(path, options)?),
-        Format::Pickle => Arc::new(pickle::open(path, options)?),
-        Format::Safetensors => Arc::new(safetensors::open(path, options)?),
-        Format::Gguf => Arc::new(gguf::open(path, options)?),
+        Format::Hdf5 => Arc::new(hdf5::Hdf5Source::open_checked(local_hdf5(location)?, options)?),
+        Format::Zip => open_zip(location, options, store)?,
+        Format::Npy => Arc::new(single::NpyFileSource::open(location)?),
+        Format::Gzip => Arc::new(single::GzipNpySource::open_with_store(location, store.clone())?),
+        Format::Dir => Arc::new(dir::DirSource::open(location, options)?),
+        Format::Pickle => Arc::new(pickle::open(location, options)?),
+        Format::Safetensors => Arc::new(safetensors::open(location, options)?),
+        Format::Gguf => Arc::new(gguf::open(location, options)?),
         Format::TorchLegacy => {
             return Err(Error::format(
-                path,
+                location.display(),
                 "legacy PyTorch checkpoint (torch < 1.6 format) is not supported; re-save it with a current torch.save",
             ))
         }
     })
 }
 
+/// libhdf5 opens files by name: an HDF5 object in a remote store needs the driver that
+/// reads through the range reader.
+fn local_hdf5(location: &Location) -> Result<&std::path::Path> {
+    location.local_path().ok_or_else(|| {
+        Error::format(
+            location.display(),
+            "HDF5 files in object stores are not readable yet",
+        )
+    })
+}
+
 /// A zip is a PyTorch checkpoint if it holds `NAME/data.pkl`, else an NPZ / zip of arrays.
 fn open_zip(
-    path: &Path,
+    location: &Location,
     options: &SourceOptions,
     store: &Arc<SeekPointStore>,
 ) -> Result<Arc<dyn Source>> {
-    let file = Arc::new(crate::io::SourceFile::open(path)?);
-    let members = npz::read_central_directory(path, file.len())?;
+    let file = Arc::new(SourceFile::open(location)?);
+    let members = npz::read_central_directory(&file)?;
     if torch::data_pkl(&members).is_some() {
-        return torch::open_source(path, &members, options);
+        return torch::open_source(file, &members, options);
     }
     let zip = npz::ZipSource::from_members(file, members, store.clone())?;
     Ok(Arc::new(zip.verifying_on_open(options.verify_on_open)))

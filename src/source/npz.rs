@@ -10,7 +10,7 @@ use zip::CompressionMethod;
 use crate::error::{Error, Result};
 use crate::io::inflate::{scan, DeflateRange, SeekPointStore, SeekableInflate};
 use crate::io::verify::RangeCheck;
-use crate::io::SourceFile;
+use crate::io::{Location, SourceFile};
 use crate::npy::NPY_MAGIC;
 use crate::source::path_tree::{PathTree, TreeNode};
 use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions};
@@ -52,15 +52,15 @@ pub(crate) struct MemberInfo {
 }
 
 impl ZipSource {
-    pub fn open(path: &Path, options: &SourceOptions) -> Result<ZipSource> {
-        ZipSource::open_with_store(path, SeekPointStore::new(options.cache_size))
+    pub fn open(location: &Location, options: &SourceOptions) -> Result<ZipSource> {
+        ZipSource::open_with_store(location, SeekPointStore::new(options.cache_size))
             .map(|zip| zip.verifying_on_open(options.verify_on_open))
     }
 
     /// Opens with seek points kept in `store` (shared by the containers of a directory).
-    pub fn open_with_store(path: &Path, store: Arc<SeekPointStore>) -> Result<ZipSource> {
-        let file = Arc::new(SourceFile::open(path)?);
-        let members = read_central_directory(path, file.len())?;
+    pub fn open_with_store(location: &Location, store: Arc<SeekPointStore>) -> Result<ZipSource> {
+        let file = Arc::new(SourceFile::open(location)?);
+        let members = read_central_directory(&file)?;
         ZipSource::from_members(file, members, store)
     }
 
@@ -226,10 +226,12 @@ impl ZipSource {
 }
 
 /// Every member's metadata, with the data offset from its local header.
-pub(crate) fn read_central_directory(path: &Path, len: u64) -> Result<Vec<MemberInfo>> {
+pub(crate) fn read_central_directory(file: &SourceFile) -> Result<Vec<MemberInfo>> {
+    let (path, len) = (file.path(), file.len());
     let bad = |e: zip::result::ZipError| Error::format(path, format!("not a readable zip: {e}"));
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut archive = zip::ZipArchive::new(file).map_err(bad)?;
+    // Buffered: the zip crate reads the central directory in small pieces.
+    let reader = std::io::BufReader::with_capacity(64 << 10, file.reader());
+    let mut archive = zip::ZipArchive::new(reader).map_err(bad)?;
     let mut members = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {
         let member = archive.by_index_raw(i).map_err(bad)?;

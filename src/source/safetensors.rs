@@ -4,12 +4,10 @@
 //! the root. The header is parsed with serde_json (the `safetensors` crate would pull a second
 //! copy of the same parsing and offers nothing for serving byte ranges).
 
-use std::path::Path;
-
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::io::SourceFile;
+use crate::io::{Location, SourceFile};
 use crate::npy::{ByteOrder, Dtype, NpyHeader};
 use crate::source::tensors::{Tensor, TensorFile};
 use crate::source::{SourceOptions, Xattr};
@@ -69,8 +67,9 @@ pub fn dtype_of(name: &str) -> Option<(Dtype, Option<&'static str>)> {
 
 /// Opens a safetensors file: every tensor whose entry makes sense is shown; entries that do
 /// not are left out with the reason; a header that cannot be read fails the mount.
-pub fn open(path: &Path, options: &SourceOptions) -> Result<TensorFile> {
-    let file = SourceFile::open(path)?;
+pub fn open(location: &Location, options: &SourceOptions) -> Result<TensorFile> {
+    let path = &location.display();
+    let file = SourceFile::open(location)?;
     let (header, data_start) = read_header(&file)?;
     let mut tree = TensorFile::new(file, options);
     let mut root_xattrs = Vec::new();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::io::inflate::{scan, DeflateRange, SeekPointStore, SeekableInflate};
-use crate::io::SourceFile;
+use crate::io::{Location, SourceFile};
 use crate::npy::NPY_MAGIC;
 use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions, ROOT};
 
@@ -27,8 +27,9 @@ pub struct NpyFileSource {
 }
 
 impl NpyFileSource {
-    pub fn open(path: &Path) -> Result<NpyFileSource> {
-        let file = SourceFile::open(path)?;
+    pub fn open(location: &Location) -> Result<NpyFileSource> {
+        let path = &location.display();
+        let file = SourceFile::open(location)?;
         let mut magic = [0u8; NPY_MAGIC.len()];
         file.read_at(0, &mut magic)
             .map_err(|_| Error::format(path, "too short for a .npy file"))?;
@@ -37,7 +38,7 @@ impl NpyFileSource {
         }
         Ok(NpyFileSource {
             file,
-            name: file_name(path),
+            name: file_name(location),
         })
     }
 }
@@ -61,12 +62,16 @@ pub struct GzipNpySource {
 }
 
 impl GzipNpySource {
-    pub fn open(path: &Path, options: &SourceOptions) -> Result<GzipNpySource> {
-        GzipNpySource::open_with_store(path, SeekPointStore::new(options.cache_size))
+    pub fn open(location: &Location, options: &SourceOptions) -> Result<GzipNpySource> {
+        GzipNpySource::open_with_store(location, SeekPointStore::new(options.cache_size))
     }
 
-    pub fn open_with_store(path: &Path, store: Arc<SeekPointStore>) -> Result<GzipNpySource> {
-        let file = Arc::new(SourceFile::open(path)?);
+    pub fn open_with_store(
+        location: &Location,
+        store: Arc<SeekPointStore>,
+    ) -> Result<GzipNpySource> {
+        let path = &location.display();
+        let file = Arc::new(SourceFile::open(location)?);
         let range = gzip_range(&file).map_err(|e| as_format_error(path, e))?;
         let (head, _) = scan(
             &file,
@@ -82,7 +87,7 @@ impl GzipNpySource {
                 "gzip data is neither a .npy file nor a pickle",
             ));
         }
-        let name = gzip_stem(&file_name(path));
+        let name = gzip_stem(&file_name(location));
         let stream = SeekableInflate::new(file, range, name.clone(), store);
         Ok(GzipNpySource { stream, name })
     }
@@ -122,9 +127,9 @@ fn check_file_key(key: Key) -> Result<()> {
     }
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+fn file_name(location: &Location) -> String {
+    Some(location.file_name())
+        .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "data.npy".into())
 }
 

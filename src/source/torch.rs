@@ -8,8 +8,6 @@
 //! float8 tensors are served as `<f4`, converted as read.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 use std::sync::Arc;
 
 use zip::CompressionMethod;
@@ -45,7 +43,7 @@ struct Storage {
 }
 
 pub struct TorchSource {
-    file: SourceFile,
+    file: Arc<SourceFile>,
     nodes: Vec<Node>,
     /// File offset of `data.pkl`: arrays pickled inside it have offsets relative to it.
     pickle_start: u64,
@@ -55,17 +53,17 @@ pub struct TorchSource {
 }
 
 pub(crate) fn open(
-    path: &Path,
+    file: Arc<SourceFile>,
     members: &[MemberInfo],
     options: &SourceOptions,
 ) -> Result<TorchSource> {
+    let path = &file.path().to_path_buf();
     let bad = |cause: String| Error::format(path, cause);
     let pkl = data_pkl(members).ok_or_else(|| bad("no data.pkl: not a checkpoint".into()))?;
     let prefix = pkl.path.trim_end_matches("data.pkl");
     if pkl.method != CompressionMethod::Stored || pkl.encrypted {
         return Err(bad(format!("{} is compressed or encrypted", pkl.path)));
     }
-    let file = SourceFile::open(path)?;
     check_range(&file, pkl).map_err(bad)?;
     let byteorder = members
         .iter()
@@ -74,7 +72,8 @@ pub(crate) fn open(
         check_little_endian(&file, member).map_err(bad)?;
     }
     let storages = storages(&file, members, prefix).map_err(bad)?;
-    let reader = RangeReader::new(path, pkl.data_start, pkl.size)?;
+    // `data.pkl` as a stream of its own: positions count from the member's first byte.
+    let reader = file.window(pkl.data_start, pkl.size);
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     let mut nodes = pickle::run_torch(reader, pkl.size, stem.as_deref().unwrap_or("tensor"))
         .map_err(|e| match e {
@@ -369,59 +368,13 @@ impl Source for TorchSource {
     }
 }
 
-/// `data.pkl` as a stream of its own: positions count from the member's first byte.
-struct RangeReader {
-    file: std::fs::File,
-    start: u64,
-    len: u64,
-    pos: u64,
-}
-
-impl RangeReader {
-    fn new(path: &Path, start: u64, len: u64) -> Result<RangeReader> {
-        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        file.seek(SeekFrom::Start(start))
-            .map_err(|e| Error::io(path, e))?;
-        Ok(RangeReader {
-            file,
-            start,
-            len,
-            pos: 0,
-        })
-    }
-}
-
-impl Read for RangeReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.len.saturating_sub(self.pos);
-        let n = (buf.len() as u64).min(left) as usize;
-        let n = self.file.read(&mut buf[..n])?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Seek for RangeReader {
-    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(n) => Some(n),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-        };
-        let target = target.ok_or(std::io::ErrorKind::InvalidInput)?;
-        self.file.seek(SeekFrom::Start(self.start + target))?;
-        self.pos = target;
-        Ok(target)
-    }
-}
-
 /// Wraps the parts used by [`crate::source::open_container`].
 pub(crate) fn open_source(
-    path: &Path,
+    file: Arc<SourceFile>,
     members: &[MemberInfo],
     options: &SourceOptions,
 ) -> Result<Arc<dyn Source>> {
-    Ok(Arc::new(open(path, members, options)?))
+    Ok(Arc::new(open(file, members, options)?))
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ impl Fixture {
             size: data.len() as u64,
             crc32: Some(crc32fast::hash(data)),
         };
-        let file = Arc::new(SourceFile::open(&path).unwrap());
+        let file = Arc::new(SourceFile::open(&crate::io::Location::local(&path)).unwrap());
         Fixture { path, file, range }
     }
 

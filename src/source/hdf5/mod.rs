@@ -28,12 +28,12 @@ pub use external::{EXTFILE_PREFIX_ENV, ORIGIN};
 const SIGNATURE: &[u8] = b"\x89HDF\r\n\x1a\n";
 
 /// HDF5's superblock may follow a user block: it sits at 0, 512, 1024, 2048, ...
-pub fn signature_offset(file: &std::fs::File) -> Result<Option<u64>> {
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+pub fn signature_offset(file: &SourceFile) -> Result<Option<u64>> {
+    let len = file.len();
     let mut offset = 0;
     while offset + SIGNATURE.len() as u64 <= len {
         let mut buf = [0u8; 8];
-        if crate::io::pread_exact(file, offset, &mut buf).is_ok() && buf == SIGNATURE {
+        if file.read_at(offset, &mut buf).is_ok() && buf == SIGNATURE {
             return Ok(Some(offset));
         }
         offset = if offset == 0 { 512 } else { offset * 2 };
@@ -51,7 +51,7 @@ use dataset::{DatasetInfo, OpenDataset};
 use direct::{DatasetRead, DirectReader};
 
 use crate::error::{Error, Result};
-use crate::io::{stable_hash, SourceFile};
+use crate::io::{stable_hash, Location, SourceFile};
 use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions};
 
 /// How many datasets keep an open handle (and HDF5 chunk cache) between reads.
@@ -92,7 +92,7 @@ impl Hdf5Source {
 
     pub fn open(path: &Path, options: &SourceOptions) -> Result<Hdf5Source> {
         codecs::register::register_all();
-        let source = Arc::new(SourceFile::open(path)?);
+        let source = Arc::new(SourceFile::open(&Location::local(path))?);
         // By its absolute name: HDF5 resolves external links and raw data files relative to
         // it, and must never fall back on the daemon's working directory.
         let absolute = std::path::absolute(path).map_err(|e| Error::io(path, e))?;

@@ -46,7 +46,7 @@ fn exercise(bytes: &[u8]) {
     let n = NEXT_FILE.fetch_add(1, Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("arrfs-zipfuzz-{}-{n}.zip", std::process::id()));
     std::fs::write(&path, bytes).unwrap();
-    if let Ok(source) = ZipSource::open(&path, &SourceOptions::default()) {
+    if let Ok(source) = ZipSource::open(&Location::local(&path), &SourceOptions::default()) {
         read_tree(&source, ROOT);
     }
     std::fs::remove_file(&path).unwrap();
@@ -79,7 +79,7 @@ fn position() -> impl Strategy<Value = prop::sample::Index> {
 fn the_unmutated_archive_reads_back() {
     let path = std::env::temp_dir().join(format!("arrfs-zipfuzz-{}-plain.zip", std::process::id()));
     std::fs::write(&path, &*ARCHIVE).unwrap();
-    let source = ZipSource::open(&path, &SourceOptions::default()).unwrap();
+    let source = ZipSource::open(&Location::local(&path), &SourceOptions::default()).unwrap();
     let names: Vec<String> = source
         .list(ROOT)
         .unwrap()

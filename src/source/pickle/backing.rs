@@ -76,9 +76,8 @@ pub enum Backing {
 }
 
 impl Backing {
-    /// The stream of `path`, decompressed if `codec` says so.
-    pub fn open(path: &Path, codec: Option<Codec>, cache_size: u64) -> Result<Backing> {
-        let source = Arc::new(SourceFile::open(path)?);
+    /// The stream of `source`, decompressed if `codec` says so.
+    pub fn open(source: Arc<SourceFile>, codec: Option<Codec>, cache_size: u64) -> Result<Backing> {
         let Some(codec) = codec else {
             return Ok(Backing::Plain(source));
         };
@@ -191,12 +190,11 @@ fn format_error(file: &SourceFile, e: Error) -> Error {
     }
 }
 
-/// The first `n` decoded bytes of `path` under `codec`, or None if they cannot be had.
-pub fn decoded_head(path: &Path, codec: Codec, n: usize) -> Option<Vec<u8>> {
+/// The first `n` decoded bytes of `source` under `codec`, or None if they cannot be had.
+pub fn decoded_head(source: &SourceFile, codec: Codec, n: usize) -> Option<Vec<u8>> {
     if matches!(codec, Codec::Gzip | Codec::Zlib) {
-        let source = SourceFile::open(path).ok()?;
         let range = match codec {
-            Codec::Gzip => crate::source::single::gzip_range(&source).ok()?,
+            Codec::Gzip => crate::source::single::gzip_range(source).ok()?,
             _ => DeflateRange {
                 start: 2,
                 compressed_len: source.len().saturating_sub(6),
@@ -204,10 +202,10 @@ pub fn decoded_head(path: &Path, codec: Codec, n: usize) -> Option<Vec<u8>> {
                 crc32: None,
             },
         };
-        let (head, _) = scan(&source, range.start, range.compressed_len, n, false).ok()?;
+        let (head, _) = scan(source, range.start, range.compressed_len, n, false).ok()?;
         return Some(head);
     }
-    let input = std::io::BufReader::new(File::open(path).ok()?);
+    let input = std::io::BufReader::new(source.reader());
     let mut out = LimitedWriter {
         inner: Vec::new(),
         written: 0,
@@ -234,10 +232,7 @@ fn spill(source: Arc<SourceFile>, codec: Codec) -> Result<Backing> {
     let (mut spill, spill_path) = temp_file()?;
     // Unlinked at once: the data lives as long as the handle, never longer.
     let _ = std::fs::remove_file(&spill_path);
-    let input = std::io::BufReader::with_capacity(
-        1 << 20,
-        File::open(&path).map_err(|e| Error::io(&path, e))?,
-    );
+    let input = std::io::BufReader::with_capacity(1 << 20, source.reader());
     let limit = spill_limit(source.len());
     let mut out = LimitedWriter {
         inner: std::io::BufWriter::with_capacity(1 << 20, &mut spill),

@@ -14,7 +14,7 @@ mod value;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub use machine::{Limits, MachineError, PickleMachine};
 pub use numpy::{ArrayPayload, PayloadData};
@@ -25,6 +25,7 @@ use backing::{Backing, Codec};
 use value::Blob;
 
 use crate::error::{Error, Result};
+use crate::io::{Location, SourceFile};
 use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions};
 
 /// Raw bytes decoded per step when a text payload is read.
@@ -42,16 +43,18 @@ pub struct PickleSource {
 }
 
 impl PickleSource {
-    pub fn open(path: &Path, options: &SourceOptions) -> Result<PickleSource> {
-        let codec = compression(path)?;
-        let source = Backing::open(path, codec, options.cache_size)?;
+    pub fn open(location: &Location, options: &SourceOptions) -> Result<PickleSource> {
+        let file = Arc::new(SourceFile::open(location)?);
+        let path = &location.display();
+        let codec = compression(&file)?;
+        let source = Backing::open(file, codec, options.cache_size)?;
         let reader = OpReader::new(source.reader(), source.len());
         let mut machine = PickleMachine::new(reader, Limits::default());
         let top = machine.run().map_err(|e| match e {
             MachineError::Io(e) => Error::io(path, e),
             other => Error::format(path, other.to_string()),
         })?;
-        let stem = stem_of(path, codec);
+        let stem = stem_of(&location.file_name(), codec);
         let nodes = tree::build(&machine.heap, &top, &stem);
         Ok(PickleSource {
             source,
@@ -238,39 +241,39 @@ const TEXT_PROTOCOL_STARTS: &[u8] = b"(]})NIJKLFGSTUVXcdlt";
 
 /// Whether the file looks like a pickle: PROTO 2-5 first, or (with a pickle extension) a
 /// protocol 0/1 opcode first and STOP last. Compressed joblib dumps are refused clearly.
-pub fn sniff(path: &Path, file: &std::fs::File) -> Result<bool> {
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+pub fn sniff(file: &SourceFile) -> Result<bool> {
+    let len = file.len();
+    let name = file.location().file_name();
     let mut head = [0u8; 8];
-    let head = match crate::io::pread_exact(file, 0, &mut head) {
+    let head = match file.read_at(0, &mut head) {
         Ok(()) => &head[..],
         Err(_) => return Ok(false),
     };
     if let [0x80, 2..=5, ..] = head {
         return Ok(true);
     }
-    if compression(path)?.is_some() {
+    if compression(file)?.is_some() {
         return Ok(true);
     }
-    if !has_pickle_extension(path) {
+    if !has_pickle_extension(&name) {
         return Ok(false);
     }
     if head.starts_with(b"ZF") {
         return Err(Error::format(
-            path,
+            file.path(),
             "joblib < 0.10 compressed dump (ZF format) is not supported",
         ));
     }
     let mut last = [0u8; 1];
-    let ends_with_stop =
-        crate::io::pread_exact(file, len.saturating_sub(1), &mut last).is_ok() && last == *b".";
+    let ends_with_stop = file.read_at(len.saturating_sub(1), &mut last).is_ok() && last == *b".";
     Ok(ends_with_stop
         && head
             .first()
             .is_some_and(|b| TEXT_PROTOCOL_STARTS.contains(b)))
 }
 
-fn has_pickle_extension(path: &Path) -> bool {
-    let ext = path
+fn has_pickle_extension(name: &str) -> bool {
+    let ext = Path::new(name)
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase());
     ext.is_some_and(|e| PICKLE_EXTENSIONS.contains(&e.as_str()))
@@ -279,24 +282,25 @@ fn has_pickle_extension(path: &Path) -> bool {
 /// The compression a whole pickle stream is wrapped in: a known magic whose first decoded
 /// bytes are a pickle's PROTO opcode (protocol 2-5; every joblib dump has one). None: not a
 /// compressed pickle.
-fn compression(path: &Path) -> Result<Option<Codec>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+fn compression(file: &SourceFile) -> Result<Option<Codec>> {
     let mut head = [0u8; 8];
-    if crate::io::pread_exact(&file, 0, &mut head).is_err() {
+    if file.read_at(0, &mut head).is_err() {
         return Ok(None);
     }
     let Some(codec) = Codec::of(&head) else {
         return Ok(None);
     };
-    let decoded = backing::decoded_head(path, codec, 2);
+    let decoded = backing::decoded_head(file, codec, 2);
     Ok(matches!(decoded.as_deref(), Some([0x80, 2..=5])).then_some(codec))
 }
 
 /// The name a top-level array takes: the file's name without its compression and pickle
 /// extensions (`x.pkl.gz` -> `x`).
-fn stem_of(path: &Path, codec: Option<Codec>) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let mut name = name.unwrap_or_else(|| "array".into());
+fn stem_of(file_name: &str, codec: Option<Codec>) -> String {
+    let mut name = match file_name {
+        "" => "array".to_string(),
+        name => name.to_string(),
+    };
     if codec.is_some() {
         for ext in [
             ".gz", ".gzip", ".z", ".zlib", ".bz2", ".xz", ".lzma", ".lz4",
@@ -326,6 +330,6 @@ pub fn run_bytes(bytes: &[u8], limits: Limits) -> Result<Vec<Node>, MachineError
 mod tests;
 
 /// Opens a pickle or uncompressed joblib dump.
-pub fn open(path: &Path, options: &SourceOptions) -> Result<PickleSource> {
-    PickleSource::open(path, options)
+pub fn open(location: &Location, options: &SourceOptions) -> Result<PickleSource> {
+    PickleSource::open(location, options)
 }
