@@ -367,6 +367,11 @@ fn open_daemon_log(args: &MountArgs) -> Result<Option<std::fs::File>> {
 /// Tells the waiting parent that the mount answers, then detaches from its terminal: stdin
 /// and stdout to /dev/null, stderr (and so the log) to the log file, or the log to syslog.
 fn announce_ready(log_file: Option<std::fs::File>) {
+    // Under systemd with `Type=notify` (NOTIFY_SOCKET set), units ordered after ours start
+    // only now; elsewhere this does nothing.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        log::warn!("cannot tell systemd the mount is ready: {e}");
+    }
     if !is_daemon() {
         return;
     }
