@@ -6,7 +6,9 @@ names them (raw data files under the `${ORIGIN}` prefix, as arrfs reads them).
                                                     DIR/outside.{h5,bin} beside root
     python external_cases.py check DIR MOUNT MODE   MODE: file (root/a.h5 mounted), any (the
                                                     same with -o external_links=any), dir
-                                                    (root mounted)
+                                                    (root mounted), driver (root/a.h5
+                                                    read through arrfs's HDF5 driver: all
+                                                    left out, for want of a path)
 """
 import os
 import sys
@@ -57,7 +59,19 @@ def read(path, name):
         return h5py.Dataset(h5py.h5d.open(f.id, name.encode(), dapl))[()]
 
 
+def check_driver(mnt):
+    skipped = os.getxattr(mnt, "user.arrfs.skipped").decode()
+    for name in INSIDE + OUTSIDE:
+        assert not os.path.exists(f"{mnt}/{name}.npy"), name
+        line = next(l for l in skipped.splitlines() if l.startswith(f"{name}: "))
+        assert "read through arrfs's driver" in line, line
+    assert os.listdir(mnt) == [], os.listdir(mnt)
+    print(f"{len(INSIDE + OUTSIDE)} left out, files checked")
+
+
 def check(out, mnt, mode):
+    if mode == "driver":
+        return check_driver(mnt)
     root = f"{out}/root"
     top = f"{mnt}/a.h5" if mode == "dir" else mnt
     shown = INSIDE + (OUTSIDE if mode == "any" else [])
