@@ -61,12 +61,12 @@ def read(path, name):
 
 def check_driver(mnt):
     skipped = os.getxattr(mnt, "user.arrfs.skipped").decode()
-    for name in INSIDE + OUTSIDE:
-        assert not os.path.exists(f"{mnt}/{name}.npy"), name
+    top = sorted({name.split("/")[0] for name in INSIDE + OUTSIDE})
+    for name in top:
         line = next(l for l in skipped.splitlines() if l.startswith(f"{name}: "))
         assert "read through arrfs's driver" in line, line
     assert os.listdir(mnt) == [], os.listdir(mnt)
-    print(f"{len(INSIDE + OUTSIDE)} left out, files checked")
+    print(f"{len(top)} left out for want of a path, 0 files checked")
 
 
 def check(out, mnt, mode):
