@@ -335,6 +335,19 @@ impl Hdf5Source {
     }
 }
 
+impl Drop for Hdf5Source {
+    fn drop(&mut self) {
+        if let Some(reads) = self.driver_reads() {
+            log::debug!(
+                "{}: libhdf5 made {} reads ({} bytes) through arrfs's driver",
+                self.path().display(),
+                reads.calls(),
+                reads.bytes()
+            );
+        }
+    }
+}
+
 impl Source for Hdf5Source {
     fn list(&self, dir: Key) -> Result<Listing> {
         let gpath = self.group_path(dir)?;
