@@ -48,8 +48,8 @@ const CLASS_VERSION: c_uint = 1;
 /// A driver value in the range HDF5 leaves for drivers not registered with The HDF Group
 /// (256-511).
 const DRIVER_VALUE: c_int = 0x1a5;
-/// `H5FD_MEM_NTYPES`, `H5FD_MEM_DEFAULT`, `H5FD_MEM_SUPER` and `H5FD_MEM_DRAW` of
-/// `H5Fpublic.h`. Memory types are taken as plain ints: libhdf5 owns their values.
+/// `H5FD_MEM_NTYPES`, `H5FD_MEM_SUPER` and `H5FD_MEM_DRAW` of `H5Fpublic.h`. Memory types
+/// are taken as plain ints: libhdf5 owns their values.
 const MEM_NTYPES: usize = 7;
 const MEM_SUPER: c_int = 1;
 const MEM_DRAW: c_int = 3;
@@ -205,11 +205,15 @@ pub fn open(source: Arc<SourceFile>, name: &Path) -> hdf5::Result<(hdf5::File, A
 /// The driver's id, registered on first use.
 fn driver_id() -> hdf5::Result<hid_t> {
     static DRIVER: OnceLock<Result<hid_t, String>> = OnceLock::new();
-    let id = DRIVER.get_or_init(|| {
-        let class = driver_class();
-        // SAFETY: a complete class struct of the bundled HDF5's layout; libhdf5 copies it
-        // (its name is static).
-        sync(|| h5check(unsafe { H5FDregister(&class) })).map_err(|e| e.to_string())
+    // HDF5's lock first, then the OnceLock, always in that order: a thread that holds the
+    // (reentrant) HDF5 lock never waits for another that waits for it.
+    let id = sync(|| {
+        DRIVER.get_or_init(|| {
+            let class = driver_class();
+            // SAFETY: a complete class struct of the bundled HDF5's layout; libhdf5 copies
+            // it (its name is static).
+            h5check(unsafe { H5FDregister(&class) }).map_err(|e| e.to_string())
+        })
     });
     id.clone().map_err(hdf5::Error::from)
 }
@@ -451,5 +455,35 @@ impl DriverFile {
             return Ok(());
         }
         source.read_at(addr, data).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{offset_of, size_of};
+
+    use super::*;
+
+    /// Sizes and offsets that a C compiler gives for `H5FD_class_t` and `H5FD_t` of the
+    /// bundled HDF5 2.x on x86-64 (`sizeof`/`offsetof` over its H5FDdevelop.h): a field
+    /// missing or moved here would make libhdf5 call the wrong function.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn structs_have_the_layout_of_the_bundled_headers() {
+        assert_eq!(size_of::<DriverClass>(), 336);
+        assert_eq!(offset_of!(DriverClass, read), 208);
+        assert_eq!(offset_of!(DriverClass, vector_and_selection), 224);
+        assert_eq!(offset_of!(DriverClass, flush), 256);
+        assert_eq!(offset_of!(DriverClass, fl_map), 304);
+        assert_eq!(size_of::<PublicFile>(), 80);
+        assert_eq!(offset_of!(PublicFile, alignment), 64);
+        assert_eq!(offset_of!(PublicFile, paged_aggr), 72);
+    }
+
+    #[test]
+    fn the_driver_registers_once() {
+        let first = driver_id().unwrap();
+        assert!(first > 0);
+        assert_eq!(driver_id().unwrap(), first);
     }
 }
