@@ -328,3 +328,31 @@ fn a_failed_read_under_libhdf5_is_an_error_not_a_crash() {
         "{err}"
     );
 }
+
+/// libhdf5 reads a virtual dataset's source that it cannot open as fill values: through the
+/// driver, one with a source in another file is left out; one whose source is its own file
+/// reads like h5py.
+#[test]
+fn virtual_datasets_read_through_the_driver_only_from_their_own_file() {
+    let dir = TempDir::new("vfd-virtual");
+    run_py(
+        "external_cases.py",
+        &[OsStr::new("write_vds"), dir.path().as_os_str()],
+    );
+    let source = open(&dir.join("vds.h5"), Hdf5Access::Driver).unwrap();
+    let listing = source.list(ROOT).unwrap();
+    let skipped: Vec<&str> = listing.skipped.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(skipped, ["other"]);
+    assert!(listing.skipped[0].1.contains(NEEDS_A_PATH), "{listing:?}");
+    let own = listing
+        .entries
+        .iter()
+        .find(|e| e.name == "self.npy")
+        .unwrap();
+    let EntryKind::Array(header) = &own.kind else {
+        panic!("{own:?}")
+    };
+    let mut payload = vec![0u8; header.payload_len() as usize];
+    source.read(own.key, 0, &mut payload).unwrap();
+    assert_eq!(payload, std::fs::read(dir.join("self.bin")).unwrap());
+}
