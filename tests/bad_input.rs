@@ -56,6 +56,11 @@ fn truncated_hdf5_fails_at_mount() {
     std::fs::write(&cut, &bytes[..4096]).unwrap();
     assert_mount_fails(&cut, &mnt, true, "cut.h5");
     assert_mount_fails(&cut, &mnt, false, "cut.h5");
+    // The same through arrfs's HDF5 driver (as for a remote file).
+    let driver = [("ARRFS_HDF5_VFD", "1")];
+    for args in [&["-f"][..], &[]] {
+        common::assert_mount_fails_with_env(&cut, &mnt, args, &driver, "cut.h5");
+    }
 }
 
 #[test]

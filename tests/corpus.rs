@@ -21,10 +21,22 @@ fn count(summary: &str, label: &str) -> u64 {
 
 #[test]
 fn every_third_party_array_equals_its_oracle_or_is_left_out_with_a_reason() {
-    let dir = TempDir::new("corpus");
+    check_corpus("corpus", &[]);
+}
+
+/// The same with libhdf5 reading every HDF5 file through arrfs's driver.
+#[test]
+fn every_third_party_array_equals_its_oracle_through_the_hdf5_driver() {
+    let log = check_corpus("corpus-vfd", &[("ARRFS_HDF5_VFD", "1")]);
+    assert!(log.contains("ARRFS_HDF5_VFD is set: "), "{log}");
+}
+
+/// Mounts the corpus with `env`, checks every array; returns the daemon's log.
+fn check_corpus(name: &str, env: &[(&str, &str)]) -> String {
+    let dir = TempDir::new(name);
     let corpus = dir.join("corpus");
     run_py("corpus.py", &[OsStr::new("collect"), corpus.as_os_str()]);
-    let mount = Mount::new(&corpus, &[]);
+    let mount = Mount::with_env(&corpus, &[], env);
     let out = run_py(
         "corpus.py",
         &[
@@ -33,7 +45,7 @@ fn every_third_party_array_equals_its_oracle_or_is_left_out_with_a_reason() {
             mount.point.as_os_str(),
         ],
     );
-    mount.stop();
+    let log = mount.stop();
     let summary = out.lines().last().unwrap_or_default();
     println!("{out}");
     assert!(summary.starts_with("corpus: "), "{out}");
@@ -41,4 +53,5 @@ fn every_third_party_array_equals_its_oracle_or_is_left_out_with_a_reason() {
     // The packages ship these files today; far fewer means the corpus was not found.
     assert!(count(summary, "files") >= 80, "{summary}");
     assert!(count(summary, "equal") >= 200, "{summary}");
+    log
 }

@@ -1,7 +1,8 @@
 //! Datasets under every HDF5 chunk index type (v1 B-tree; single chunk, implicit, fixed array,
 //! extensible array, v2 B-tree), with and without filters, partial edge chunks and chunks
 //! never written: every virtual file equals np.save of h5py's reading, through the direct
-//! chunk path and through libhdf5. Both agreeing with h5py byte for byte makes all three equal.
+//! chunk path and through libhdf5 (and through libhdf5 reading the file through arrfs's
+//! driver, `ARRFS_HDF5_VFD=1`). Both agreeing with h5py byte for byte makes all three equal.
 
 mod common;
 
@@ -51,6 +52,15 @@ fn every_chunk_index_reads_like_h5py_through_the_direct_path() {
 #[test]
 fn every_chunk_index_reads_like_h5py_through_libhdf5() {
     let log = check_every_index("index-libhdf5", &[("ARRFS_HDF5_FALLBACK", "1")]);
+    let fell_back = log.matches("chunks read through libhdf5: ARRFS_HDF5_FALLBACK is set");
+    assert_eq!(fell_back.count(), 36, "{log}");
+}
+
+#[test]
+fn every_chunk_index_reads_like_h5py_through_libhdf5_and_the_hdf5_driver() {
+    let env = [("ARRFS_HDF5_FALLBACK", "1"), ("ARRFS_HDF5_VFD", "1")];
+    let log = check_every_index("index-libhdf5-vfd", &env);
+    assert_eq!(log.matches("ARRFS_HDF5_VFD is set: ").count(), 3, "{log}");
     let fell_back = log.matches("chunks read through libhdf5: ARRFS_HDF5_FALLBACK is set");
     assert_eq!(fell_back.count(), 36, "{log}");
 }

@@ -18,6 +18,10 @@ fn no_plugins(dir: &TempDir) -> String {
 }
 
 fn check_codecs(name: &str, fallback: bool) -> String {
+    check_codecs_with(name, fallback, &[])
+}
+
+fn check_codecs_with(name: &str, fallback: bool, extra_env: &[(&str, &str)]) -> String {
     let dir = TempDir::new(name);
     let fixture = dir.join("codecs.h5");
     run_py(
@@ -29,6 +33,7 @@ fn check_codecs(name: &str, fallback: bool) -> String {
     if fallback {
         env.push(("ARRFS_HDF5_FALLBACK", "1"));
     }
+    env.extend_from_slice(extra_env);
     let mount = Mount::with_env(&fixture, &[], &env);
     let out = run_py(
         "codec_cases.py",
@@ -58,6 +63,13 @@ fn every_codec_reads_like_h5py_through_the_direct_path() {
 fn every_codec_reads_like_h5py_through_libhdf5_without_plugins() {
     let log = check_codecs("codecs-libhdf5", true);
     assert!(log.contains("ARRFS_HDF5_FALLBACK is set"), "{log}");
+}
+
+#[test]
+fn every_codec_reads_like_h5py_through_libhdf5_and_the_hdf5_driver() {
+    let log = check_codecs_with("codecs-libhdf5-vfd", true, &[("ARRFS_HDF5_VFD", "1")]);
+    assert!(log.contains("ARRFS_HDF5_FALLBACK is set"), "{log}");
+    assert!(log.contains("ARRFS_HDF5_VFD is set: "), "{log}");
 }
 
 fn check_damaged(name: &str, fallback: bool) -> String {

@@ -22,7 +22,7 @@ fn from_cwd(path: &Path) -> PathBuf {
     rel
 }
 
-fn check(name: &str, mode: &str, extra: &[&str]) {
+fn check(name: &str, mode: &str, extra: &[&str]) -> String {
     let dir = TempDir::new(name);
     run_py(
         "external_cases.py",
@@ -32,7 +32,11 @@ fn check(name: &str, mode: &str, extra: &[&str]) {
         "dir" => dir.join("root"),
         _ => dir.join("root/a.h5"),
     };
-    let mount = Mount::new(&from_cwd(&source), extra);
+    let env: &[(&str, &str)] = match mode {
+        "driver" => &[("ARRFS_HDF5_VFD", "1")],
+        _ => &[],
+    };
+    let mount = Mount::with_env(&from_cwd(&source), extra, env);
     let out = run_py(
         "external_cases.py",
         &[
@@ -43,12 +47,18 @@ fn check(name: &str, mode: &str, extra: &[&str]) {
         ],
     );
     assert!(out.contains("files checked"), "{out}");
-    mount.stop();
+    mount.stop()
 }
 
 #[test]
 fn external_links_and_raw_data_resolve_next_to_the_file() {
     check("external-file", "file", &[]);
+}
+
+#[test]
+fn through_the_hdf5_driver_external_links_and_raw_data_are_left_out_with_the_reason() {
+    let log = check("external-driver", "driver", &["-o", "external_links=any"]);
+    assert!(log.contains("read through arrfs's HDF5 driver"), "{log}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Mounts HDF5 files written by h5py and compares every virtual file with what h5py reads,
-//! once through the direct chunk path and once with everything chunked read by libhdf5.
+//! once through the direct chunk path and once with everything chunked read by libhdf5; both
+//! again with libhdf5 reading the file through arrfs's driver (`ARRFS_HDF5_VFD=1`).
 
 mod common;
 
@@ -47,6 +48,31 @@ fn every_dataset_equals_np_save_of_h5py_reading_through_libhdf5() {
     let log = check_every_dataset("hdf5-cases-fallback", &env, &["libhdf5"]);
     let fell_back = "/gzip3d: chunks read through libhdf5: ARRFS_HDF5_FALLBACK is set";
     assert!(log.contains(fell_back), "{fell_back}:\n{log}");
+}
+
+/// What the daemon logs when `ARRFS_HDF5_VFD=1` sends libhdf5 through arrfs's driver.
+const THROUGH_DRIVER: &str = "ARRFS_HDF5_VFD is set: ";
+
+#[test]
+fn every_dataset_equals_np_save_of_h5py_reading_through_the_hdf5_driver() {
+    let env = [("ARRFS_HDF5_VFD", "1")];
+    let log = check_every_dataset("hdf5-cases-vfd", &env, &["driver"]);
+    assert!(log.contains(THROUGH_DRIVER), "{log}");
+    assert!(
+        !log.contains("/gzip3d: chunks read through libhdf5"),
+        "{log}"
+    );
+}
+
+#[test]
+fn every_dataset_equals_np_save_of_h5py_reading_through_libhdf5_and_the_hdf5_driver() {
+    let env = [("ARRFS_HDF5_VFD", "1"), ("ARRFS_HDF5_FALLBACK", "1")];
+    let log = check_every_dataset("hdf5-cases-vfd-fallback", &env, &["libhdf5", "driver"]);
+    assert!(log.contains(THROUGH_DRIVER), "{log}");
+    assert!(
+        log.contains("/gzip3d: chunks read through libhdf5"),
+        "{log}"
+    );
 }
 
 /// Inode numbers of every path under `root`, without following symlinks.

@@ -41,6 +41,19 @@ fn a_crashing_file_is_refused_at_mount_with_one_line() {
     }
 }
 
+/// The check child inherits `ARRFS_HDF5_VFD=1` and walks the file through arrfs's HDF5
+/// driver, as the daemon would read it.
+#[test]
+fn a_crashing_file_read_through_the_hdf5_driver_is_refused_too() {
+    let dir = TempDir::new("probe-refused-vfd");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let env = [("ARRFS_HDF5_VFD", "1")];
+    let stderr =
+        common::assert_mount_fails_with_env(&crasher(), &mnt, &["-f"], &env, "segv_on_open.h5");
+    assert!(stderr.contains("libhdf5 crashed"), "{stderr}");
+}
+
 /// What the check protects from: libhdf5 crashes as soon as the tree is listed.
 #[test]
 fn without_the_check_the_daemon_dies() {

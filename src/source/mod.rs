@@ -165,7 +165,7 @@ pub fn open_container(
     store: &Arc<SeekPointStore>,
 ) -> Result<Arc<dyn Source>> {
     Ok(match format {
-        Format::Hdf5 => Arc::new(hdf5::Hdf5Source::open_checked(local_hdf5(location)?, options)?),
+        Format::Hdf5 => Arc::new(hdf5::Hdf5Source::open_location(location, options)?),
         Format::Zip => open_zip(location, options, store)?,
         Format::Npy => Arc::new(single::NpyFileSource::open(location)?),
         Format::Gzip => Arc::new(single::GzipNpySource::open_with_store(location, store.clone())?),
@@ -179,17 +179,6 @@ pub fn open_container(
                 "legacy PyTorch checkpoint (torch < 1.6 format) is not supported; re-save it with a current torch.save",
             ))
         }
-    })
-}
-
-/// libhdf5 opens files by name: an HDF5 object in a remote store needs the driver that
-/// reads through the range reader.
-fn local_hdf5(location: &Location) -> Result<&std::path::Path> {
-    location.local_path().ok_or_else(|| {
-        Error::format(
-            location.display(),
-            "HDF5 files in object stores are not readable yet",
-        )
     })
 }
 

@@ -93,9 +93,21 @@ pub fn is_mounted(path: &Path) -> bool {
 /// exit 1 within 20 s, exactly one line on stderr that contains `needle`, and the mountpoint
 /// left as it was (nothing mounted, or the earlier mount untouched). Returns that line.
 pub fn assert_mount_fails(source: &Path, mountpoint: &Path, args: &[&str], needle: &str) -> String {
+    assert_mount_fails_with_env(source, mountpoint, args, &[], needle)
+}
+
+/// As [`assert_mount_fails`], with extra environment variables for arrfs.
+pub fn assert_mount_fails_with_env(
+    source: &Path,
+    mountpoint: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    needle: &str,
+) -> String {
     let was_mounted = is_mounted(mountpoint);
     let mut child = arrfs()
         .args(args)
+        .envs(env.iter().copied())
         .arg(source)
         .arg(mountpoint)
         .stdin(Stdio::null())

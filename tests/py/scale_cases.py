@@ -1,7 +1,9 @@
 """Fixtures for the scaling tests, written by h5py: a gzip dataset of N chunks, and the
-np.save bytes of h5py's reading of it (the oracle).
+np.save bytes of h5py's reading of it (the oracle); a file of N small datasets in groups of
+100, each with an attribute (what listing a large file costs).
 
     python scale_cases.py chunks N OUT.h5 OUT.npy
+    python scale_cases.py datasets N OUT.h5
 """
 import sys
 
@@ -19,8 +21,17 @@ def chunks(n, out, npy):
         np.save(npy, f["x"][()])
 
 
+def datasets(n, out):
+    with h5py.File(out, "w") as f:
+        for i in range(n):
+            ds = f.create_dataset(f"g{i // 100:03d}/d{i:04d}", data=np.arange(i % 7 + 1, dtype="<f8"))
+            ds.attrs["index"] = i
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "chunks":
         chunks(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "datasets":
+        datasets(int(sys.argv[2]), sys.argv[3])
     else:
         sys.exit(f"unknown case {sys.argv[1]}")

@@ -7,10 +7,15 @@
 //! working directory. A target outside the source's own
 //! directory is not followed unless `-o external_links=any`: with `-o allow_other` it would
 //! show other users a file they may not be allowed to read.
+//!
+//! A file read through arrfs's driver ([`super::vfd`]) has no local path to resolve them
+//! against: its external links, external raw data and virtual datasets with sources in other
+//! files are left out, with that reason.
 
 use std::path::{Path, PathBuf};
 
-use hdf5_sys::h5d::H5Dget_create_plist;
+use hdf5_sys::h5d::{H5D_layout_t, H5Dget_create_plist};
+use hdf5_sys::h5p::{H5Pget_layout, H5Pget_virtual_count, H5Pget_virtual_filename};
 
 use super::ffi::{external_files, file_name, sync, Hid};
 
@@ -19,24 +24,48 @@ use super::ffi::{external_files, file_name, sync, Hid};
 pub const EXTFILE_PREFIX_ENV: &str = "HDF5_EXTFILE_PREFIX";
 pub const ORIGIN: &str = "${ORIGIN}";
 
-/// Where external files may lie: inside `root`, or anywhere (None).
+/// Why a file read through arrfs's driver shows nothing from other files.
+const NOT_BY_PATH: &str = "it names another file, and this HDF5 file is read through arrfs's \
+                           driver, not by a local path, so libhdf5 cannot open files it names";
+
+/// Where external files may lie: inside `root`, or anywhere (`root` None); nowhere if the
+/// file is not read `by_path`.
 #[derive(Debug)]
-pub struct ExternalRoot(Option<PathBuf>);
+pub struct ExternalRoot {
+    root: Option<PathBuf>,
+    by_path: bool,
+}
 
 impl ExternalRoot {
-    /// `root`, or the directory of `file` if None; anywhere if `any`.
-    pub fn new(file: &Path, root: Option<&Path>, any: bool) -> ExternalRoot {
+    /// `root`, or the directory of `file` if None; anywhere if `any`. `by_path`: libhdf5
+    /// opened `file` by its path (not through arrfs's driver).
+    pub fn new(file: &Path, root: Option<&Path>, any: bool, by_path: bool) -> ExternalRoot {
         if any {
-            return ExternalRoot(None);
+            return ExternalRoot {
+                root: None,
+                by_path,
+            };
         }
         let dir = root.or(file.parent()).unwrap_or(Path::new("."));
         let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        ExternalRoot(Some(dir))
+        ExternalRoot {
+            root: Some(dir),
+            by_path,
+        }
+    }
+
+    /// Whether libhdf5 may open other files at all (not for a file read through the driver).
+    pub fn may_open_files(&self) -> Result<(), String> {
+        match self.by_path {
+            true => Ok(()),
+            false => Err(NOT_BY_PATH.into()),
+        }
     }
 
     /// Whether the target of external link `name` in `group` (a dataset or not) may be
     /// shown; `Err` says why not.
     pub fn check_link(&self, group: &hdf5::Group, name: &str, dataset: bool) -> Result<(), String> {
+        self.may_open_files()?;
         let cannot = |e: hdf5::Error| format!("external link cannot be opened: {e}");
         let target = if dataset {
             file_name(group.dataset(name).map_err(cannot)?.id())
@@ -56,6 +85,7 @@ impl ExternalRoot {
         if files.is_empty() {
             return Ok(());
         }
+        self.may_open_files()?;
         if std::env::var(EXTFILE_PREFIX_ENV).as_deref() != Ok(ORIGIN) {
             return Err(format!(
                 "external raw data: {EXTFILE_PREFIX_ENV} is not {ORIGIN} (the arrfs binary \
@@ -70,6 +100,33 @@ impl ExternalRoot {
         Ok(())
     }
 
+    /// For a file read through the driver: whether virtual dataset `ds` takes data only
+    /// from its own file (source file name `.`). libhdf5 reads a source it cannot open as
+    /// fill values, which would be wrong bytes rather than an error.
+    pub fn check_virtual_sources(&self, ds: &hdf5::Dataset) -> Result<(), String> {
+        if self.by_path {
+            return Ok(());
+        }
+        // SAFETY: ds is a valid dataset; the plist is released on drop.
+        let dcpl = sync(|| Hid::new(unsafe { H5Dget_create_plist(ds.id()) }))
+            .map_err(|e| e.to_string())?;
+        // SAFETY: queries of the dataset's own creation property list, under the lock.
+        let sources = sync(|| unsafe {
+            if H5Pget_layout(dcpl.0) != H5D_layout_t::H5D_VIRTUAL {
+                return Ok(Vec::new());
+            }
+            let mut count = 0;
+            if H5Pget_virtual_count(dcpl.0, &mut count) < 0 {
+                return Err("virtual dataset: its mappings cannot be read".to_string());
+            }
+            Ok((0..count).map(|i| virtual_filename(dcpl.0, i)).collect())
+        })?;
+        match sources.iter().all(|name| name.as_deref() == Some(".")) {
+            true => Ok(()),
+            false => Err(format!("virtual dataset: {NOT_BY_PATH}")),
+        }
+    }
+
     fn check(&self, what: &str, path: &Path) -> Result<(), String> {
         if path.is_relative() {
             // HDF5 found it only relative to the working directory, its last resort.
@@ -81,7 +138,7 @@ impl ExternalRoot {
         let found = path
             .canonicalize()
             .map_err(|e| format!("{what} {}: {e}", path.display()))?;
-        match &self.0 {
+        match &self.root {
             Some(root) if !found.starts_with(root) => Err(format!(
                 "{what} {} lies outside {}, the source's directory: not followed (with -o \
                  allow_other it would show other users a file they may not be allowed to \
@@ -92,4 +149,18 @@ impl ExternalRoot {
             _ => Ok(()),
         }
     }
+}
+
+/// The source file name of mapping `index` of virtual dataset creation list `dcpl`.
+///
+/// # Safety
+/// `dcpl` must be a valid virtual dataset creation property list; call under HDF5's lock.
+unsafe fn virtual_filename(dcpl: hdf5_sys::h5i::hid_t, index: usize) -> Option<String> {
+    let len = H5Pget_virtual_filename(dcpl, index, std::ptr::null_mut(), 0);
+    let mut buf = vec![0u8; usize::try_from(len).ok()? + 1];
+    if H5Pget_virtual_filename(dcpl, index, buf.as_mut_ptr().cast(), buf.len()) < 0 {
+        return None;
+    }
+    buf.truncate(len as usize);
+    Some(String::from_utf8_lossy(&buf).into_owned())
 }

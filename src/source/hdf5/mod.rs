@@ -15,6 +15,7 @@ mod filters;
 pub mod probe;
 mod records;
 mod types;
+pub mod vfd;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -78,6 +79,19 @@ pub struct Hdf5Source {
     external: external::ExternalRoot,
     /// The file's absolute name, as libhdf5 opened it.
     absolute: std::path::PathBuf,
+    /// Reads made through arrfs's driver, if libhdf5 reads the file through it.
+    driver_reads: Option<Arc<vfd::DriverReads>>,
+}
+
+/// How libhdf5 reaches an HDF5 file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hdf5Access {
+    /// By its path, with libhdf5's own `sec2` driver: the fastest for a local file, and the
+    /// only way to external links and external raw data files, which libhdf5 finds by path.
+    Path,
+    /// Through arrfs's driver over the [`SourceFile`] ([`vfd`]): for files with no local
+    /// path; external links and external raw data are then left out.
+    Driver,
 }
 
 impl Hdf5Source {
@@ -90,17 +104,57 @@ impl Hdf5Source {
         Hdf5Source::open(path, options)
     }
 
+    /// Opens a local file by path ([`Self::open_checked`]), a remote object through arrfs's
+    /// driver.
+    pub fn open_location(location: &Location, options: &SourceOptions) -> Result<Hdf5Source> {
+        if let Some(path) = location.local_path() {
+            return Hdf5Source::open_checked(path, options);
+        }
+        let source = Arc::new(SourceFile::open(location)?);
+        let name = location.display();
+        Hdf5Source::open_source(source, &name, Hdf5Access::Driver, options)
+    }
+
+    /// Opens the local file `path`: by path, or through arrfs's driver if
+    /// `ARRFS_HDF5_VFD=1` ([`vfd::FORCE_DRIVER_ENV`]).
     pub fn open(path: &Path, options: &SourceOptions) -> Result<Hdf5Source> {
-        codecs::register::register_all();
         let source = Arc::new(SourceFile::open(&Location::local(path))?);
         // By its absolute name: HDF5 resolves external links and raw data files relative to
         // it, and must never fall back on the daemon's working directory.
         let absolute = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
-        let file = hdf5::File::open(&absolute).map_err(|e| Error::format(path, hdf5_cause(&e)))?;
+        let access = if vfd::driver_forced() {
+            log::info!(
+                "{} is set: {} is read through arrfs's HDF5 driver",
+                vfd::FORCE_DRIVER_ENV,
+                path.display()
+            );
+            Hdf5Access::Driver
+        } else {
+            Hdf5Access::Path
+        };
+        Hdf5Source::open_source(source, &absolute, access, options)
+    }
+
+    /// Opens `source`, which libhdf5 knows as `name` (an absolute path for [`Hdf5Access::Path`];
+    /// any label, e.g. a URL, for [`Hdf5Access::Driver`]).
+    pub fn open_source(
+        source: Arc<SourceFile>,
+        name: &Path,
+        access: Hdf5Access,
+        options: &SourceOptions,
+    ) -> Result<Hdf5Source> {
+        codecs::register::register_all();
+        let path = source.path();
+        let opened = match access {
+            Hdf5Access::Path => hdf5::File::open(name).map(|file| (file, None)),
+            Hdf5Access::Driver => vfd::open(source.clone(), name).map(|(f, r)| (f, Some(r))),
+        };
+        let (file, driver_reads) = opened.map_err(|e| Error::format(path, hdf5_cause(&e)))?;
         let external = external::ExternalRoot::new(
-            &absolute,
+            name,
             options.root.as_deref(),
             options.external_links_any,
+            access == Hdf5Access::Path,
         );
         // Opening the root group reads the superblock and root object header: a truncated
         // or corrupt file fails here, at mount, rather than on first `ls`.
@@ -131,12 +185,18 @@ impl Hdf5Source {
             attrs_json: options.attrs_json,
             fallback_forced,
             external,
-            absolute,
+            absolute: name.to_path_buf(),
+            driver_reads,
         })
     }
 
     fn path(&self) -> &Path {
         self.source.path()
+    }
+
+    /// The reads libhdf5 made through arrfs's driver so far (None: it reads by path).
+    pub fn driver_reads(&self) -> Option<&vfd::DriverReads> {
+        self.driver_reads.as_deref()
     }
 
     fn register(&self, object: Object) -> Key {
@@ -181,6 +241,10 @@ impl Hdf5Source {
         if link == LinkType::Soft {
             return self.soft_link_entry(group, gpath, name);
         }
+        if link == LinkType::External {
+            // Before libhdf5 follows it (to tell a group from a dataset).
+            self.external.may_open_files()?;
+        }
         let info = group.loc_info_by_name(name).map_err(|e| match link {
             LinkType::External => format!("external link cannot be opened: {}", hdf5_cause(&e)),
             _ => hdf5_cause(&e),
@@ -199,6 +263,7 @@ impl Hdf5Source {
             LocationType::Dataset => {
                 let ds = group.dataset(name).map_err(|e| hdf5_cause(&e))?;
                 self.external.check_raw_data(&ds)?;
+                self.external.check_virtual_sources(&ds)?;
                 let mut info = DatasetInfo::describe(&ds, &path)?;
                 if link == LinkType::External || !self.holds(&ds) {
                     // Its offsets are in another file (reached by an external link, maybe
@@ -278,6 +343,19 @@ impl Hdf5Source {
         }
         let ds = group.dataset(name).ok()?;
         attrs::sidecar(format!("{name}.attrs.json"), &ds, true)
+    }
+}
+
+impl Drop for Hdf5Source {
+    fn drop(&mut self) {
+        if let Some(reads) = self.driver_reads() {
+            log::debug!(
+                "{}: libhdf5 made {} reads ({} bytes) through arrfs's driver",
+                self.path().display(),
+                reads.calls(),
+                reads.bytes()
+            );
+        }
     }
 }
 
