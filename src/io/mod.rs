@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 pub mod cache;
 pub mod inflate;
 pub mod readahead;
+pub mod remote;
 pub mod verify;
 
 /// Reads exactly `buf.len()` bytes at `offset`.
