@@ -36,6 +36,10 @@ pub enum Error {
     },
     #[error("{}: source changed on disk while mounted; remount to see the new contents", path.display())]
     SourceChanged { path: PathBuf },
+    /// An object store could not be reached or refused a request (after retries): names the
+    /// URL and the cause, never a secret.
+    #[error("{url}: {cause}")]
+    Remote { url: String, cause: String },
     /// Mounting or unmounting failed (busy, no FUSE, not permitted).
     #[error("{0}")]
     Mount(String),
@@ -86,6 +90,7 @@ impl Error {
             Error::Format { .. }
             | Error::Read { .. }
             | Error::SourceChanged { .. }
+            | Error::Remote { .. }
             | Error::Internal(_) => libc::EIO,
         }
     }
@@ -110,6 +115,7 @@ impl Error {
                 | Error::Format { .. }
                 | Error::Read { .. }
                 | Error::SourceChanged { .. }
+                | Error::Remote { .. }
         )
     }
 }

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod inflate;
 pub mod location;
 pub mod readahead;
+pub mod remote;
 pub mod verify;
 
 /// Reads exactly `buf.len()` bytes at `offset`.

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod servers;
+
 /// The Python with numpy and h5py: `$ARRFS_PYTHON`, else the repo's `.venv` (scripts/setup
 /// makes it). A missing interpreter fails the test: it is never a skip.
 pub fn python() -> PathBuf {
