@@ -45,7 +45,8 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct MountArgs {
     /// The container (HDF5, NPZ/zip, .npy, pickle, safetensors, GGUF, PyTorch checkpoint) or
-    /// directory to mount
+    /// directory to mount; or its URL: s3://BUCKET/KEY, gs://, az://, http(s)://, a URL
+    /// ending in / for a prefix (a directory)
     #[arg(required = true)]
     pub source: Option<PathBuf>,
     /// An existing directory to mount on
@@ -60,7 +61,9 @@ pub struct MountArgs {
     /// source's directory); tree options (also for ls and cat): split_names=SEP (checkpoint
     /// tensor names split into directories at SEP, e.g. `.`), widen=f32 (bfloat16/float8
     /// tensors served as float32), verify=open (check each zip member's CRC-32 in full on
-    /// its first read)
+    /// its first read); remote sources: anonymous (unsigned requests, public buckets),
+    /// endpoint=URL, region=R, allow_http, max_requests=N (in flight at once, default 24),
+    /// timeout=SECONDS (per request, default 30; a stalled store gives EIO after ~3x)
     #[arg(short = 'o', value_delimiter = ',', value_name = "OPT[,OPT..]")]
     pub options: Vec<String>,
     /// FUSE worker threads (default: number of CPUs)
@@ -69,6 +72,13 @@ pub struct MountArgs {
     /// Memory for decoded chunks, e.g. 256M, 1G
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
     pub cache_size: u64,
+    /// Remote sources: keep fetched blocks in DIR too, across mounts (shared safely by
+    /// mounts of the same objects)
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes the disk cache keeps (least recently used go first), e.g. 20G
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "cache_dir")]
+    pub disk_cache_size: Option<u64>,
     /// Add `x.attrs.json` beside each dataset `x.npy`, and `.attrs.json` in each group with
     /// attributes: every attribute as typed JSON (bytes as {"base64": ...})
     #[arg(long)]
@@ -104,7 +114,8 @@ pub enum Command {
         /// Show the `--attrs-json` sidecars too
         #[arg(long)]
         attrs_json: bool,
-        /// Tree options, as when mounting: split_names=SEP, widen=f32
+        /// Tree and remote options, as when mounting: split_names=SEP, widen=f32, anonymous,
+        /// endpoint=URL, region=R, allow_http, max_requests=N
         #[arg(short = 'o', value_delimiter = ',', value_name = "OPT[,OPT..]")]
         options: Vec<String>,
     },
@@ -119,7 +130,8 @@ pub enum Command {
         /// Make the `--attrs-json` sidecars readable too
         #[arg(long)]
         attrs_json: bool,
-        /// Tree options, as when mounting: split_names=SEP, widen=f32
+        /// Tree and remote options, as when mounting: split_names=SEP, widen=f32, anonymous,
+        /// endpoint=URL, region=R, allow_http, max_requests=N
         #[arg(short = 'o', value_delimiter = ',', value_name = "OPT[,OPT..]")]
         options: Vec<String>,
     },

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::connect;
 use crate::error::{Error, Result};
-use crate::io::Location;
+use crate::io::remote::RemoteOptions;
 use crate::npy::{peek, tuple_repr};
 use crate::progress;
 use crate::source::{self, SourceOptions};
@@ -30,12 +31,10 @@ struct Row {
 }
 
 /// The tree of `source` as the mount shows it (`--attrs-json` sidecars included if asked).
-pub fn open_tree(source: &Path, options: &SourceOptions) -> Result<Fs> {
-    let src = source::open(&Location::local(source), options)?;
-    let mtime = std::fs::metadata(source)
-        .and_then(|m| m.modified())
-        .map_err(|e| Error::io(source, e))?;
-    Ok(Fs::new(src, mtime))
+pub fn open_tree(source: &Path, options: &SourceOptions, remote: &RemoteOptions) -> Result<Fs> {
+    let location = connect::locate(source, remote)?;
+    let src = source::open(&location, options)?;
+    Ok(Fs::new(src, connect::modified(&location)?))
 }
 
 /// `arrfs ls`: the entries under `path` (or `path` itself if it is a file), as aligned

@@ -7,6 +7,7 @@
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 pub mod cli;
+pub mod connect;
 pub mod error;
 pub mod fuse;
 pub mod inspect;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use arrfs::cli::{self, Cli, Command};
+use arrfs::connect::CacheArgs;
 use arrfs::inspect::{self, open_tree};
+use arrfs::io::remote::RemoteOptions;
 use arrfs::show::StatsScope;
 use arrfs::source::SourceOptions;
 use arrfs::{Error, Result};
@@ -47,7 +49,8 @@ fn run(cli: &Cli) -> Result<()> {
             attrs_json,
             options,
         } => {
-            let fs = open_tree(source, &tree_options(*attrs_json, options)?)?;
+            let (tree, remote) = tree_options(*attrs_json, options)?;
+            let fs = open_tree(source, &tree, &remote)?;
             inspect::ls(&fs, path.as_deref().unwrap_or(""), *recursive, *json)
         }
         Command::Cat {
@@ -57,7 +60,8 @@ fn run(cli: &Cli) -> Result<()> {
             attrs_json,
             options,
         } => {
-            let fs = open_tree(source, &tree_options(*attrs_json, options)?)?;
+            let (tree, remote) = tree_options(*attrs_json, options)?;
+            let fs = open_tree(source, &tree, &remote)?;
             inspect::cat(&fs, path, output.as_deref())
         }
         Command::Show {
@@ -66,7 +70,8 @@ fn run(cli: &Cli) -> Result<()> {
             stats,
             sample,
         } => {
-            let fs = open_tree(source, &tree_options(false, &[])?)?;
+            let (tree, remote) = tree_options(false, &[])?;
+            let fs = open_tree(source, &tree, &remote)?;
             let scope = match (stats, sample) {
                 (false, _) => StatsScope::None,
                 (true, None) => StatsScope::All,
@@ -82,13 +87,24 @@ fn run(cli: &Cli) -> Result<()> {
     }
 }
 
-/// `ls` and `cat` take the tree's `-o` options; mount options mean nothing to them.
-fn tree_options(attrs_json: bool, opts: &[String]) -> Result<SourceOptions> {
+/// `ls` and `cat` take the tree's and the remote source's `-o` options; mount options mean
+/// nothing to them.
+fn tree_options(attrs_json: bool, opts: &[String]) -> Result<(SourceOptions, RemoteOptions)> {
     let mut options = SourceOptions {
         attrs_json,
         ..SourceOptions::default()
     };
+    let remote = arrfs::connect::remote_options(
+        opts,
+        &CacheArgs {
+            memory: options.cache_size,
+            ..CacheArgs::default()
+        },
+    )?;
     for opt in opts.iter().filter(|o| !o.is_empty()) {
+        if arrfs::connect::is_remote_option(opt) {
+            continue;
+        }
         if !SourceOptions::is_source_option(opt) {
             // `cat SOURCE PATH -o FILE` wrote to FILE before -o took tree options.
             return Err(Error::Usage(format!(
@@ -98,7 +114,7 @@ fn tree_options(attrs_json: bool, opts: &[String]) -> Result<SourceOptions> {
         }
         options.apply(opt)?;
     }
-    Ok(options)
+    Ok((options, remote))
 }
 
 /// `arrfs cat ... | head`: the reader went away, which is not an error of ours.

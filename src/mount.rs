@@ -11,9 +11,10 @@ use std::time::Duration;
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::cli::MountArgs;
+use crate::connect::{self, CacheArgs};
 use crate::error::{Error, Result};
 use crate::fuse::FuseAdapter;
-use crate::io::Location;
+use crate::io::remote::RemoteOptions;
 use crate::progress::{DelayedSpinner, WALK_SPINNER_DELAY};
 use crate::source::{self, SourceOptions};
 use crate::vfs::Fs;
@@ -27,8 +28,11 @@ const READY_LINE: &str = "arrfs-ready";
 pub fn mount(args: &MountArgs) -> Result<()> {
     let (source_path, mountpoint) = paths(args)?;
     check_mountpoint(mountpoint)?;
-    std::fs::metadata(source_path).map_err(|e| Error::io(source_path, e))?;
+    if !connect::is_remote(source_path) {
+        std::fs::metadata(source_path).map_err(|e| Error::io(source_path, e))?;
+    }
     source_options(args)?;
+    remote_options(args)?;
     if args.foreground || is_daemon() {
         serve(args, source_path, mountpoint)
     } else {
@@ -166,6 +170,16 @@ fn source_options(args: &MountArgs) -> Result<SourceOptions> {
     Ok(options)
 }
 
+/// How the mount reaches a remote source and caches it (unused for local sources).
+fn remote_options(args: &MountArgs) -> Result<RemoteOptions> {
+    let cache = CacheArgs {
+        memory: args.cache_size,
+        dir: args.cache_dir.clone(),
+        disk_size: args.disk_cache_size,
+    };
+    connect::remote_options(&args.options, &cache)
+}
+
 /// Opens the source, mounts it, and serves requests until unmounted or signalled.
 fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> {
     // First, so that every thread started from here on (sources start decode workers)
@@ -177,12 +191,13 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
         WALK_SPINNER_DELAY,
         format!("reading the metadata of {}", source_path.display()),
     );
-    let source = source::open(&Location::local(source_path), &options);
+    let location = connect::locate(source_path, &remote_options(args)?);
+    let source = location.and_then(|location| {
+        let mtime = connect::modified(&location)?;
+        Ok((source::open(&location, &options)?, mtime))
+    });
     drop(walk);
-    let source = source?;
-    let mtime = std::fs::metadata(source_path)
-        .and_then(|m| m.modified())
-        .map_err(|e| Error::io(source_path, e))?;
+    let (source, mtime) = source?;
     let fs = Fs::new(source, mtime);
     let config = fuse_config(args, source_path)?;
     let daemon_log = open_daemon_log(args)?;
@@ -323,7 +338,7 @@ fn fuse_config(args: &MountArgs, source_path: &Path) -> Result<Config> {
             "auto_unmount" => opts.push(MountOption::AutoUnmount),
             "default_permissions" => opts.push(MountOption::DefaultPermissions),
             "ro" | "" => {}
-            o if SourceOptions::is_source_option(o) => {}
+            o if SourceOptions::is_source_option(o) || connect::is_remote_option(o) => {}
             o if o.starts_with("fsname=") => fsname = Some(o["fsname=".len()..].to_string()),
             "rw" => {
                 return Err(Error::Usage(

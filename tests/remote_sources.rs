@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,7 +16,7 @@ use arrfs::error::{Error, Result};
 use arrfs::io::{Location, ObjectBytes, ObjectListing, ObjectStore};
 use arrfs::source::{self, SourceOptions};
 use arrfs::vfs::{Fs, Kind};
-use common::{run_py, TempDir};
+use common::{every_format, TempDir};
 
 /// Objects held in memory under their keys, with the bytes read counted.
 struct MemoryStore {
@@ -67,11 +67,14 @@ impl ObjectBytes for MemoryObject {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let start = offset as usize;
-        let part = self.bytes.get(start..start + buf.len()).ok_or(Error::Read {
-            path: "mem".into(),
-            what: "object".into(),
-            cause: "read past the end".into(),
-        })?;
+        let part = self
+            .bytes
+            .get(start..start + buf.len())
+            .ok_or(Error::Read {
+                path: "mem".into(),
+                what: "object".into(),
+                cause: "read past the end".into(),
+            })?;
         buf.copy_from_slice(part);
         self.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -89,7 +92,11 @@ fn load_tree(dir: &Path) -> BTreeMap<String, Arc<Vec<u8>>> {
                 pending.push(path);
                 continue;
             }
-            let key = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let key = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             objects.insert(key, Arc::new(std::fs::read(&path).unwrap()));
         }
     }
@@ -144,7 +151,10 @@ fn assert_same_tree(remote: &Tree, local: &Tree, what: &str) {
         );
     }
     let extra: Vec<_> = remote.keys().filter(|k| !local.contains_key(*k)).collect();
-    assert!(extra.is_empty(), "{what}: only in the store's tree: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "{what}: only in the store's tree: {extra:?}"
+    );
 }
 
 fn fs_of(location: &Location) -> Fs {
@@ -156,31 +166,10 @@ fn tree_of(location: &Location) -> Tree {
     walk(&fs_of(location))
 }
 
-/// Fixtures of every format, written by the libraries that own the formats.
-fn fixtures(tmp: &TempDir) -> PathBuf {
-    let dir = tmp.join("fixtures");
-    for sub in ["hdf5", "npz", "pickle", "pickle-compressed", "safetensors", "gguf", "torch"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    let arg = |sub: &str| dir.join(sub).to_string_lossy().into_owned();
-    let h5 = dir.join("hdf5/cases.h5").to_string_lossy().into_owned();
-    run_py("hdf5_cases.py", &["write", &h5]);
-    run_py("npz_cases.py", &["write", &arg("npz")]);
-    run_py("pickle_cases.py", &["write", &arg("pickle")]);
-    run_py("pickle_cases.py", &["write-compressed", &arg("pickle-compressed")]);
-    run_py("checkpoint_cases.py", &["st-write", &arg("safetensors")]);
-    run_py("checkpoint_cases.py", &["gguf-write", &arg("gguf")]);
-    let torch = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
-    for name in ["dtypes.pt", "hostile.pt"] {
-        std::fs::copy(torch.join(name), dir.join("torch").join(name)).unwrap();
-    }
-    dir
-}
-
 #[test]
 fn every_container_reads_the_same_from_a_store_as_from_disk() {
     let tmp = TempDir::new("remote-sources");
-    let dir = fixtures(&tmp);
+    let dir = every_format(&tmp);
     let read = Arc::new(AtomicU64::new(0));
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore {
         objects: load_tree(&dir),
@@ -198,7 +187,10 @@ fn every_container_reads_the_same_from_a_store_as_from_disk() {
         };
         let before = read.load(Ordering::Relaxed);
         assert_same_tree(&tree_of(&remote), &tree_of(&local), &key);
-        assert!(read.load(Ordering::Relaxed) > before, "{key} was not read from the store");
+        assert!(
+            read.load(Ordering::Relaxed) > before,
+            "{key} was not read from the store"
+        );
         compared += 1;
     }
     assert!(compared >= 20, "only {compared} containers compared");
@@ -221,7 +213,7 @@ fn every_container_reads_the_same_from_a_store_as_from_disk() {
 #[test]
 fn a_prefix_reads_as_the_directory_it_was_uploaded_from() {
     let tmp = TempDir::new("remote-prefix");
-    let dir = fixtures(&tmp);
+    let dir = every_format(&tmp);
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore {
         objects: load_tree(&dir),
         read: Arc::default(),

@@ -299,3 +299,36 @@ impl Drop for Mount {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// Fixtures of every format in subdirectories of `tmp/fixtures`, written by the libraries
+/// that own the formats (torch's shipped ones copied).
+pub fn every_format(tmp: &TempDir) -> PathBuf {
+    let dir = tmp.join("fixtures");
+    for sub in [
+        "hdf5",
+        "npz",
+        "pickle",
+        "pickle-compressed",
+        "safetensors",
+        "gguf",
+        "torch",
+    ] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let arg = |sub: &str| dir.join(sub).to_string_lossy().into_owned();
+    let h5 = dir.join("hdf5/cases.h5").to_string_lossy().into_owned();
+    run_py("hdf5_cases.py", &["write", &h5]);
+    run_py("npz_cases.py", &["write", &arg("npz")]);
+    run_py("pickle_cases.py", &["write", &arg("pickle")]);
+    run_py(
+        "pickle_cases.py",
+        &["write-compressed", &arg("pickle-compressed")],
+    );
+    run_py("checkpoint_cases.py", &["st-write", &arg("safetensors")]);
+    run_py("checkpoint_cases.py", &["gguf-write", &arg("gguf")]);
+    let torch = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
+    for name in ["dtypes.pt", "hostile.pt"] {
+        std::fs::copy(torch.join(name), dir.join("torch").join(name)).unwrap();
+    }
+    dir
+}

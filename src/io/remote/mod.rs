@@ -309,6 +309,11 @@ impl Remote {
 
     /// HEAD of `key` (relative to the URL's prefix, or to the directory of the object it
     /// names): its size and version.
+    /// The URL of `key` (relative to the source's prefix), for messages.
+    pub fn url_of(&self, key: &str) -> String {
+        self.location.url_of(&join(&self.base, key))
+    }
+
     pub fn open(&self, key: &str) -> Result<RemoteObject> {
         self.head(&join(&self.base, key))
     }

@@ -110,8 +110,11 @@ impl Hdf5Source {
         if let Some(path) = location.local_path() {
             return Hdf5Source::open_checked(path, options);
         }
-        let source = Arc::new(SourceFile::open(location)?);
         let name = location.display();
+        if options.check_hdf5 {
+            probe::check_hdf5(&name)?;
+        }
+        let source = Arc::new(SourceFile::open(location)?);
         Hdf5Source::open_source(source, &name, Hdf5Access::Driver, options)
     }
 

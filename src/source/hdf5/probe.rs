@@ -11,6 +11,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::io::Location;
 use crate::source::hdf5::Hdf5Source;
 use crate::source::{EntryKind, Source, SourceOptions, ROOT};
 
@@ -33,7 +34,8 @@ pub fn run_if_requested() -> Option<ExitCode> {
         return None;
     }
     let path = PathBuf::from(args.next()?);
-    Some(match walk(&path) {
+    let walked = crate::connect::locate_in_probe(&path).and_then(|location| walk(&location));
+    Some(match walked {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("arrfs: probe: {e}");
@@ -42,10 +44,13 @@ pub fn run_if_requested() -> Option<ExitCode> {
     })
 }
 
-/// Opens `path` as the mount would and lists every group; returns the objects seen.
+/// Opens `location` as the mount would and lists every group; returns the objects seen.
 /// Hard-linked groups are entered once, so a group linked into itself ends.
-pub fn walk(path: &Path) -> Result<usize> {
-    let source = Hdf5Source::open(path, &SourceOptions::default())?;
+pub fn walk(location: &Location) -> Result<usize> {
+    let source = match location.local_path() {
+        Some(path) => Hdf5Source::open(path, &SourceOptions::default())?,
+        None => Hdf5Source::open_location(location, &SourceOptions::default())?,
+    };
     let mut entered = HashSet::new();
     let mut dirs = vec![ROOT];
     let mut seen = 0;
@@ -65,8 +70,9 @@ pub fn walk(path: &Path) -> Result<usize> {
     Ok(seen)
 }
 
-/// Runs the probe of `path` in a child process. Fails if libhdf5 crashed or hung there; a
-/// plain error (not HDF5, truncated) passes, for the daemon's own open to report.
+/// Runs the probe of `path` (a local path, or the URL of a remote object) in a child
+/// process. Fails if libhdf5 crashed or hung there; a plain error (not HDF5, truncated)
+/// passes, for the daemon's own open to report.
 pub fn check_hdf5(path: &Path) -> Result<()> {
     if PASSED.lock().unwrap().contains(path) {
         return Ok(());
@@ -75,6 +81,7 @@ pub fn check_hdf5(path: &Path) -> Result<()> {
     let child = Command::new(exe)
         .arg(PROBE_ARG)
         .arg(path)
+        .envs(crate::connect::probe_env())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
