@@ -26,6 +26,8 @@ import zipfile
 import h5py
 import numpy as np
 
+import bench_remote
+
 MB = 1 << 20
 
 
@@ -722,6 +724,7 @@ def main():
     p.add_argument("--s4-datasets", type=int, default=100_000)
     p.add_argument("--s5-datasets", type=int, default=1_000_000)
     p.add_argument("--s6-members", type=int, default=100_000)
+    p.add_argument("--r2-mb", type=int, default=512)
     args = p.parse_args()
     os.makedirs(args.data, exist_ok=True)
     args.data = os.path.abspath(args.data)
@@ -743,6 +746,7 @@ def main():
     if not only or "K3" in only:
         mount_time(args, rows)
     checkpoint_cases(args, rows, only)
+    bench_remote.remote_cases(args, rows, only)
     if not only or "C" in only:
         ceiling(args, rows)
     print(f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, "

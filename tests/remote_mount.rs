@@ -147,7 +147,10 @@ fn bad_urls_and_credentials_fail_the_mount_with_one_line() {
 /// its ends only, so reading `x.npy` needs the store.
 fn store_behind_proxy(tmp: &TempDir) -> (S3Server, Proxy, Vec<(&'static str, String)>) {
     let file = tmp.join("x.npz");
-    run_py("remote_cases.py", &["write-sized", file.to_str().unwrap(), "8"]);
+    run_py(
+        "remote_cases.py",
+        &["write-sized", file.to_str().unwrap(), "8"],
+    );
     let server = S3Server::start();
     server.upload("data", &[("x.npz", file.as_path())]);
     let proxy = Proxy::start(server.port);
@@ -198,7 +201,10 @@ fn an_object_replaced_under_the_mount_fails_its_reads_and_says_remount() {
     let (server, _proxy, env) = store_behind_proxy(&tmp);
     let remote = mount_remote("s3://data/x.npz", &[], &env);
     let other = tmp.join("other.npz");
-    run_py("remote_cases.py", &["write-sized", other.to_str().unwrap(), "9"]);
+    run_py(
+        "remote_cases.py",
+        &["write-sized", other.to_str().unwrap(), "9"],
+    );
     server.upload("data", &[("x.npz", other.as_path())]);
     assert_eq!(read_whole(&remote.path("x.npy")), "EIO");
     let log = remote.stop();

@@ -1,0 +1,176 @@
+"""Remote cases R1-R3 of scripts/bench: a moto S3 server on 127.0.0.1 behind the test
+harness's proxy adding 20 ms to every request (tests/py/s3_server.py, tests/py/proxy.py).
+
+    R1  mount + `ls -lR` of an HDF5 file with 1,000 datasets   vs h5py over s3fs: visititems
+    R2  full np.load of a gzip chunked dataset (--r2-mb MiB)  vs h5py over s3fs: ds[()]
+    R3  R2 with the disk cache warm, on a fresh mount         vs local-file h5py ds[()]
+
+Every side runs as a fresh process (wall time, as a script meets it; arrfs's includes its
+mount). The anchor needs s3fs, whose aiobotocore pins a botocore older than the one moto's
+boto3 needs, so it runs from its own venv (made under --data on first use). Requests are
+counted at the proxy.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+BUCKET = "bench"
+LATENCY_MS = 20
+
+
+class Server:
+    """A harness server: prints one JSON line, serves until its stdin closes."""
+
+    def __init__(self, script, *args):
+        self.proc = subprocess.Popen([PY, os.path.join(ROOT, "tests/py", script), *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.hello = json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def proxy_call(port, what):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/__proxy__/{what}") as r:
+        return json.loads(r.read() or b"{}") if what == "stats" else None
+
+
+def s3fs_python(args):
+    venv = os.path.join(args.data, "s3fs-venv")
+    python = os.path.join(venv, "bin", "python")
+    if not os.path.exists(python):
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "s3fs", "h5py", "numpy"], check=True)
+    return python
+
+
+def wall(cmd, env=None):
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def make_many(path):
+    if not os.path.exists(path):
+        with h5py.File(path, "w") as f:
+            for g in range(10):
+                for d in range(100):
+                    f.create_dataset(f"g{g}/d{d}", data=np.arange(d + 10, dtype="f4"))
+    return path
+
+
+def make_big(path, mib):
+    if not os.path.exists(path):
+        n = mib * (1 << 20) // 4
+        rows = n // 4096
+        with h5py.File(path, "w") as f:
+            ds = f.create_dataset("x", shape=(rows, 4096), dtype="f4", chunks=(64, 4096),
+                                  compression="gzip", compression_opts=1)
+            rng = np.random.default_rng(0)
+            for start in range(0, rows, 4096):
+                block = rng.normal(size=(min(4096, rows - start), 4096)).astype("f4")
+                ds[start:start + len(block)] = np.round(block, 2)
+    return path
+
+
+class ArrfsMount:
+    def __init__(self, arrfs, url, point, env, extra=()):
+        os.makedirs(point, exist_ok=True)
+        self.proc = subprocess.Popen([arrfs, "-f", *extra, url, point], env=env,
+                                     stderr=subprocess.DEVNULL)
+        while not os.path.ismount(point):
+            if self.proc.poll() is not None:
+                raise SystemExit(f"arrfs did not mount {url}")
+            time.sleep(0.005)
+
+    def peak_rss_mb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def arrfs_case(args, url, env, action, extra=()):
+    """Fresh mount + `action` as a fresh process; returns (seconds, peak RSS MB)."""
+    point = os.path.join(args.data, "mnt-remote")
+    t0 = time.perf_counter()
+    mount = ArrfsMount(args.arrfs, url, point, env, extra)
+    try:
+        subprocess.run(action(point), check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - t0, mount.peak_rss_mb()
+    finally:
+        mount.close()
+
+
+S3FS_OPEN = """
+import sys, h5py, s3fs
+fs = s3fs.S3FileSystem(key=sys.argv[1], secret=sys.argv[2], client_kwargs={'endpoint_url': sys.argv[3], 'region_name': 'us-east-1'})
+f = h5py.File(fs.open(sys.argv[4], 'rb'), 'r')
+"""
+
+
+def remote_cases(args, rows, only):
+    wanted = {"R1", "R2", "R3"} & only if only else {"R1", "R2", "R3"}
+    if not wanted:
+        return
+    anchor_python = s3fs_python(args)
+    many = make_many(os.path.join(args.data, "many-1000.h5"))
+    big = make_big(os.path.join(args.data, f"big-gzip-{args.r2_mb}.h5"), args.r2_mb)
+    s3 = Server("s3_server.py")
+    port, key, secret = s3.hello["port"], s3.hello["access_key_id"], s3.hello["secret_access_key"]
+    proxy = Server("proxy.py", str(port), "--delay-ms", str(LATENCY_MS))
+    endpoint = f"http://127.0.0.1:{proxy.hello['port']}"
+    try:
+        subprocess.run([PY, os.path.join(ROOT, "tests/py/s3_upload.py"), f"http://127.0.0.1:{port}", key, secret,
+                        BUCKET, f"many.h5={many}", f"big.h5={big}"], check=True, stdout=subprocess.DEVNULL)
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_REGION="us-east-1",
+                   AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true")
+        anchor = lambda code, obj: wall([anchor_python, "-c", S3FS_OPEN + code, key, secret, endpoint,
+                                         f"{BUCKET}/{obj}"])
+        pport = proxy.hello["port"]
+
+        def counted(fn):
+            proxy_call(pport, "reset")
+            result = fn()
+            stats = proxy_call(pport, "stats")
+            mib = stats.get("get_bytes", 0) / (1 << 20)
+            return result, f"{stats.get('GET', 0)} GET (LISTs included), {stats.get('HEAD', 0)} HEAD, {mib:.0f} MiB"
+
+        if "R1" in wanted:
+            a, a_req = counted(lambda: anchor("f.visititems(lambda n, o: None)\n", "many.h5"))
+            (t, rss), t_req = counted(lambda: arrfs_case(args, f"s3://{BUCKET}/many.h5", env,
+                                                        lambda p: ["ls", "-lR", p]))
+            rows.append(("R1", f"mount + ls -lR, 1,000 datasets, +{LATENCY_MS} ms/request ({t_req}; h5py+s3fs: {a_req})",
+                         "h5py+s3fs visititems", a, "fresh process", t, rss))
+        load = lambda p: [PY, "-c", "import numpy, sys; numpy.load(sys.argv[1])", os.path.join(p, "x.npy")]
+        cache = os.path.join(args.data, "remote-cache")
+        if "R2" in wanted or "R3" in wanted:
+            subprocess.run(["rm", "-rf", cache], check=True)
+            a, a_req = counted(lambda: anchor("f['x'][()]\n", "big.h5"))
+            (t, rss), t_req = counted(lambda: arrfs_case(args, f"s3://{BUCKET}/big.h5", env, load,
+                                                        ["--cache-dir", cache, "--disk-cache-size", "4G"]))
+            rows.append(("R2", f"np.load of {args.r2_mb} MiB gzip chunked, +{LATENCY_MS} ms/request ({t_req}; h5py+s3fs: {a_req})",
+                         "h5py+s3fs ds[()]", a, "fresh process", t, rss))
+        if "R3" in wanted:
+            local = wall([PY, "-c", "import h5py, sys; h5py.File(sys.argv[1])['x'][()]", big])
+            (t, rss), t_req = counted(lambda: arrfs_case(args, f"s3://{BUCKET}/big.h5", env, load,
+                                                        ["--cache-dir", cache, "--disk-cache-size", "4G"]))
+            rows.append(("R3", f"R2 with the disk cache warm, fresh mount ({t_req})",
+                         "local h5py ds[()]", local, "fresh process", t, rss))
+    finally:
+        proxy.close()
+        s3.close()
