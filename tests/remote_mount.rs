@@ -238,3 +238,21 @@ fn a_second_mount_reads_cached_blocks_from_disk_not_from_the_store() {
     compare(&local, &second);
     assert_eq!(proxy.stats().gets, 0, "{:?}", proxy.stats().ranges);
 }
+
+/// The HDF5 check runs for remote files too: its child connects to the store itself and walks
+/// the file through arrfs's driver; a file that crashes libhdf5 is refused, the daemon lives.
+#[test]
+fn a_remote_hdf5_file_that_crashes_libhdf5_is_refused_at_mount() {
+    let tmp = TempDir::new("remote-mount-crasher");
+    let crasher =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hdf5/segv_on_open.h5");
+    let server = S3Server::start();
+    server.upload("data", &[("segv_on_open.h5", crasher.as_path())]);
+    let mnt = tmp.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let env = env_of(&server);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let url = Path::new("s3://data/segv_on_open.h5");
+    let line = assert_mount_fails_with_env(url, &mnt, &["-f"], &env, "s3://data/segv_on_open.h5");
+    assert!(line.contains("libhdf5 crashed"), "{line}");
+}
