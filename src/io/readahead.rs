@@ -88,6 +88,21 @@ impl SequentialReads {
     /// range `[from, end + window)` not yet read ahead (empty if all of it was); `None` for a
     /// random read.
     pub fn record(&self, file: u64, offset: u64, end: u64, window: u64) -> Option<(u64, u64)> {
+        self.record_in_steps(file, offset, end, window, 0)
+    }
+
+    /// As [`Self::record`], but the window moves only in steps of at least `step` bytes (or
+    /// when the reader has caught up with it): a remote reader then fetches read-ahead in a
+    /// few large requests instead of one small one per read, as each request costs a round
+    /// trip.
+    pub fn record_in_steps(
+        &self,
+        file: u64,
+        offset: u64,
+        end: u64,
+        window: u64,
+        step: u64,
+    ) -> Option<(u64, u64)> {
         let mut streams = self.streams.lock().unwrap();
         let Ok(Some(mut entry)) = streams.get_mut_or_insert_with(&file, || {
             Ok::<_, std::convert::Infallible>(Stream::default())
@@ -102,8 +117,11 @@ impl SequentialReads {
             stream.ahead_to = end;
             return None;
         }
-        let from = stream.ahead_to.max(end);
         let to = end.saturating_add(window);
+        if stream.ahead_to >= end && to < stream.ahead_to.saturating_add(step) {
+            return Some((stream.ahead_to, stream.ahead_to));
+        }
+        let from = stream.ahead_to.max(end);
         stream.ahead_to = stream.ahead_to.max(to);
         Some((from.min(to), to))
     }
@@ -121,6 +139,17 @@ mod tests {
         assert_eq!(reads.record(1, 200, 300, 1000), Some((1200, 1300)));
         assert_eq!(reads.record(1, 5000, 5100, 1000), None);
         assert_eq!(reads.record(2, 100, 200, 1000), None, "files are apart");
+    }
+
+    #[test]
+    fn read_ahead_in_steps_moves_only_when_half_the_window_is_used() {
+        let reads = SequentialReads::default();
+        assert_eq!(reads.record_in_steps(1, 0, 100, 1000, 500), None);
+        assert_eq!(reads.record_in_steps(1, 100, 200, 1000, 500), Some((200, 1200)));
+        // 400 more bytes read: the window would grow by 400 < 500, so nothing new.
+        let quiet = reads.record_in_steps(1, 200, 600, 1000, 500).unwrap();
+        assert_eq!(quiet.0, quiet.1);
+        assert_eq!(reads.record_in_steps(1, 600, 700, 1000, 500), Some((1200, 1700)));
     }
 
     #[test]

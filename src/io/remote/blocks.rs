@@ -327,7 +327,13 @@ impl Blocks {
         let last = object.version.size.div_ceil(size);
         match self
             .sequential
-            .record(object.id, offset, end, self.tuning.read_ahead)
+            .record_in_steps(
+                object.id,
+                offset,
+                end,
+                self.tuning.read_ahead,
+                self.tuning.read_ahead / 2,
+            )
         {
             Some((from, to)) => (from / size).max(wanted.end)..to.div_ceil(size).min(last),
             None => wanted.end..wanted.end,
@@ -415,15 +421,20 @@ impl Blocks {
         self.leave(id, flight, Ok(data));
     }
 
+    /// Ends a flight: out of `in_flight` first, then its readers woken. The other order let
+    /// a woken reader that read again at once find the ended flight still listed and take
+    /// its failure for a fresh one.
     fn leave(&self, id: BlockId, flight: &Flight, outcome: std::result::Result<Bytes, Failure>) {
-        flight.finish(outcome);
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if in_flight
-            .get(&id)
-            .is_some_and(|f| std::ptr::eq(&**f, flight))
         {
-            in_flight.remove(&id);
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if in_flight
+                .get(&id)
+                .is_some_and(|f| std::ptr::eq(&**f, flight))
+            {
+                in_flight.remove(&id);
+            }
         }
+        flight.finish(outcome);
     }
 
     fn disk_key<'a>(&self, object: &'a ObjectState, block: u64) -> Option<BlockKey<'a>> {

@@ -132,6 +132,7 @@ impl DiskCache {
         if self.used.load(Ordering::Relaxed) <= self.capacity {
             return; // another thread evicted while this one waited
         }
+        let before = self.used.load(Ordering::Relaxed);
         let mut files = self.scan();
         files.sort_by_key(|file| file.used);
         let mut used: u64 = files.iter().map(|file| file.size).sum();
@@ -144,7 +145,14 @@ impl DiskCache {
             let _ = fs::remove_file(&file.path);
             used -= file.size;
         }
-        self.used.store(used, Ordering::Relaxed);
+        // Blocks stored while this ran added themselves to `used` (and may be in the scan
+        // too: counted twice only evicts sooner). Storing `used` outright would lose them,
+        // and the directory would outgrow its bound.
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                Some(now.saturating_sub(before) + used)
+            });
     }
 
     /// The finished block files in the directory.

@@ -74,7 +74,7 @@ impl Default for RemoteOptions {
             cache_dir: None,
             disk_cache_size: 4 << 30,
             block_size: 1 << 20,
-            read_ahead: 16 << 20,
+            read_ahead: 64 << 20,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             retries: 4,
@@ -172,7 +172,7 @@ impl Core {
         let block_size = options.block_size.max(4096);
         let tuning = Tuning {
             block_size,
-            max_get_blocks: (8 << 20) / block_size + 1,
+            max_get_blocks: (16 << 20) / block_size + 1,
             read_ahead: options.read_ahead,
             // A request may take `timeout` per attempt, and retries go on for
             // `retry_timeout` (plus one backoff): past that nothing useful is coming.

@@ -230,7 +230,7 @@ fn a_long_read_is_split_into_parallel_gets_of_bounded_size() {
     let ranges = store.ranges.lock().unwrap().clone();
     assert!(ranges.len() >= 2, "{ranges:?}");
     assert!(
-        ranges.iter().all(|r| r.end - r.start <= 9 << 20),
+        ranges.iter().all(|r| r.end - r.start <= 17 << 20),
         "{ranges:?}"
     );
     assert_eq!(
