@@ -198,6 +198,11 @@ impl Flight {
         }
     }
 
+    fn failed_in_transport(&self) -> bool {
+        let slot = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        matches!(&*slot, Some(Err(Failure::Transport(_))))
+    }
+
     fn wait(&self, until: Instant) -> Option<std::result::Result<Bytes, Failure>> {
         let mut slot = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -214,10 +219,12 @@ impl Flight {
     }
 }
 
-/// A block a reader needs: at hand, or on its way.
+/// A block a reader needs: at hand, on its way in a fetch this read started, or joined in
+/// a fetch started earlier (which may have begun while the store was down).
 enum Pending {
     Ready(Bytes),
     Coming(Arc<Flight>),
+    Joined(Arc<Flight>),
 }
 
 /// What every object of one store shares: the store, the caches, the in-flight fetches,
@@ -264,13 +271,30 @@ impl Blocks {
         start..(start + self.tuning.block_size).min(object.version.size)
     }
 
-    /// Exactly `buf.len()` bytes at `offset` of `object`.
+    /// Exactly `buf.len()` bytes at `offset` of `object`. A read that joined a fetch started
+    /// before it, which then failed, tries once more with fetches of its own: the store may
+    /// be back by now (a read-ahead started during an outage ends in failure after it).
     pub(crate) fn read(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
         object: &Arc<ObjectState>,
         offset: u64,
         buf: &mut [u8],
+    ) -> Result<()> {
+        let mut joined_failed = false;
+        match self.read_once(runtime, object, offset, buf, &mut joined_failed) {
+            Err(_) if joined_failed => self.read_once(runtime, object, offset, buf, &mut false),
+            result => result,
+        }
+    }
+
+    fn read_once(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        object: &Arc<ObjectState>,
+        offset: u64,
+        buf: &mut [u8],
+        joined_failed: &mut bool,
     ) -> Result<()> {
         if object.changed.load(Ordering::Relaxed) {
             return Err(object.changed_error());
@@ -304,6 +328,12 @@ impl Blocks {
             let data = match pending {
                 Pending::Ready(data) => data,
                 Pending::Coming(flight) => self.wait(object, &flight, until)?,
+                Pending::Joined(flight) => {
+                    let outcome = self.wait(object, &flight, until);
+                    *joined_failed = matches!(&outcome, Err(Error::Remote { .. }))
+                        && flight.failed_in_transport();
+                    outcome?
+                }
             };
             let range = self.block_range(object, block);
             let from = offset.max(range.start);
@@ -325,16 +355,13 @@ impl Blocks {
     ) -> Range<u64> {
         let size = self.tuning.block_size;
         let last = object.version.size.div_ceil(size);
-        match self
-            .sequential
-            .record_in_steps(
-                object.id,
-                offset,
-                end,
-                self.tuning.read_ahead,
-                self.tuning.read_ahead / 2,
-            )
-        {
+        match self.sequential.record_in_steps(
+            object.id,
+            offset,
+            end,
+            self.tuning.read_ahead,
+            self.tuning.read_ahead / 2,
+        ) {
             Some((from, to)) => (from / size).max(wanted.end)..to.div_ceil(size).min(last),
             None => wanted.end..wanted.end,
         }
@@ -357,7 +384,7 @@ impl Blocks {
         let mut find = |block: u64, to_fetch: &mut Vec<(u64, Arc<Flight>)>| {
             let id = (object.id, block);
             if let Some(flight) = in_flight.get(&id) {
-                return Some(Pending::Coming(flight.clone()));
+                return Some(Pending::Joined(flight.clone()));
             }
             if let Some(data) = self.memory.get(&id) {
                 return Some(Pending::Ready(data));

@@ -507,3 +507,17 @@ fn urls_are_recognised() {
         assert!(!is_url(text), "{text}");
     }
 }
+
+#[test]
+fn a_read_that_joined_a_read_ahead_which_failed_fetches_again() {
+    let (store, _remote, object, data) = setup(16 * BLOCK as usize, &options());
+    read(&object, 0, 10);
+    // The next read is sequential: it starts a read-ahead of blocks 1..5, which fails (slowly).
+    store.delay_ms.store(300, Ordering::SeqCst);
+    store.failing_gets.store(1, Ordering::SeqCst);
+    read(&object, 10, 10);
+    // Joins that read-ahead; once it fails, fetches block 1 itself and gets it.
+    store.delay_ms.store(0, Ordering::SeqCst);
+    let at = BLOCK as usize + 5;
+    assert_eq!(read(&object, at as u64, 10), data[at..at + 10]);
+}
