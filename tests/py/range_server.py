@@ -21,6 +21,9 @@ from urllib.parse import unquote, urlsplit
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: with Nagle's algorithm the body waits for
+    # the client's delayed ACK (40 ms a response).
+    disable_nagle_algorithm = True
     root = "."
 
     def log_message(self, *args):
