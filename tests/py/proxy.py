@@ -159,6 +159,9 @@ def main():
     State.delay_ms = args.delay_ms
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
+    # The default listen backlog of 5 overflows when a client opens many connections at
+    # once: the kernel drops the SYN and the client retries it only after 1 s.
+    ThreadingHTTPServer.request_queue_size = 256
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(json.dumps({"port": server.server_address[1]}), flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
