@@ -337,7 +337,7 @@ impl Blocks {
     /// For each wanted block, the block or the flight that brings it; starts a flight for
     /// every wanted or read-ahead block that is neither cached nor on its way. The returned
     /// list of new flights is in block order.
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity)] // two plain lists; a struct would only name them
     fn claim(
         &self,
         object: &ObjectState,
@@ -351,28 +351,24 @@ impl Blocks {
         let mut find = |block: u64, to_fetch: &mut Vec<(u64, Arc<Flight>)>| {
             let id = (object.id, block);
             if let Some(flight) = in_flight.get(&id) {
-                return Some(Pending::Coming(flight.clone()));
+                return Pending::Coming(flight.clone());
             }
             if let Some(data) = self.memory.get(&id) {
-                return Some(Pending::Ready(data));
+                return Pending::Ready(data);
             }
             let flight = Arc::new(Flight::default());
             in_flight.insert(id, flight.clone());
             to_fetch.push((block, flight.clone()));
-            Some(Pending::Coming(flight))
+            Pending::Coming(flight)
         };
-        let pending = wanted
-            .map(|block| find(block, &mut to_fetch).expect("always found"))
-            .collect::<Vec<_>>();
+        let pending: Vec<Pending> = wanted.map(|block| find(block, &mut to_fetch)).collect();
         let hits = pending
             .iter()
             .filter(|p| matches!(p, Pending::Ready(_)))
             .count();
         bump(&self.counters.memory_hits, hits as u64);
         for block in ahead {
-            if !self.memory.contains_key(&(object.id, block)) {
-                find(block, &mut to_fetch);
-            }
+            find(block, &mut to_fetch);
         }
         (pending, to_fetch)
     }
