@@ -293,12 +293,7 @@ impl Blocks {
         let wanted = offset / size..end.div_ceil(size);
         let ahead = self.read_ahead_blocks(object, offset, end, &wanted);
         let (pending, to_fetch) = self.claim(object, wanted.clone(), ahead);
-        for run in runs(&to_fetch, self.tuning.max_get_blocks) {
-            let flights = run.iter().map(|(_, flight)| flight.clone()).collect();
-            let first = run[0].0;
-            let task = fetch_run(self.clone(), object.clone(), first, flights);
-            runtime.spawn(task);
-        }
+        self.start_fetches(runtime, object, &to_fetch);
         let until = Instant::now() + self.tuning.fetch_limit + READER_GRACE;
         for (block, pending) in wanted.zip(pending) {
             let data = match pending {
@@ -313,6 +308,39 @@ impl Blocks {
             buf[into].copy_from_slice(&data[out]);
         }
         Ok(())
+    }
+
+    /// Starts fetching the blocks of `[offset, offset + len)` (clipped to the object) that are
+    /// neither cached nor on their way, without waiting for them.
+    pub(crate) fn prefetch(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        object: &Arc<ObjectState>,
+        offset: u64,
+        len: u64,
+    ) {
+        let end = offset.saturating_add(len).min(object.version.size);
+        if object.changed.load(Ordering::Relaxed) || offset >= end {
+            return;
+        }
+        let size = self.tuning.block_size;
+        let blocks = offset / size..end.div_ceil(size);
+        let (_, to_fetch) = self.claim(object, blocks.start..blocks.start, blocks);
+        self.start_fetches(runtime, object, &to_fetch);
+    }
+
+    /// One task per run of neighbouring blocks (each run at most `max_get_blocks`).
+    fn start_fetches(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        object: &Arc<ObjectState>,
+        to_fetch: &[(u64, Arc<Flight>)],
+    ) {
+        for run in runs(to_fetch, self.tuning.max_get_blocks) {
+            let flights = run.iter().map(|(_, flight)| flight.clone()).collect();
+            let first = run[0].0;
+            runtime.spawn(fetch_run(self.clone(), object.clone(), first, flights));
+        }
     }
 
     /// The blocks to read ahead of a sequential reader, past those it asked for.

@@ -261,6 +261,25 @@ fn sequential_reads_are_read_ahead_and_every_byte_is_fetched_once() {
 }
 
 #[test]
+fn prefetched_ranges_are_fetched_once_in_few_gets_and_then_read_without_gets() {
+    let (store, remote, object, data) = setup(32 * BLOCK as usize, &options());
+    object.prefetch(3 * BLOCK + 10, 6 * BLOCK);
+    object.prefetch(20 * BLOCK, 2 * BLOCK);
+    object.prefetch(40 * BLOCK, BLOCK); // past the end: nothing
+    for (offset, len) in [
+        (3 * BLOCK + 10, 6 * BLOCK as usize),
+        (20 * BLOCK, 2 * BLOCK as usize),
+    ] {
+        assert_eq!(
+            read(&object, offset, len),
+            data[offset as usize..offset as usize + len]
+        );
+    }
+    assert_eq!(store.gets(), 2, "{:?}", store.ranges.lock().unwrap());
+    assert_eq!(remote.stats().get_bytes, 9 * BLOCK);
+}
+
+#[test]
 fn random_reads_are_not_read_ahead() {
     let (store, remote, object, _) = setup(32 * BLOCK as usize, &options());
     for block in [20, 3, 11, 27, 6] {
