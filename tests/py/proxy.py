@@ -41,6 +41,9 @@ class State:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: with Nagle's algorithm the body waits for
+    # the client's delayed ACK (40 ms a response).
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
@@ -130,7 +133,8 @@ class Handler(BaseHTTPRequestHandler):
             upstream.close()
         self.send_response(answer.status, answer.reason)
         for key, value in answer.getheaders():
-            if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
+            # send_response wrote its own Server and Date already.
+            if key.lower() not in HOP_BY_HOP | {"content-length", "server", "date"}:
                 self.send_header(key, value)
         if self.command == "HEAD":
             length = answer.getheader("Content-Length") or "0"
@@ -155,6 +159,9 @@ def main():
     State.delay_ms = args.delay_ms
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
+    # The default listen backlog of 5 overflows when a client opens many connections at
+    # once: the kernel drops the SYN and the client retries it only after 1 s.
+    ThreadingHTTPServer.request_queue_size = 256
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(json.dumps({"port": server.server_address[1]}), flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -21,6 +21,9 @@ from urllib.parse import unquote, urlsplit
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: with Nagle's algorithm the body waits for
+    # the client's delayed ACK (40 ms a response).
+    disable_nagle_algorithm = True
     root = "."
 
     def log_message(self, *args):
@@ -101,6 +104,9 @@ def main():
     Handler.root = args.dir
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
+    # The default listen backlog of 5 overflows when a client opens many connections at
+    # once: the kernel drops the SYN and the client retries it only after 1 s.
+    ThreadingHTTPServer.request_queue_size = 256
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(json.dumps({"port": server.server_address[1]}), flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

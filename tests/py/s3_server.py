@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 
+from moto.moto_server.werkzeug_app import MotoRequestHandler
 from moto.server import ThreadedMotoServer
 
 PLACEHOLDER_KEY = "arrfs-test-key"
@@ -60,6 +61,9 @@ def main():
     parser.add_argument("--auth", action="store_true")
     args = parser.parse_args()
 
+    # moto answers headers and body in separate writes: with Nagle's algorithm each answer
+    # waits for the client's delayed ACK (40 ms).
+    MotoRequestHandler.disable_nagle_algorithm = True
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
     port = server.get_host_and_port()[1]

@@ -23,6 +23,8 @@ use crate::io::stable_hash;
 const MAGIC: &[u8; 8] = b"arrfsblk";
 /// Eviction goes down to this share of the bound, so that it does not run on every write.
 const EVICT_TO_PERCENT: u64 = 90;
+/// A temporary file this old was left by a writer that died.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
 /// Extension of finished block files; temporary files have another and are never counted.
 const BLOCK_EXTENSION: &str = "blk";
 
@@ -80,6 +82,7 @@ impl DiskCache {
             used: AtomicU64::new(0),
             evicting: Mutex::new(()),
         };
+        cache.remove_stale_temporaries();
         let used = cache.scan().iter().map(|file| file.size).sum();
         cache.used.store(used, Ordering::Relaxed);
         Ok(cache)
@@ -153,6 +156,26 @@ impl DiskCache {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
                 Some(now.saturating_sub(before) + used)
             });
+    }
+
+    /// Removes temporary files that a process which died while writing left behind (old
+    /// enough that no live writer still holds them).
+    fn remove_stale_temporaries(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_temporary = path.extension().and_then(|e| e.to_str()) == Some("tmp");
+            let age = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|time| time.elapsed().ok());
+            if is_temporary && age.is_some_and(|age| age > STALE_TEMPORARY) {
+                let _ = fs::remove_file(path);
+            }
+        }
     }
 
     /// The finished block files in the directory.

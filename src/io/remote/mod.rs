@@ -425,4 +425,13 @@ impl RemoteObject {
         let runtime = self.core.runtime.handle();
         self.core.blocks.read(runtime, &self.state, offset, buf)
     }
+
+    /// Starts fetching `[offset, offset + len)` in the background and returns at once: for
+    /// a reader that knows what it will read next (the head of an HDF5 file before its
+    /// metadata is parsed, the chunks of a slice before they are decoded one by one).
+    /// Later `read_at`s of that range wait for these fetches instead of sending their own.
+    pub fn prefetch(&self, offset: u64, len: u64) {
+        let runtime = self.core.runtime.handle();
+        self.core.blocks.prefetch(runtime, &self.state, offset, len)
+    }
 }
