@@ -170,7 +170,7 @@ fn read_whole(path: &Path) -> String {
 fn reads_fail_while_the_store_is_down_and_recover_when_it_is_back() {
     let tmp = TempDir::new("remote-mount-down");
     let (_server, proxy, env) = store_behind_proxy(&tmp);
-    let remote = mount_remote("s3://data/x.npz", &[], &env);
+    let remote = mount_remote("s3://data/x.npz", &["-o", "timeout=3"], &env);
     let x = remote.path("x.npy");
     for mode in ["drop", "error"] {
         proxy.set_mode(mode);
