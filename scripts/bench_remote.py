@@ -4,6 +4,10 @@ harness's proxy adding 20 ms to every request (tests/py/s3_server.py, tests/py/p
     R1  mount + `ls -lR` of an HDF5 file with 1,000 datasets   vs h5py over s3fs: visititems
     R2  full np.load of a gzip chunked dataset (--r2-mb MiB)  vs h5py over s3fs: ds[()]
     R3  R2 with the disk cache warm, on a fresh mount         vs local-file h5py ds[()]
+    R2h R2 from an HTTP server with Range support (tests/py/range_server.py), the same proxy
+        and latency                                           vs h5py over fsspec's HTTP
+        (moto copies the whole object for every ranged GET: ~0.4 s per GET of a 270 MiB
+        object, so R2 measures moto as much as either reader; R2h shows the readers)
 
 Every side runs as a fresh process (wall time, as a script meets it; arrfs's includes its
 mount). The anchor needs s3fs, whose aiobotocore pins a botocore older than the one moto's
@@ -123,13 +127,49 @@ f = h5py.File(fs.open(sys.argv[4], 'rb'), 'r')
 """
 
 
+HTTP_OPEN = """
+import sys, h5py, fsspec
+f = h5py.File(fsspec.filesystem('http').open(sys.argv[1], 'rb'), 'r')
+"""
+
+
+def http_case(args, rows, big, anchor_python):
+    """R2h: the R2 file from the Range HTTP server behind the delaying proxy."""
+    served = os.path.dirname(big)
+    server = Server("range_server.py", served)
+    proxy = Server("proxy.py", str(server.hello["port"]), "--delay-ms", str(LATENCY_MS))
+    pport = proxy.hello["port"]
+    url = f"http://127.0.0.1:{pport}/{os.path.basename(big)}"
+    load = lambda p: [PY, "-c", "import numpy, sys; numpy.load(sys.argv[1])", os.path.join(p, "x.npy")]
+    try:
+        def counted(fn):
+            proxy_call(pport, "reset")
+            result = fn()
+            stats = proxy_call(pport, "stats")
+            mib = stats.get("get_bytes", 0) / (1 << 20)
+            return result, f"{stats.get('GET', 0)} GET, {stats.get('HEAD', 0)} HEAD, {mib:.0f} MiB"
+
+        a, a_req = counted(lambda: wall([anchor_python, "-c", HTTP_OPEN + "f['x'][()]\n", url]))
+        (t, rss), t_req = counted(lambda: arrfs_case(args, url, dict(os.environ), load))
+        rows.append(("R2h", f"np.load of {args.r2_mb} MiB gzip chunked over HTTP Range, +{LATENCY_MS} ms/request "
+                     f"({t_req}; h5py+fsspec: {a_req})", "h5py+fsspec ds[()]", a, "fresh process", t, rss))
+    finally:
+        proxy.close()
+        server.close()
+
+
 def remote_cases(args, rows, only):
-    wanted = {"R1", "R2", "R3"} & only if only else {"R1", "R2", "R3"}
+    every = {"R1", "R2", "R3", "R2h"}
+    wanted = every & only if only else every
     if not wanted:
         return
     anchor_python = s3fs_python(args)
     many = make_many(os.path.join(args.data, "many-1000.h5"))
     big = make_big(os.path.join(args.data, f"big-gzip-{args.r2_mb}.h5"), args.r2_mb)
+    if "R2h" in wanted:
+        http_case(args, rows, big, anchor_python)
+        if not wanted - {"R2h"}:
+            return
     s3 = Server("s3_server.py")
     port, key, secret = s3.hello["port"], s3.hello["access_key_id"], s3.hello["secret_access_key"]
     proxy = Server("proxy.py", str(port), "--delay-ms", str(LATENCY_MS))
