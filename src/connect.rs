@@ -202,4 +202,8 @@ impl ObjectBytes for remote::RemoteObject {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         remote::RemoteObject::read_at(self, offset, buf)
     }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        remote::RemoteObject::prefetch(self, offset, len)
+    }
 }

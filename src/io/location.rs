@@ -26,6 +26,9 @@ pub trait ObjectBytes: Send + Sync {
     /// Exactly `buf.len()` bytes at `offset`; [`Error::SourceChanged`] once the object has
     /// been replaced.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Starts fetching `len` bytes at `offset` without waiting: a reader that knows what it
+    /// needs next saves round trips. Nothing by default.
+    fn prefetch(&self, _offset: u64, _len: u64) {}
 }
 
 /// One level of a prefix.

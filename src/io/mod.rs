@@ -125,6 +125,14 @@ impl SourceFile {
         }
     }
 
+    /// Asks a remote object to start fetching `[offset, offset + len)` (local files: nothing;
+    /// the kernel's read-ahead does it).
+    pub fn prefetch(&self, offset: u64, len: u64) {
+        if let Backing::Remote(object) = &self.backing {
+            object.prefetch(offset, len);
+        }
+    }
+
     /// A `Read + Seek` view of the whole file, for parsers that want a stream (zip, pickle).
     pub fn reader(&self) -> SourceReader<'_> {
         self.window(0, self.len())

@@ -25,6 +25,9 @@ use hdf5::{IndexType, IterationOrder, LinkType, LocationType};
 pub use attrs::element_value;
 pub use external::{EXTFILE_PREFIX_ENV, ORIGIN};
 
+/// Bytes fetched at once from the start of a remote HDF5 file, before libhdf5 parses it.
+const REMOTE_HEAD_PREFETCH: u64 = 4 << 20;
+
 /// The format signature at the start of an HDF5 superblock.
 const SIGNATURE: &[u8] = b"\x89HDF\r\n\x1a\n";
 
@@ -115,6 +118,9 @@ impl Hdf5Source {
             probe::check_hdf5(&name)?;
         }
         let source = Arc::new(SourceFile::open(location)?);
+        // libhdf5 reads the superblock, the root group and the first B-tree nodes in many
+        // small reads near the start: one large fetch first saves their round trips.
+        source.prefetch(0, REMOTE_HEAD_PREFETCH);
         Hdf5Source::open_source(source, &name, Hdf5Access::Driver, options)
     }
 
