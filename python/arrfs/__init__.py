@@ -117,7 +117,8 @@ def _message(stderr: bytes, returncode: int) -> str:
 
 def _option_args(options: Dict[str, Any]) -> List[str]:
     """Keyword options as command-line arguments. ``cache_size``, ``attrs_json``,
-    ``threads``, ``log_file`` and ``verbose`` are flags of their own; every other keyword is
+    ``threads``, ``log_file``, ``verbose``, ``cache_dir`` and ``disk_cache_size`` are flags
+    of their own; every other keyword is
     a ``-o`` mount option: ``True`` -> ``NAME``, a value -> ``NAME=VALUE``, ``False`` or
     ``None`` -> left out."""
     args: List[str] = []
@@ -133,6 +134,10 @@ def _option_args(options: Dict[str, Any]) -> List[str]:
             args += ["--threads", str(int(value))]
         elif name == "log_file":
             args += ["--log-file", os.fspath(value)]
+        elif name == "cache_dir":
+            args += ["--cache-dir", os.fspath(value)]
+        elif name == "disk_cache_size":
+            args += ["--disk-cache-size", str(value)]
         elif name == "verbose":
             args += ["-v"] * (int(value) if value is not True else 1)
         elif value is True:
@@ -164,7 +169,9 @@ def mount(src: StrPath, mountpoint: Optional[StrPath] = None,
     are still open under it, it is detached lazily).
 
     Args:
-        src: the container (HDF5, NPZ, pickle, ``.npy``, checkpoint) or a directory of them.
+        src: the container (HDF5, NPZ, pickle, ``.npy``, checkpoint) or a directory of them,
+            or its URL (``s3://bucket/key``, ``s3://bucket/prefix/``, ``gs://``, ``az://``,
+            ``https://``; credentials from the environment, as the arrfs binary takes them).
         mountpoint: an existing empty directory, or None for a temporary one.
         **options: ``cache_size="1G"``, ``attrs_json=True``, ``threads=4``,
             ``log_file=PATH``, and any ``-o`` option: ``allow_other=True``,
@@ -245,8 +252,13 @@ def unmount_all() -> None:
 atexit.register(unmount_all)
 
 
+def _is_url(src: StrPath) -> bool:
+    """``s3://...``, ``gs://...``, ``https://...``: a remote source, passed on as it is."""
+    return "://" in os.fspath(src)
+
+
 def _cached_mount(src: StrPath) -> Path:
-    key = os.path.realpath(os.fspath(src))
+    key = os.fspath(src) if _is_url(src) else os.path.realpath(os.fspath(src))
     with _mounts_lock:
         if key not in _mounts:
             _mounts[key] = _mounts_stack.enter_context(mount(key))

@@ -233,3 +233,32 @@ def test_show_from_the_venv(h5file):
     out = subprocess.run(["arrfs", "show", str(h5file), "x.npy"],
                          capture_output=True, text=True, check=True).stdout
     assert out.rstrip("\n").endswith(repr(h5py_arrays(h5file)["x"])), out
+
+
+@pytest.fixture
+def http_h5(h5file):
+    """h5file served by the harness's Range HTTP server (tests/py/range_server.py, stdlib
+    only) on 127.0.0.1; yields its URL."""
+    from conftest import REPO
+    server = subprocess.Popen([sys.executable, str(REPO / "tests/py/range_server.py"), str(h5file.parent)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(server.stdout.readline())["port"]
+        yield f"http://127.0.0.1:{port}/{h5file.name}"
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
+def test_urls_are_passed_on_to_the_binary(http_h5, h5file):
+    assert arrfs.fuse_available(), "FUSE is needed for this test (/dev/fuse, fusermount3)"
+    want = h5py_arrays(h5file)
+    listed = {e["path"] for e in arrfs.ls(http_h5)}
+    assert {f"{name}.npy" for name in want} <= listed, listed
+    with arrfs.mount(http_h5) as mnt:
+        for name, a in want.items():
+            assert (mnt / f"{name}.npy").read_bytes() == npy_bytes(a), name
+    for name, a in want.items():
+        got = arrfs.load(http_h5, f"{name}.npy", fuse=True)
+        assert got.dtype == a.dtype and np.array_equal(got, a), name
+    arrfs.unmount_all()
