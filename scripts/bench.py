@@ -38,10 +38,11 @@ def warm(path):
 
 
 class Mount:
-    def __init__(self, arrfs, source, point):
+    def __init__(self, arrfs, source, point, env=None, extra=()):
         self.point = point
         os.makedirs(point, exist_ok=True)
-        self.proc = subprocess.Popen([arrfs, "-f", source, point], stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([arrfs, "-f", *extra, source, point], env=env,
+                                     stderr=subprocess.DEVNULL)
         # Mounting a file of a million datasets walks all of it first (the HDF5 check).
         deadline = time.time() + 900
         while not os.path.ismount(point):
@@ -746,7 +747,7 @@ def main():
     if not only or "K3" in only:
         mount_time(args, rows)
     checkpoint_cases(args, rows, only)
-    bench_remote.remote_cases(args, rows, only)
+    bench_remote.remote_cases(args, rows, only, Mount)
     if not only or "C" in only:
         ceiling(args, rows)
     print(f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, "

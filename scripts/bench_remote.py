@@ -9,7 +9,7 @@ harness's proxy adding 20 ms to every request (tests/py/s3_server.py, tests/py/p
         (moto copies the whole object for every ranged GET: ~0.4 s per GET of a 270 MiB
         object, so R2 measures moto as much as either reader; R2h shows the readers)
 
-Every side runs as a fresh process (wall time, as a script meets it; arrfs's includes its
+S3 GETs include LISTs (a LIST is a GET). Every side runs as a fresh process (wall time, as a script meets it; arrfs's includes its
 mount). The anchor needs s3fs, whose aiobotocore pins a botocore older than the one moto's
 boto3 needs, so it runs from its own venv (made under --data on first use). Requests are
 counted at the proxy.
@@ -46,6 +46,20 @@ def proxy_call(port, what):
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/__proxy__/{what}") as r:
         return json.loads(r.read() or b"{}") if what == "stats" else None
+
+
+def load(point):
+    """A fresh Python's np.load of the mount's x.npy."""
+    return [PY, "-c", "import numpy, sys; numpy.load(sys.argv[1])", os.path.join(point, "x.npy")]
+
+
+def counted(proxy_port, fn):
+    """fn()'s result, and the requests the proxy saw meanwhile, as text."""
+    proxy_call(proxy_port, "reset")
+    result = fn()
+    stats = proxy_call(proxy_port, "stats")
+    mib = stats.get("get_bytes", 0) / (1 << 20)
+    return result, f"{stats.get('GET', 0)} GET, {stats.get('HEAD', 0)} HEAD, {mib:.0f} MiB"
 
 
 def s3fs_python(args):
@@ -86,33 +100,11 @@ def make_big(path, mib):
     return path
 
 
-class ArrfsMount:
-    def __init__(self, arrfs, url, point, env, extra=()):
-        os.makedirs(point, exist_ok=True)
-        self.proc = subprocess.Popen([arrfs, "-f", *extra, url, point], env=env,
-                                     stderr=subprocess.DEVNULL)
-        while not os.path.ismount(point):
-            if self.proc.poll() is not None:
-                raise SystemExit(f"arrfs did not mount {url}")
-            time.sleep(0.005)
-
-    def peak_rss_mb(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def close(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
-
-
 def arrfs_case(args, url, env, action, extra=()):
     """Fresh mount + `action` as a fresh process; returns (seconds, peak RSS MB)."""
     point = os.path.join(args.data, "mnt-remote")
     t0 = time.perf_counter()
-    mount = ArrfsMount(args.arrfs, url, point, env, extra)
+    mount = args.mount_class(args.arrfs, url, point, env, extra)
     try:
         subprocess.run(action(point), check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - t0, mount.peak_rss_mb()
@@ -140,17 +132,9 @@ def http_case(args, rows, big, anchor_python):
     proxy = Server("proxy.py", str(server.hello["port"]), "--delay-ms", str(LATENCY_MS))
     pport = proxy.hello["port"]
     url = f"http://127.0.0.1:{pport}/{os.path.basename(big)}"
-    load = lambda p: [PY, "-c", "import numpy, sys; numpy.load(sys.argv[1])", os.path.join(p, "x.npy")]
     try:
-        def counted(fn):
-            proxy_call(pport, "reset")
-            result = fn()
-            stats = proxy_call(pport, "stats")
-            mib = stats.get("get_bytes", 0) / (1 << 20)
-            return result, f"{stats.get('GET', 0)} GET, {stats.get('HEAD', 0)} HEAD, {mib:.0f} MiB"
-
-        a, a_req = counted(lambda: wall([anchor_python, "-c", HTTP_OPEN + "f['x'][()]\n", url]))
-        (t, rss), t_req = counted(lambda: arrfs_case(args, url, dict(os.environ), load))
+        a, a_req = counted(pport, lambda: wall([anchor_python, "-c", HTTP_OPEN + "f['x'][()]\n", url]))
+        (t, rss), t_req = counted(pport, lambda: arrfs_case(args, url, dict(os.environ), load))
         rows.append(("R2h", f"np.load of {args.r2_mb} MiB gzip chunked over HTTP Range, +{LATENCY_MS} ms/request "
                      f"({t_req}; h5py+fsspec: {a_req})", "h5py+fsspec ds[()]", a, "fresh process", t, rss))
     finally:
@@ -158,7 +142,8 @@ def http_case(args, rows, big, anchor_python):
         server.close()
 
 
-def remote_cases(args, rows, only):
+def remote_cases(args, rows, only, mount_class):
+    args.mount_class = mount_class
     every = {"R1", "R2", "R3", "R2h"}
     wanted = every & only if only else every
     if not wanted:
@@ -183,31 +168,24 @@ def remote_cases(args, rows, only):
                                          f"{BUCKET}/{obj}"])
         pport = proxy.hello["port"]
 
-        def counted(fn):
-            proxy_call(pport, "reset")
-            result = fn()
-            stats = proxy_call(pport, "stats")
-            mib = stats.get("get_bytes", 0) / (1 << 20)
-            return result, f"{stats.get('GET', 0)} GET (LISTs included), {stats.get('HEAD', 0)} HEAD, {mib:.0f} MiB"
 
         if "R1" in wanted:
-            a, a_req = counted(lambda: anchor("f.visititems(lambda n, o: None)\n", "many.h5"))
-            (t, rss), t_req = counted(lambda: arrfs_case(args, f"s3://{BUCKET}/many.h5", env,
+            a, a_req = counted(pport, lambda: anchor("f.visititems(lambda n, o: None)\n", "many.h5"))
+            (t, rss), t_req = counted(pport, lambda: arrfs_case(args, f"s3://{BUCKET}/many.h5", env,
                                                         lambda p: ["ls", "-lR", p]))
             rows.append(("R1", f"mount + ls -lR, 1,000 datasets, +{LATENCY_MS} ms/request ({t_req}; h5py+s3fs: {a_req})",
                          "h5py+s3fs visititems", a, "fresh process", t, rss))
-        load = lambda p: [PY, "-c", "import numpy, sys; numpy.load(sys.argv[1])", os.path.join(p, "x.npy")]
         cache = os.path.join(args.data, "remote-cache")
         if "R2" in wanted or "R3" in wanted:
             subprocess.run(["rm", "-rf", cache], check=True)
-            a, a_req = counted(lambda: anchor("f['x'][()]\n", "big.h5"))
-            (t, rss), t_req = counted(lambda: arrfs_case(args, f"s3://{BUCKET}/big.h5", env, load,
+            a, a_req = counted(pport, lambda: anchor("f['x'][()]\n", "big.h5"))
+            (t, rss), t_req = counted(pport, lambda: arrfs_case(args, f"s3://{BUCKET}/big.h5", env, load,
                                                         ["--cache-dir", cache, "--disk-cache-size", "4G"]))
             rows.append(("R2", f"np.load of {args.r2_mb} MiB gzip chunked, +{LATENCY_MS} ms/request ({t_req}; h5py+s3fs: {a_req})",
                          "h5py+s3fs ds[()]", a, "fresh process", t, rss))
         if "R3" in wanted:
             local = wall([PY, "-c", "import h5py, sys; h5py.File(sys.argv[1])['x'][()]", big])
-            (t, rss), t_req = counted(lambda: arrfs_case(args, f"s3://{BUCKET}/big.h5", env, load,
+            (t, rss), t_req = counted(pport, lambda: arrfs_case(args, f"s3://{BUCKET}/big.h5", env, load,
                                                         ["--cache-dir", cache, "--disk-cache-size", "4G"]))
             rows.append(("R3", f"R2 with the disk cache warm, fresh mount ({t_req})",
                          "local h5py ds[()]", local, "fresh process", t, rss))

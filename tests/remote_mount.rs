@@ -9,28 +9,13 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::servers::{Proxy, RangeServer, S3Server};
-use common::{assert_mount_fails_with_env, every_format, run_py, Mount, TempDir};
-
-/// Every file under `dir` as (key under `prefix`, path).
-fn files_under(dir: &Path, prefix: &str) -> Vec<(String, PathBuf)> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(at) = pending.pop() {
-        for entry in std::fs::read_dir(&at).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let rel = path.strip_prefix(dir).unwrap().to_string_lossy();
-                files.push((format!("{prefix}{rel}"), path));
-            }
-        }
-    }
-    files
-}
+use common::{assert_mount_fails_with_env, every_format, files_under, run_py, Mount, TempDir};
 
 fn upload_dir(server: &S3Server, bucket: &str, dir: &Path, prefix: &str) {
-    let files = files_under(dir, prefix);
+    let files: Vec<(String, PathBuf)> = files_under(dir)
+        .into_iter()
+        .map(|(rel, path)| (format!("{prefix}{rel}"), path))
+        .collect();
     let pairs: Vec<(&str, &Path)> = files
         .iter()
         .map(|(k, p)| (k.as_str(), p.as_path()))

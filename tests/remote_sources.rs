@@ -16,7 +16,7 @@ use arrfs::error::{Error, Result};
 use arrfs::io::{Location, ObjectBytes, ObjectListing, ObjectStore};
 use arrfs::source::{self, SourceOptions};
 use arrfs::vfs::{Fs, Kind};
-use common::{every_format, TempDir};
+use common::{every_format, files_under, TempDir};
 
 /// Objects held in memory under their keys, with the bytes read counted.
 struct MemoryStore {
@@ -81,26 +81,12 @@ impl ObjectBytes for MemoryObject {
     }
 }
 
-/// Every file under `dir`, by its path relative to `dir` (`/`-separated).
+/// Every file under `dir` in memory, keyed by its path relative to `dir`.
 fn load_tree(dir: &Path) -> BTreeMap<String, Arc<Vec<u8>>> {
-    let mut objects = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(at) = pending.pop() {
-        for entry in std::fs::read_dir(&at).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let key = path
-                .strip_prefix(dir)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            objects.insert(key, Arc::new(std::fs::read(&path).unwrap()));
-        }
-    }
-    objects
+    files_under(dir)
+        .into_iter()
+        .map(|(key, path)| (key, Arc::new(std::fs::read(path).unwrap())))
+        .collect()
 }
 
 /// The whole virtual tree: path -> (kind, size, bytes of files).

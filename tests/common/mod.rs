@@ -332,3 +332,25 @@ pub fn every_format(tmp: &TempDir) -> PathBuf {
     }
     dir
 }
+
+/// Every file under `dir`, as (its path relative to `dir`, `/`-separated; its path).
+pub fn files_under(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                files.push((rel, path));
+            }
+        }
+    }
+    files
+}

@@ -19,11 +19,12 @@ Control requests are not counted.
 import argparse
 import http.client
 import json
-import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from serve import serve
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
 STALL_AT_MOST_S = 120
@@ -157,17 +158,7 @@ def main():
     args = parser.parse_args()
     State.upstream = args.upstream
     State.delay_ms = args.delay_ms
-    ThreadingHTTPServer.allow_reuse_address = True
-    ThreadingHTTPServer.daemon_threads = True
-    # The default listen backlog of 5 overflows when a client opens many connections at
-    # once: the kernel drops the SYN and the client retries it only after 1 s.
-    ThreadingHTTPServer.request_queue_size = 256
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    print(json.dumps({"port": server.server_address[1]}), flush=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    sys.stdin.read()
-    server.shutdown()
-
+    serve(Handler, args.port)
 
 if __name__ == "__main__":
     main()

@@ -10,13 +10,12 @@ stdin closes or it is killed. Python's http.server has no Range support, hence t
 
 import argparse
 import email.utils
-import json
 import os
 import re
-import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
+
+from serve import serve
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -102,17 +101,7 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     Handler.root = args.dir
-    ThreadingHTTPServer.allow_reuse_address = True
-    ThreadingHTTPServer.daemon_threads = True
-    # The default listen backlog of 5 overflows when a client opens many connections at
-    # once: the kernel drops the SYN and the client retries it only after 1 s.
-    ThreadingHTTPServer.request_queue_size = 256
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    print(json.dumps({"port": server.server_address[1]}), flush=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    sys.stdin.read()
-    server.shutdown()
-
+    serve(Handler, args.port)
 
 if __name__ == "__main__":
     main()
