@@ -1,6 +1,7 @@
 //! One HDF5 dataset: what it looks like as a `.npy`, and how its element ranges are read.
 
 use std::ffi::{c_char, CString};
+use std::sync::Arc;
 
 use hdf5_sys::h5::{haddr_t, hsize_t, HADDR_UNDEF};
 use hdf5_sys::h5d::{
@@ -16,8 +17,7 @@ use hdf5_sys::h5s::H5S_class_t;
 use hdf5_sys::h5t::H5Tget_size;
 
 use super::attrs::xattrs_of;
-use super::chunks::ChunkGrid;
-use super::direct::DirectChunks;
+use super::chunks::{ChunkGrid, DirectChunks};
 use super::ffi::{h5check, pointer_bytes, read_hyperslab, sync, take_h5_string, Hid};
 use super::filters::{stored_filters, FilterPipeline, StoredFilter};
 use super::records::{
@@ -27,7 +27,7 @@ use super::records::{
 use super::types::{
     converting_mem_type, element_type, reduced_int, var_string_mem_type, ElementType,
 };
-use crate::npy::{boxes_of_range, element_span, ByteOrder, Dtype, ElementBox, NpyHeader};
+use crate::npy::{boxes_of_range, read_elements, ByteOrder, Dtype, NpyHeader};
 use crate::source::Xattr;
 
 /// Variable-length strings read at once when sizing a dataset's widest value.
@@ -41,20 +41,39 @@ pub struct DatasetInfo {
     element: ElementType,
     /// Bytes of one dataset element in the `.npy` (array-type dims included).
     unit: usize,
-    /// File offset of contiguous, allocated, unfiltered raw data: served by `pread`.
-    pub contiguous_at: Option<u64>,
+    /// How the payload is read.
+    pub read_path: ReadPath,
     chunks: Option<Vec<u64>>,
     /// The kind of chunk index (shown as `user.arrfs.chunk_index`).
     chunk_index: Option<&'static str>,
     filters: Vec<String>,
-    /// Chunked data whose chunks we locate, read and decode ourselves; None: read through
-    /// libhdf5 (see `fallback_reason`).
-    pub direct: Option<DirectChunks>,
-    /// Why chunked data goes through libhdf5 (logged at debug level).
-    pub fallback_reason: Option<String>,
     /// The stored bytes are not numpy's (n-bit precision or a non-IEEE float layout): only
     /// libhdf5, converting, reads the values.
     converts: bool,
+}
+
+/// How the payload of one dataset is read: one of three ways, chosen once when the dataset
+/// is described.
+#[derive(Debug)]
+pub enum ReadPath {
+    /// Contiguous, allocated, unfiltered raw data in numpy's bytes: `pread` at `offset`.
+    Contiguous { offset: u64 },
+    /// Chunked data whose chunks we locate, read and decode ourselves (`direct.rs`).
+    DirectChunks(Arc<DirectChunks>),
+    /// Hyperslabs of whole elements through libhdf5. `why` says why chunked data is not
+    /// read directly (logged at debug level); None for layouts only libhdf5 reads (compact,
+    /// external, unallocated, converted or variable-length data).
+    Library { why: Option<String> },
+}
+
+impl ReadPath {
+    /// Through libhdf5, keeping the reason a chunked dataset already had.
+    pub fn library(self) -> ReadPath {
+        match self {
+            ReadPath::Library { why } => ReadPath::Library { why },
+            _ => ReadPath::Library { why: None },
+        }
+    }
 }
 
 /// A dataset handle kept open between reads, so its chunk cache survives.
@@ -110,12 +129,10 @@ impl DatasetInfo {
             shape,
             element,
             unit,
-            contiguous_at: None,
+            read_path: ReadPath::Library { why: None },
             chunks: None,
             chunk_index: None,
             filters: Vec::new(),
-            direct: None,
-            fallback_reason: None,
             converts,
         };
         if let ElementType::VarString { utf8, .. } = info.element {
@@ -222,14 +239,16 @@ impl DatasetInfo {
                     dims.truncate(rank.max(0) as usize);
                     self.chunks = Some(dims);
                     self.chunk_index = chunk_index_name(ds.id());
-                    match self.direct_chunks(ds.id(), dcpl.0) {
-                        Ok(direct) => self.direct = Some(direct),
-                        Err(why) => self.fallback_reason = Some(why),
-                    }
+                    self.read_path = match self.direct_chunks(ds.id(), dcpl.0) {
+                        Ok(direct) => ReadPath::DirectChunks(Arc::new(direct)),
+                        Err(why) => ReadPath::Library { why: Some(why) },
+                    };
                 }
                 H5D_layout_t::H5D_CONTIGUOUS if fixed && H5Pget_external_count(dcpl.0) == 0 => {
                     let addr: haddr_t = H5Dget_offset(ds.id());
-                    self.contiguous_at = (addr != HADDR_UNDEF).then_some(addr);
+                    if addr != HADDR_UNDEF {
+                        self.read_path = ReadPath::Contiguous { offset: addr };
+                    }
                 }
                 _ => {}
             }
@@ -304,7 +323,7 @@ impl DatasetInfo {
     /// through libhdf5.
     pub fn read(&self, handle: &OpenDataset, offset: u64, buf: &mut [u8]) -> hdf5::Result<()> {
         let unit = self.unit as u64;
-        self.read_elements(offset, buf, |boxes, out| {
+        read_elements(&self.shape, unit, offset, buf, |boxes, out| {
             let mut pos = 0;
             for b in boxes {
                 let len = (b.len() * unit) as usize;
@@ -313,33 +332,6 @@ impl DatasetInfo {
             }
             Ok(())
         })
-    }
-
-    /// Fills `buf` with payload bytes from `offset`: `fill_boxes` fills a buffer of whole
-    /// elements with the boxes that hold them, one box after the other.
-    pub fn read_elements<E>(
-        &self,
-        offset: u64,
-        buf: &mut [u8],
-        fill_boxes: impl FnOnce(&[ElementBox], &mut [u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let unit = self.unit as u64;
-        let bytes = offset..offset + buf.len() as u64;
-        let (first, end, skip) = element_span(&bytes, unit);
-        let whole = skip == 0 && (end - first) * unit == buf.len() as u64;
-        let mut scratch = Vec::new();
-        let out: &mut [u8] = if whole {
-            buf
-        } else {
-            scratch.resize(((end - first) * unit) as usize, 0);
-            &mut scratch
-        };
-        fill_boxes(&boxes_of_range(&self.shape, first, end), out)?;
-        if !whole {
-            let skip = skip as usize;
-            buf.copy_from_slice(&scratch[skip..skip + buf.len()]);
-        }
-        Ok(())
     }
 
     fn read_box(

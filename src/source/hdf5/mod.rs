@@ -48,7 +48,7 @@ pub fn chunk_table_work() -> u64 {
     use std::sync::atomic::Ordering::Relaxed;
     chunks::TABLE_ENTRIES_VISITED.load(Relaxed) + chunks::TABLE_PROBES.load(Relaxed)
 }
-use dataset::{DatasetInfo, OpenDataset};
+use dataset::{DatasetInfo, OpenDataset, ReadPath};
 use direct::{DatasetRead, DirectReader};
 
 use crate::error::{Error, Result};
@@ -224,6 +224,24 @@ impl Hdf5Source {
         }
     }
 
+    /// The open dataset, once the source is known unchanged: cached chunks and libhdf5's
+    /// reads do not pass through `read_at`'s check.
+    fn open_unchanged(&self, key: Key, info: &DatasetInfo) -> Result<Arc<OpenDataset>> {
+        self.source.check_unchanged()?;
+        self.open_dataset(key, info)
+    }
+
+    fn read_through_library(
+        &self,
+        info: &DatasetInfo,
+        handle: &OpenDataset,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        info.read(handle, offset, buf)
+            .map_err(|e| Error::read(self.path(), &info.path, hdf5_cause(&e)))
+    }
+
     fn open_dataset(&self, key: Key, info: &DatasetInfo) -> Result<Arc<OpenDataset>> {
         self.open.get_or_insert_with(&key, || {
             OpenDataset::open(&self.file, &info.path, self.chunk_cache_bytes)
@@ -271,8 +289,7 @@ impl Hdf5Source {
                 if link == LinkType::External || !self.holds(&ds) {
                     // Its offsets are in another file (reached by an external link, maybe
                     // through a group): read it through HDF5.
-                    info.contiguous_at = None;
-                    info.direct = None;
+                    info.read_path = info.read_path.library();
                 }
                 self.choose_chunk_path(&mut info);
                 let xattrs = info.xattrs(&ds);
@@ -297,10 +314,11 @@ impl Hdf5Source {
     /// Drops the direct chunk path where it is switched off, and logs why a chunked dataset
     /// is read through libhdf5.
     fn choose_chunk_path(&self, info: &mut DatasetInfo) {
-        if self.fallback_forced && info.direct.take().is_some() {
-            info.fallback_reason = Some(format!("{} is set", direct::FORCE_FALLBACK_ENV));
+        if self.fallback_forced && matches!(info.read_path, ReadPath::DirectChunks(_)) {
+            let why = format!("{} is set", direct::FORCE_FALLBACK_ENV);
+            info.read_path = ReadPath::Library { why: Some(why) };
         }
-        if let Some(why) = &info.fallback_reason {
+        if let ReadPath::Library { why: Some(why) } = &info.read_path {
             log::debug!(
                 "{}: {}: chunks read through libhdf5: {why}",
                 self.path().display(),
@@ -403,24 +421,26 @@ impl Source for Hdf5Source {
 
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
         let info = self.dataset_info(file)?;
-        if let Some(address) = info.contiguous_at {
-            return self.source.read_at(address + offset, buf);
-        }
-        // Cached chunks and libhdf5's reads do not pass through `read_at`'s check.
-        self.source.check_unchanged()?;
-        let handle = self.open_dataset(file, &info)?;
-        if info.direct.is_some() {
-            let ds = DatasetRead {
-                key: file,
-                info: info.clone(),
-                handle: handle.clone(),
-            };
-            if self.direct.can_read(&ds)? {
-                return self.direct.read(&ds, offset, buf);
+        match &info.read_path {
+            ReadPath::Contiguous { offset: at } => self.source.read_at(at + offset, buf),
+            ReadPath::DirectChunks(chunks) => {
+                let ds = DatasetRead {
+                    key: file,
+                    info: info.clone(),
+                    chunks: chunks.clone(),
+                    handle: self.open_unchanged(file, &info)?,
+                };
+                if self.direct.can_read(&ds)? {
+                    self.direct.read(&ds, offset, buf)
+                } else {
+                    self.read_through_library(&info, &ds.handle, offset, buf)
+                }
+            }
+            ReadPath::Library { .. } => {
+                let handle = self.open_unchanged(file, &info)?;
+                self.read_through_library(&info, &handle, offset, buf)
             }
         }
-        info.read(&handle, offset, buf)
-            .map_err(|e| Error::read(self.path(), &info.path, hdf5_cause(&e)))
     }
 }
 
