@@ -145,11 +145,17 @@ mod tests {
     fn read_ahead_in_steps_moves_only_when_half_the_window_is_used() {
         let reads = SequentialReads::default();
         assert_eq!(reads.record_in_steps(1, 0, 100, 1000, 500), None);
-        assert_eq!(reads.record_in_steps(1, 100, 200, 1000, 500), Some((200, 1200)));
+        assert_eq!(
+            reads.record_in_steps(1, 100, 200, 1000, 500),
+            Some((200, 1200))
+        );
         // 400 more bytes read: the window would grow by 400 < 500, so nothing new.
         let quiet = reads.record_in_steps(1, 200, 600, 1000, 500).unwrap();
         assert_eq!(quiet.0, quiet.1);
-        assert_eq!(reads.record_in_steps(1, 600, 700, 1000, 500), Some((1200, 1700)));
+        assert_eq!(
+            reads.record_in_steps(1, 600, 700, 1000, 500),
+            Some((1200, 1700))
+        );
     }
 
     #[test]

@@ -325,16 +325,13 @@ impl Blocks {
     ) -> Range<u64> {
         let size = self.tuning.block_size;
         let last = object.version.size.div_ceil(size);
-        match self
-            .sequential
-            .record_in_steps(
-                object.id,
-                offset,
-                end,
-                self.tuning.read_ahead,
-                self.tuning.read_ahead / 2,
-            )
-        {
+        match self.sequential.record_in_steps(
+            object.id,
+            offset,
+            end,
+            self.tuning.read_ahead,
+            self.tuning.read_ahead / 2,
+        ) {
             Some((from, to)) => (from / size).max(wanted.end)..to.div_ceil(size).min(last),
             None => wanted.end..wanted.end,
         }
