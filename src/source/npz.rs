@@ -13,7 +13,7 @@ use crate::io::verify::RangeCheck;
 use crate::io::{Location, SourceFile};
 use crate::npy::NPY_MAGIC;
 use crate::source::path_tree::{PathTree, TreeNode};
-use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions};
+use crate::source::{Entry, EntryKind, Key, Listing, SkipReason, Skipped, Source, SourceOptions};
 
 struct Member {
     size: u64,
@@ -134,7 +134,7 @@ impl ZipSource {
                 self.tree
                     .dir_mut(parent)
                     .skipped
-                    .push((last.to_string(), why));
+                    .push(Skipped::new(*last, SkipReason::Unsupported(why)));
             }
         }
         Ok(())

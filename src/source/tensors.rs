@@ -12,7 +12,9 @@ use crate::io::SourceFile;
 use crate::npy::widen::{self, Narrow};
 use crate::npy::NpyHeader;
 use crate::source::path_tree::{PathTree, TreeNode};
-use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions, Xattr, ROOT};
+use crate::source::{
+    Entry, EntryKind, Key, Listing, SkipReason, Skipped, Source, SourceOptions, Xattr, ROOT,
+};
 
 const DTYPE_LOGICAL: &str = "user.arrfs.dtype_logical";
 
@@ -84,7 +86,11 @@ impl TensorFile {
             self.file.path().display()
         );
         let (parent, last) = self.place(name);
-        self.tree.dir_mut(parent).skipped.push((last, why));
+        let why = SkipReason::Unsupported(why);
+        self.tree
+            .dir_mut(parent)
+            .skipped
+            .push(Skipped::new(last, why));
     }
 
     /// The directory a tensor name goes into, created as needed, and its last part.

@@ -18,7 +18,7 @@ use crate::npy::widen::{self, Narrow};
 use crate::source::npz::MemberInfo;
 use crate::source::pickle::torch::{Layout, TensorData};
 use crate::source::pickle::{self, ArrayPayload, MachineError, Node, PayloadData};
-use crate::source::{EntryKind, Key, Listing, Source, SourceOptions};
+use crate::source::{EntryKind, Key, Listing, SkipReason, Skipped, Source, SourceOptions};
 
 /// The first bytes of a legacy (torch < 1.6) checkpoint: PROTO 2, then the LONG1 magic
 /// number 0x1950a86a20f9469cfc6c that `torch.save` pickled first.
@@ -197,7 +197,8 @@ fn leave_out_unreadable(nodes: &mut [Node], storages: &HashMap<String, Storage>)
                 Some(why) => {
                     log::info!("tensor {name} left out: {why}");
                     let stem = name.strip_suffix(".npy").unwrap_or(&name).to_string();
-                    dir.skipped.push((stem, why.clone()));
+                    let why = SkipReason::Unsupported(why.clone());
+                    dir.skipped.push(Skipped::new(stem, why));
                 }
                 None => kept.push((name, index)),
             }

@@ -18,6 +18,7 @@ use hdf5_sys::h5t::H5Tget_size;
 
 use super::attrs::xattrs_of;
 use super::chunks::{ChunkGrid, DirectChunks};
+use super::error::Hdf5Error;
 use super::ffi::{h5check, pointer_bytes, read_hyperslab, sync, take_h5_string, Hid};
 use super::filters::{stored_filters, FilterPipeline, StoredFilter};
 use super::records::{
@@ -111,15 +112,16 @@ impl OpenDataset {
 
 impl DatasetInfo {
     /// Reads the dataset's metadata; `Err` says why it cannot be a `.npy`.
-    pub fn describe(ds: &hdf5::Dataset, path: &str) -> Result<DatasetInfo, String> {
-        let space = ds.space().map_err(|e| e.to_string())?;
+    pub fn describe(ds: &hdf5::Dataset, path: &str) -> Result<DatasetInfo, Hdf5Error> {
+        let space = ds.space()?;
         if space_class(&space) == H5S_class_t::H5S_NULL {
-            return Err("null dataspace (no data at all)".into());
+            return Err(Hdf5Error::Unsupported(
+                "null dataspace (no data at all)".into(),
+            ));
         }
         let shape: Vec<u64> = space.shape().iter().map(|&d| d as u64).collect();
         // SAFETY: a plain query of an open dataset; the type id is released on drop.
-        let ftype =
-            sync(|| Hid::new(unsafe { H5Dget_type(ds.id()) })).map_err(|e| e.to_string())?;
+        let ftype = sync(|| Hid::new(unsafe { H5Dget_type(ds.id()) }))?;
         let element = element_type(ftype.0)?;
         let converts = converting_mem_type(ftype.0)?.is_some();
         // SAFETY: a plain query of the type id just made.
@@ -177,13 +179,12 @@ impl DatasetInfo {
         &self,
         ds: &hdf5::Dataset,
         mut members: Vec<RecordMember>,
-    ) -> Result<Vec<RecordMember>, String> {
-        let handle = OpenDataset::from_dataset(ds, &self.element).map_err(|e| e.to_string())?;
+    ) -> Result<Vec<RecordMember>, Hdf5Error> {
+        let handle = OpenDataset::from_dataset(ds, &self.element)?;
         let n: u64 = self.shape.iter().product();
         for b in boxes_of_range(&self.shape, 0, n) {
             let records =
-                read_records(handle.id.0, handle.mem_type.0, &members, &b.start, &b.count)
-                    .map_err(|e| e.to_string())?;
+                read_records(handle.id.0, handle.mem_type.0, &members, &b.start, &b.count)?;
             for record in &records {
                 for (cell, m) in record.iter().zip(members.iter_mut()) {
                     if let (Cell::Texts(texts), MemberKind::String { utf8, width, .. }) =
@@ -301,8 +302,8 @@ impl DatasetInfo {
 
     /// The width of the widest value: characters for UTF-8, bytes for ASCII; at least 1, as
     /// `np.array` of strings gives.
-    fn longest_string(&self, ds: &hdf5::Dataset, utf8: bool) -> Result<usize, String> {
-        let handle = OpenDataset::from_dataset(ds, &self.element).map_err(|e| e.to_string())?;
+    fn longest_string(&self, ds: &hdf5::Dataset, utf8: bool) -> Result<usize, Hdf5Error> {
+        let handle = OpenDataset::from_dataset(ds, &self.element)?;
         let n: u64 = self.shape.iter().product();
         let mut longest = 1;
         // In bounded steps: a dataset of a billion strings must not be held at once.
@@ -310,7 +311,7 @@ impl DatasetInfo {
             let end = (first + STRINGS_AT_ONCE).min(n);
             for b in boxes_of_range(&self.shape, first, end) {
                 let strings = read_strings(&handle, &b.start, &b.count, &self.element);
-                for s in strings.map_err(|e| e.to_string())? {
+                for s in strings? {
                     let width = if utf8 { s.chars().count() } else { s.len() };
                     longest = longest.max(width);
                 }

@@ -9,6 +9,7 @@ mod chunks;
 mod codecs;
 mod dataset;
 mod direct;
+mod error;
 mod external;
 mod ffi;
 mod filters;
@@ -50,10 +51,11 @@ pub fn chunk_table_work() -> u64 {
 }
 use dataset::{DatasetInfo, OpenDataset, ReadPath};
 use direct::{DatasetRead, DirectReader};
+use error::Hdf5Error;
 
 use crate::error::{Error, Result};
 use crate::io::{stable_hash, Location, SourceFile};
-use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions};
+use crate::source::{Entry, EntryKind, Key, Listing, Skipped, Source, SourceOptions};
 
 /// How many datasets keep an open handle (and HDF5 chunk cache) between reads.
 const OPEN_DATASETS: usize = 16;
@@ -152,7 +154,7 @@ impl Hdf5Source {
             Hdf5Access::Path => hdf5::File::open(name).map(|file| (file, None)),
             Hdf5Access::Driver => vfd::open(source.clone(), name).map(|(f, r)| (f, Some(r))),
         };
-        let (file, driver_reads) = opened.map_err(|e| Error::format(path, hdf5_cause(&e)))?;
+        let (file, driver_reads) = opened.map_err(|e| Hdf5Error::from(e).opening(path))?;
         let external = external::ExternalRoot::new(
             name,
             options.root.as_deref(),
@@ -163,7 +165,7 @@ impl Hdf5Source {
         // or corrupt file fails here, at mount, rather than on first `ls`.
         file.group("/")
             .and_then(|g| g.links(IndexType::Name, IterationOrder::Increasing))
-            .map_err(|e| Error::format(path, hdf5_cause(&e)))?;
+            .map_err(|e| Hdf5Error::from(e).opening(path))?;
         let per_dataset = (options.cache_size as usize / OPEN_DATASETS).clamp(1 << 20, 64 << 20);
         let fallback_forced = direct::fallback_forced();
         if fallback_forced {
@@ -202,10 +204,14 @@ impl Hdf5Source {
         self.driver_reads.as_deref()
     }
 
-    fn register(&self, object: Object) -> Key {
+    /// Registers the objects of one listing at once; returns the key of the first. A listing
+    /// that fails registers none, so keys stay those of the successful listings (which a
+    /// reopened container replays to get the same keys back).
+    fn register_all(&self, new: Vec<Object>) -> Key {
         let mut objects = self.objects.write().unwrap();
-        objects.push(object);
-        (objects.len() - 1) as Key
+        let first = objects.len() as Key;
+        objects.extend(new);
+        first
     }
 
     fn group_path(&self, key: Key) -> Result<String> {
@@ -239,25 +245,27 @@ impl Hdf5Source {
         buf: &mut [u8],
     ) -> Result<()> {
         info.read(handle, offset, buf)
-            .map_err(|e| Error::read(self.path(), &info.path, hdf5_cause(&e)))
+            .map_err(|e| Hdf5Error::from(e).at(self.path(), &info.path))
     }
 
     fn open_dataset(&self, key: Key, info: &DatasetInfo) -> Result<Arc<OpenDataset>> {
         self.open.get_or_insert_with(&key, || {
             OpenDataset::open(&self.file, &info.path, self.chunk_cache_bytes)
                 .map(Arc::new)
-                .map_err(|e| Error::read(self.path(), &info.path, hdf5_cause(&e)))
+                .map_err(|e| Hdf5Error::from(e).at(self.path(), &info.path))
         })
     }
 
-    /// One link of group `gpath`: an entry, or the reason it is left out.
+    /// One link of group `gpath`: an entry and the object its key is to name (its key is
+    /// then the object's index among those of the listing), or the reason it is left out.
     fn entry_of(
         &self,
         group: &hdf5::Group,
         gpath: &str,
         name: &str,
         link: LinkType,
-    ) -> Result<Entry, String> {
+        new: &mut Vec<Object>,
+    ) -> Result<Entry, Hdf5Error> {
         let path = join(gpath, name);
         if link == LinkType::Soft {
             return self.soft_link_entry(group, gpath, name);
@@ -266,10 +274,14 @@ impl Hdf5Source {
             // Before libhdf5 follows it (to tell a group from a dataset).
             self.external.may_open_files()?;
         }
-        let info = group.loc_info_by_name(name).map_err(|e| match link {
-            LinkType::External => format!("external link cannot be opened: {}", hdf5_cause(&e)),
-            _ => hdf5_cause(&e),
-        })?;
+        let info = group
+            .loc_info_by_name(name)
+            .map_err(|e| match (link, e.into()) {
+                (LinkType::External, Hdf5Error::Library(why)) => {
+                    Hdf5Error::Library(format!("external link cannot be opened: {why}"))
+                }
+                (_, e) => e,
+            })?;
         if link == LinkType::External {
             let dataset = info.loc_type == LocationType::Dataset;
             self.external.check_link(group, name, dataset)?;
@@ -278,11 +290,11 @@ impl Hdf5Source {
             .then(|| stable_hash(&[format!("{:?}", info.token).as_bytes()]));
         let mut entry = match info.loc_type {
             LocationType::Group => {
-                let key = self.register(Object::Group(path));
-                Entry::new(name.to_string(), key, EntryKind::Dir)
+                new.push(Object::Group(path));
+                Entry::new(name.to_string(), (new.len() - 1) as Key, EntryKind::Dir)
             }
             LocationType::Dataset => {
-                let ds = group.dataset(name).map_err(|e| hdf5_cause(&e))?;
+                let ds = group.dataset(name)?;
                 self.external.check_raw_data(&ds)?;
                 self.external.check_virtual_sources(&ds)?;
                 let mut info = DatasetInfo::describe(&ds, &path)?;
@@ -294,12 +306,17 @@ impl Hdf5Source {
                 self.choose_chunk_path(&mut info);
                 let xattrs = info.xattrs(&ds);
                 let header = info.npy_header();
-                let key = self.register(Object::Dataset(Arc::new(info)));
+                new.push(Object::Dataset(Arc::new(info)));
+                let key = (new.len() - 1) as Key;
                 let mut entry = Entry::new(format!("{name}.npy"), key, EntryKind::Array(header));
                 entry.xattrs = xattrs;
                 entry
             }
-            _ => return Err("named datatype (not an array)".into()),
+            _ => {
+                return Err(Hdf5Error::Unsupported(
+                    "named datatype (not an array)".into(),
+                ))
+            }
         };
         entry.identity = identity;
         entry.nlink = info.num_links.max(1) as u32;
@@ -335,8 +352,8 @@ impl Hdf5Source {
         group: &hdf5::Group,
         gpath: &str,
         name: &str,
-    ) -> Result<Entry, String> {
-        let target = ffi::soft_link_target(group.id(), name).map_err(|e| hdf5_cause(&e))?;
+    ) -> Result<Entry, Hdf5Error> {
+        let target = ffi::soft_link_target(group.id(), name)?;
         let absolute = if target.starts_with('/') {
             target.clone()
         } else {
@@ -386,10 +403,10 @@ impl Source for Hdf5Source {
         let group = self
             .file
             .group(&gpath)
-            .map_err(|e| Error::read(self.path(), &gpath, hdf5_cause(&e)))?;
+            .map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
         let links = group
             .links(IndexType::Name, IterationOrder::Increasing)
-            .map_err(|e| Error::read(self.path(), &gpath, hdf5_cause(&e)))?;
+            .map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
         let mut listing = Listing {
             xattrs: attrs::xattrs_of(&group),
             ..Listing::default()
@@ -399,22 +416,31 @@ impl Source for Hdf5Source {
                 .entries
                 .extend(attrs::sidecar(".attrs.json".into(), &group, false));
         }
+        let mut new = Vec::new();
+        // Indices of the entries whose key is an index into `new`.
+        let mut owners = Vec::new();
         for (name, link) in links {
-            match self.entry_of(&group, &gpath, &name, link.link_type) {
+            let objects = new.len();
+            match self.entry_of(&group, &gpath, &name, link.link_type, &mut new) {
                 Ok(entry) => {
+                    if new.len() > objects {
+                        owners.push(listing.entries.len());
+                    }
                     let sidecar = self.dataset_sidecar(&group, &name, &entry);
                     listing.entries.push(entry);
                     listing.entries.extend(sidecar);
                 }
-                Err(why) => {
-                    log::debug!(
-                        "{}: {} left out: {why}",
-                        self.path().display(),
-                        join(&gpath, &name)
-                    );
-                    listing.skipped.push((name, why));
+                Err(e) => {
+                    let what = join(&gpath, &name);
+                    let why = e.skip_reason(self.path(), &what)?;
+                    log::debug!("{}: {what} left out: {why}", self.path().display());
+                    listing.skipped.push(Skipped::new(name, why));
                 }
             }
+        }
+        let first = self.register_all(new);
+        for i in owners {
+            listing.entries[i].key += first;
         }
         Ok(listing)
     }
@@ -465,11 +491,6 @@ fn relative_link(from: &str, to: &str) -> String {
     } else {
         parts.join("/")
     }
-}
-
-/// The most telling line of an HDF5 error.
-fn hdf5_cause(e: &hdf5::Error) -> String {
-    e.to_string()
 }
 
 #[cfg(test)]
