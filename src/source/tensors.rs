@@ -26,6 +26,24 @@ pub struct Tensor {
     pub xattrs: Vec<Xattr>,
 }
 
+/// Why one header entry is not a tensor shown.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// The entry is left out (`user.arrfs.skipped`); the rest of the file is shown.
+    #[error("{0}")]
+    Skip(SkipReason),
+    /// The file is truncated or corrupt (data past its end): the file fails to open.
+    #[error("{0}")]
+    Broken(String),
+}
+
+impl EntryError {
+    /// An entry arrfs does not serve (its dtype, shape or offsets).
+    pub fn unsupported(why: impl Into<String>) -> Self {
+        EntryError::Skip(SkipReason::Unsupported(why.into()))
+    }
+}
+
 enum Leaf {
     /// A tensor, served as float32 if it is stored as this narrower float.
     Tensor(Tensor, Option<Narrow>),
@@ -65,7 +83,21 @@ impl TensorFile {
         self.tree.push(ROOT, name, Leaf::Bytes(bytes.into()));
     }
 
-    pub fn add(&mut self, name: &str, mut tensor: Tensor) {
+    /// Adds the tensor of header entry `name`, or records why it is left out; a broken
+    /// entry fails the whole file.
+    pub fn add_entry(&mut self, name: &str, entry: Result<Tensor, EntryError>) -> Result<()> {
+        match entry {
+            Ok(tensor) => self.add(name, tensor),
+            Err(EntryError::Skip(why)) => self.skip(name, why),
+            Err(EntryError::Broken(why)) => {
+                let cause = format!("tensor {name:?}: {why}");
+                return Err(Error::format(self.file.path(), cause));
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, name: &str, mut tensor: Tensor) {
         let narrow = if self.widen {
             narrow_type(&tensor.xattrs)
         } else {
@@ -80,13 +112,12 @@ impl TensorFile {
     }
 
     /// Records a tensor that is not shown, with the reason (`user.arrfs.skipped`).
-    pub fn skip(&mut self, name: &str, why: String) {
+    fn skip(&mut self, name: &str, why: SkipReason) {
         log::info!(
             "{}: tensor {name:?} left out: {why}",
             self.file.path().display()
         );
         let (parent, last) = self.place(name);
-        let why = SkipReason::Unsupported(why);
         self.tree
             .dir_mut(parent)
             .skipped
