@@ -95,15 +95,15 @@ impl Error {
         }
     }
 
-    /// Out of file descriptors or memory: passes with load, so it is never remembered as a
-    /// property of the container.
+    /// Out of file descriptors or memory, or interrupted: passes with load, so it is never
+    /// remembered as a property of the container.
     pub fn is_resource(&self) -> bool {
         let Error::Io { source, .. } = self else {
             return false;
         };
         matches!(
             source.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EINTR)
         )
     }
 

@@ -267,6 +267,66 @@ fn out_of_file_descriptors_fails_reads_and_recovers() {
     assert!(log.contains("Too many open files"), "no log line:\n{log}");
 }
 
+/// libhdf5 out of file descriptors while a directory mount opens an HDF5 file: the listing
+/// fails with EMFILE and is not remembered; once descriptors are back the file lists and
+/// reads as h5py wrote it (it is not left out as broken for the life of the mount).
+#[test]
+fn out_of_file_descriptors_inside_libhdf5_is_not_remembered() {
+    let dir = fixtures("fault-emfile-hdf5");
+    // Without the check child, libhdf5's own open of the file is what runs out.
+    let mount = Mount::new(dir.path(), &["-o", "no_hdf5_check"]);
+    std::fs::read_dir(&mount.point).unwrap().for_each(drop);
+    let list = |rel: &str| -> std::io::Result<Vec<String>> {
+        let mut names = std::fs::read_dir(mount.path(rel))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    };
+    // One descriptor spare: arrfs opens the file, libhdf5's open of it fails.
+    limit_open_files(mount.pid(), limit_with_spare(mount.pid(), 1));
+    let err = list("data.h5").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EMFILE), "{err}");
+    limit_open_files(mount.pid(), u64::MAX);
+    assert_eq!(list("data.h5").unwrap(), ["chunked.npy", "contiguous.npy"]);
+    let skipped = xattr_of(&mount.path("data.h5"), "user.arrfs.skipped");
+    assert_eq!(
+        skipped.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::ENODATA))
+    );
+    let args = [
+        OsStr::new("check-all"),
+        dir.path().as_os_str(),
+        mount.point.as_os_str(),
+    ];
+    let out = run_py("faults.py", &args);
+    assert!(out.contains("5 files read correctly"), "{out}");
+    let log = mount.stop();
+    assert!(log.contains("Too many open files"), "no log line:\n{log}");
+}
+
+/// The value of extended attribute `name` of `path`.
+fn xattr_of(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let cname = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: NUL-terminated strings and a buffer writable for its length.
+    let n = unsafe {
+        libc::getxattr(
+            cpath.as_ptr(),
+            cname.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
 /// A read still in flight when arrfs is told to stop: arrfs exits 0 within 2 s, leaves no
 /// mount, and the reader gets an error instead of hanging.
 #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrfs::io::SourceFile;
 use arrfs::source::hdf5::{signature_offset, Hdf5Access, Hdf5Source};
-use arrfs::source::{EntryKind, Key, Source, SourceOptions, ROOT};
+use arrfs::source::{EntryKind, Key, SkipReason, Skipped, Source, SourceOptions, ROOT};
 
 use common::{run_py, TempDir};
 
@@ -51,7 +51,8 @@ fn tree(source: &Hdf5Source) -> Vec<Line> {
             }
         };
         lines.push(line(format!("{path}/: xattrs {:?}", listing.xattrs)));
-        for (name, why) in &listing.skipped {
+        for skipped in &listing.skipped {
+            let (name, why) = (&skipped.name, &skipped.why);
             lines.push(line(format!("{path}/{name}: skipped: {why}")));
         }
         for entry in listing.entries {
@@ -233,7 +234,7 @@ fn external_links_and_raw_data_are_left_out_with_the_reason() {
     let listing = source.list(ROOT).unwrap();
     let names: Vec<&str> = listing.entries.iter().map(|e| e.name.as_str()).collect();
     assert!(names.is_empty(), "{names:?}");
-    let mut skipped: Vec<&str> = listing.skipped.iter().map(|(n, _)| n.as_str()).collect();
+    let mut skipped: Vec<&str> = listing.skipped.iter().map(|s| s.name.as_str()).collect();
     skipped.sort();
     assert_eq!(
         skipped,
@@ -249,7 +250,10 @@ fn external_links_and_raw_data_are_left_out_with_the_reason() {
             "sub_group"
         ]
     );
-    for (name, why) in &listing.skipped {
+    for Skipped { name, why } in &listing.skipped {
+        let SkipReason::Refused(why) = why else {
+            panic!("{name}: {why:?} is not a refusal");
+        };
         assert!(why.contains(NEEDS_A_PATH), "{name}: {why}");
     }
 }
@@ -343,9 +347,11 @@ fn virtual_datasets_read_through_the_driver_only_from_their_own_file() {
     );
     let source = open(&dir.join("vds.h5"), Hdf5Access::Driver).unwrap();
     let listing = source.list(ROOT).unwrap();
-    let skipped: Vec<&str> = listing.skipped.iter().map(|(n, _)| n.as_str()).collect();
+    let skipped: Vec<&str> = listing.skipped.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(skipped, ["other"]);
-    assert!(listing.skipped[0].1.contains(NEEDS_A_PATH), "{listing:?}");
+    let why = &listing.skipped[0].why;
+    assert!(matches!(why, SkipReason::Refused(_)), "{listing:?}");
+    assert!(why.to_string().contains(NEEDS_A_PATH), "{listing:?}");
     let own = listing
         .entries
         .iter()

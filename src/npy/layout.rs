@@ -48,6 +48,35 @@ pub fn element_span(bytes: &Range<u64>, itemsize: u64) -> (u64, u64, u64) {
     (first, end, bytes.start % itemsize)
 }
 
+/// Fills `buf` with payload bytes from `offset` of an array of `shape` and `itemsize`:
+/// `fill_boxes` fills a buffer of the whole elements that hold those bytes with the boxes
+/// that cover them, one box after the other. A read that starts or ends inside an element
+/// goes through a scratch buffer; one of whole elements is filled in place.
+pub fn read_elements<E>(
+    shape: &[u64],
+    itemsize: u64,
+    offset: u64,
+    buf: &mut [u8],
+    fill_boxes: impl FnOnce(&[ElementBox], &mut [u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let bytes = offset..offset + buf.len() as u64;
+    let (first, end, skip) = element_span(&bytes, itemsize);
+    let whole = skip == 0 && (end - first) * itemsize == buf.len() as u64;
+    let mut scratch = Vec::new();
+    let out: &mut [u8] = if whole {
+        buf
+    } else {
+        scratch.resize(((end - first) * itemsize) as usize, 0);
+        &mut scratch
+    };
+    fill_boxes(&boxes_of_range(shape, first, end), out)?;
+    if !whole {
+        let skip = skip as usize;
+        buf.copy_from_slice(&scratch[skip..skip + buf.len()]);
+    }
+    Ok(())
+}
+
 /// A hyperslab: `count[k]` elements from `start[k]` along each axis.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ElementBox {
@@ -180,6 +209,32 @@ mod tests {
             }
             let expected_end = if off >= layout.size() { off } else { (off + len).min(layout.size()) };
             prop_assert_eq!(pos, expected_end);
+        }
+
+        #[test]
+        fn read_elements_gives_the_payload_bytes(
+            (shape, first, end) in shape_and_range(),
+            itemsize in 1u64..5,
+            cut_front in 0u64..4,
+            cut_back in 0u64..4,
+        ) {
+            // Element i's bytes are (i * itemsize + j) as u8: the payload is 0, 1, 2, ...
+            let n: u64 = shape.iter().product();
+            let start = (first * itemsize + cut_front).min(n * itemsize);
+            let stop = (end * itemsize).saturating_sub(cut_back).max(start);
+            let mut buf = vec![0xAAu8; (stop - start) as usize];
+            read_elements(&shape, itemsize, start, &mut buf, |boxes, out| {
+                let flat: Vec<u64> = boxes.iter().flat_map(|b| flat_indices(&shape, b)).collect();
+                prop_assert_eq!(out.len() as u64, flat.len() as u64 * itemsize);
+                for (i, cell) in flat.iter().zip(out.chunks_exact_mut(itemsize as usize)) {
+                    for (j, byte) in cell.iter_mut().enumerate() {
+                        *byte = (i * itemsize + j as u64) as u8;
+                    }
+                }
+                Ok(())
+            })?;
+            let expected: Vec<u8> = (start..stop).map(|b| b as u8).collect();
+            prop_assert_eq!(buf, expected);
         }
 
         #[test]

@@ -13,5 +13,5 @@ pub const NPY_MAGIC: &[u8] = b"\x93NUMPY";
 
 pub use dtype::{ByteOrder, Dtype, Field};
 pub use header::NpyHeader;
-pub use layout::{boxes_of_range, element_span, ElementBox, NpyLayout, Piece};
+pub use layout::{boxes_of_range, element_span, read_elements, ElementBox, NpyLayout, Piece};
 pub use pyrepr::{str_repr, tuple_repr};

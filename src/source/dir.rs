@@ -15,8 +15,8 @@ use crate::io::inflate::SeekPointStore;
 use crate::io::{Location, SourceFile};
 use crate::source::single::FILE_KEY;
 use crate::source::{
-    detect_opened, open_container, Entry, EntryKind, Format, Key, Listing, Source, SourceOptions,
-    ROOT,
+    detect_opened, open_container, Entry, EntryKind, Format, Key, Listing, SkipReason, Skipped,
+    Source, SourceOptions, ROOT,
 };
 
 /// Bits of a key that belong to the container's own key space.
@@ -31,9 +31,14 @@ struct Container {
     /// Directory keys listed so far, in order. Sources such as HDF5 hand out keys as they
     /// list, so a reopened container replays these listings to get the same keys back.
     listed: Mutex<Vec<Key>>,
-    /// Why the container cannot be opened, once known (it is not retried).
-    broken: Mutex<Option<String>>,
+    /// Why the container cannot be opened, once known (it is not retried). Never a resource
+    /// error: that passes, and the next access tries again.
+    broken: Mutex<Option<SkipReason>>,
 }
+
+/// Opens one container ([`open_container`]; a stand-in in the unit tests).
+type Opener =
+    fn(&Location, Format, &SourceOptions, &Arc<SeekPointStore>) -> Result<Arc<dyn Source>>;
 
 pub struct DirSource {
     /// Directories of the mirrored tree: key -> location; [`ROOT`] is the top.
@@ -45,6 +50,7 @@ pub struct DirSource {
     open: quick_cache::sync::Cache<usize, Arc<dyn Source>>,
     options: SourceOptions,
     store: Arc<SeekPointStore>,
+    opener: Opener,
 }
 
 impl DirSource {
@@ -62,6 +68,7 @@ impl DirSource {
                 ..options.clone()
             },
             store: SeekPointStore::new(options.cache_size / 2),
+            opener: open_container,
         })
     }
 
@@ -75,8 +82,9 @@ impl DirSource {
                 Ok(Some(entry)) => listing.entries.push(entry),
                 Ok(None) => log::trace!("{name} is not a container: not shown"),
                 Err(e) => {
-                    log::warn!("{name} left out: {e}");
-                    listing.skipped.push((name, e.to_string()));
+                    let why = SkipReason::of_error(&e).ok_or(e)?;
+                    log::warn!("{name} left out: {why}");
+                    listing.skipped.push(Skipped::new(name, why));
                 }
             }
         }
@@ -152,18 +160,17 @@ impl DirSource {
 
     fn open_container(&self, container: &Container) -> Result<Arc<dyn Source>> {
         if let Some(why) = container.broken.lock().unwrap().as_ref() {
-            return Err(Error::format(container.location.display(), why.clone()));
+            return Err(Error::format(container.location.display(), why.to_string()));
         }
-        let opened = open_container(
+        let opened = (self.opener)(
             &container.location,
             container.format,
             &self.options,
             &self.store,
         )
         .and_then(|source| replay(&*source, container).map(|_| source));
-        match &opened {
-            Err(e) if !e.is_resource() => mark_broken(container, e),
-            _ => {}
+        if let Err(e) = &opened {
+            container.remember_failure(e);
         }
         opened
     }
@@ -172,7 +179,7 @@ impl DirSource {
         let prefix = ((index + 1) as Key) << INNER_BITS;
         let source = match self.source(index) {
             Ok(source) => source,
-            Err(e) if inner == ROOT && !e.is_resource() => return Ok(self.broken_listing(index, e)),
+            Err(e) if inner == ROOT => return self.broken_listing(index, e),
             Err(e) => return Err(e),
         };
         let mut listing = source.list(inner)?;
@@ -191,32 +198,29 @@ impl DirSource {
     }
 
     /// A container that cannot be opened lists as empty, with the reason as its
-    /// `user.arrfs.skipped`.
-    fn broken_listing(&self, index: usize, e: Error) -> Listing {
+    /// `user.arrfs.skipped`; a resource error fails the listing instead.
+    fn broken_listing(&self, index: usize, e: Error) -> Result<Listing> {
         let name = self
             .container(index)
             .ok()
             .map(|c| c.location.file_name())
             .unwrap_or_default();
-        let why = match e {
-            Error::Format { cause, .. } => cause,
-            other => other.to_string(),
-        };
-        Listing {
-            skipped: vec![(name, why)],
+        Ok(Listing {
+            skipped: vec![Skipped::new(name, SkipReason::of_error(&e).ok_or(e)?)],
             ..Listing::default()
-        }
+        })
     }
 }
 
-/// Remembers why a container cannot be opened, so it is not retried on every access.
-fn mark_broken(container: &Container, e: &Error) {
-    log::warn!("{e}");
-    let why = match e {
-        Error::Format { cause, .. } => cause.clone(),
-        other => other.to_string(),
-    };
-    *container.broken.lock().unwrap() = Some(why);
+impl Container {
+    /// Remembers why the container cannot be opened, so it is not retried on every access;
+    /// a resource error is not remembered.
+    fn remember_failure(&self, e: &Error) {
+        log::warn!("{e}");
+        if let Some(why) = SkipReason::of_error(e) {
+            *self.broken.lock().unwrap() = Some(why);
+        }
+    }
 }
 
 /// Lists again what was listed before the container was closed, so keys come out the same.
@@ -266,5 +270,103 @@ mod tests {
         assert_eq!(split(5), None);
         assert_eq!(split((1 << INNER_BITS) | 7), Some((0, 7)));
         assert_eq!(split((3 << INNER_BITS) | INNER_MASK), Some((2, INNER_MASK)));
+    }
+
+    /// Opens fail while this is above zero (one test sets it).
+    static OPENS_TO_FAIL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static FAILURE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+    /// A container holding one directory `inner`; its first opens fail with `FAILURE`.
+    fn flaky_opener(
+        location: &Location,
+        _: Format,
+        _: &SourceOptions,
+        _: &Arc<SeekPointStore>,
+    ) -> Result<Arc<dyn Source>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if OPENS_TO_FAIL
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let errno = FAILURE.load(SeqCst);
+            return Err(Error::io(
+                location.display(),
+                std::io::Error::from_raw_os_error(errno),
+            ));
+        }
+        Ok(Arc::new(OneDir))
+    }
+
+    struct OneDir;
+
+    impl Source for OneDir {
+        fn list(&self, dir: Key) -> Result<Listing> {
+            let mut listing = Listing::default();
+            if dir == ROOT {
+                listing
+                    .entries
+                    .push(Entry::new("inner".into(), 1, EntryKind::Dir));
+            }
+            Ok(listing)
+        }
+
+        fn read(&self, _: Key, _: u64, _: &mut [u8]) -> Result<()> {
+            Err(Error::IsDir)
+        }
+    }
+
+    /// A tree of one container (a file detected as a zip) opened by [`flaky_opener`].
+    fn one_container(name: &str) -> (DirSource, Key, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("arrfs-dir-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The end record of an empty zip: detected as a container; never read as one here.
+        std::fs::write(dir.join("c.zip"), b"PK\x05\x06").unwrap();
+        let mut source =
+            DirSource::open(&Location::local(&dir), &SourceOptions::default()).unwrap();
+        source.opener = flaky_opener;
+        let listing = source.list(ROOT).unwrap();
+        assert_eq!(listing.entries.len(), 1, "{listing:?}");
+        (source, listing.entries[0].key, dir)
+    }
+
+    /// A container that failed to open for want of a resource (file descriptors, memory,
+    /// an interrupted call) is not remembered as broken: the next listing opens it.
+    #[test]
+    fn a_resource_error_is_not_remembered_as_a_broken_container() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (source, key, dir) = one_container("resource");
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::EINTR] {
+            FAILURE.store(errno, SeqCst);
+            // Out of file descriptors, the source closes its other containers and tries once
+            // more; let both tries fail.
+            OPENS_TO_FAIL.store(2, SeqCst);
+            let err = source.list(key).unwrap_err();
+            assert!(err.is_resource(), "{errno}: {err}");
+            assert!(source
+                .container(0)
+                .unwrap()
+                .broken
+                .lock()
+                .unwrap()
+                .is_none());
+            source.open.clear();
+            OPENS_TO_FAIL.store(0, SeqCst);
+            let listing = source.list(key).unwrap();
+            assert!(listing.skipped.is_empty(), "{listing:?}");
+            assert_eq!(listing.entries[0].name, "inner");
+            source.open.clear();
+        }
+        // A failure that is the container's own is remembered, and shown as the reason.
+        FAILURE.store(libc::EACCES, SeqCst);
+        OPENS_TO_FAIL.store(1, SeqCst);
+        let listing = source.list(key).unwrap();
+        assert_eq!(listing.skipped.len(), 1, "{listing:?}");
+        assert!(
+            listing.skipped[0].why.to_string().contains("denied"),
+            "{listing:?}"
+        );
+        let again = source.list(key).unwrap();
+        assert_eq!(again.skipped, listing.skipped, "not opened again");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Number, Value};
 use crate::error::{Error, Result};
 use crate::io::{Location, SourceFile, SourceReader};
 use crate::npy::{ByteOrder, Dtype, NpyHeader};
-use crate::source::tensors::{Tensor, TensorFile};
+use crate::source::tensors::{EntryError, Tensor, TensorFile};
 use crate::source::{SourceOptions, Xattr};
 
 pub const MAGIC: &[u8] = b"GGUF";
@@ -95,6 +95,46 @@ fn type_view(code: u32) -> Option<TypeView> {
     }
 }
 
+/// Why a GGUF header cannot be read; made an [`Error`] in one place ([`Self::at`]).
+#[derive(Debug, thiserror::Error)]
+enum HeaderError {
+    /// The file's own fault: truncated, corrupt, or a version arrfs does not read.
+    #[error("{0}")]
+    Malformed(String),
+    /// Reading the file failed (which may pass, e.g. out of memory).
+    #[error("read failed at byte {at}: {source}")]
+    Read { at: u64, source: std::io::Error },
+}
+
+impl HeaderError {
+    fn malformed(why: impl Into<String>) -> Self {
+        HeaderError::Malformed(why.into())
+    }
+
+    /// Says which part of the header was being read.
+    fn within(self, what: impl std::fmt::Display) -> Self {
+        match self {
+            HeaderError::Malformed(why) => HeaderError::Malformed(format!("{what}: {why}")),
+            read => read,
+        }
+    }
+
+    /// The error of the file at `location`: a failed read keeps the error of the read, so
+    /// that a resource error stays one (and is not remembered as a broken file).
+    fn at(self, location: &Location) -> Error {
+        match self {
+            HeaderError::Malformed(why) => Error::format(location.display(), why),
+            HeaderError::Read { source, .. } => match source.into_inner() {
+                Some(inner) => match inner.downcast::<Error>() {
+                    Ok(read) => *read,
+                    Err(other) => Error::format(location.display(), other.to_string()),
+                },
+                None => Error::format(location.display(), "read failed"),
+            },
+        }
+    }
+}
+
 /// Sequential reads of the header with every length checked against the file size, so a
 /// hostile count or length cannot make us allocate more than the file holds.
 struct HeaderReader<'a> {
@@ -104,42 +144,45 @@ struct HeaderReader<'a> {
 }
 
 impl HeaderReader<'_> {
-    fn bytes(&mut self, n: u64) -> Result<Vec<u8>, String> {
+    fn bytes(&mut self, n: u64) -> Result<Vec<u8>, HeaderError> {
         if n > self.len.saturating_sub(self.pos) {
-            return Err(format!(
+            return Err(HeaderError::Malformed(format!(
                 "header field of {n} bytes at byte {} runs past the end of the file ({} bytes; truncated?)",
                 self.pos, self.len
-            ));
+            )));
         }
         let mut buf = vec![0u8; n as usize];
         self.inner
             .read_exact(&mut buf)
-            .map_err(|e| format!("read failed at byte {}: {e}", self.pos))?;
+            .map_err(|source| HeaderError::Read {
+                at: self.pos,
+                source,
+            })?;
         self.pos += n;
         Ok(buf)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], HeaderError> {
         let bytes = self.bytes(N as u64)?;
         Ok(bytes.try_into().expect("N bytes"))
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, HeaderError> {
         self.array().map(u32::from_le_bytes)
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, HeaderError> {
         self.array().map(u64::from_le_bytes)
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<String, HeaderError> {
         let n = self.u64()?;
         let bytes = self.bytes(n)?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// A metadata value of GGUF value type `kind`.
-    fn value(&mut self, kind: u32, depth: usize) -> Result<Value, String> {
+    fn value(&mut self, kind: u32, depth: usize) -> Result<Value, HeaderError> {
         let int = |n: i64| Value::Number(n.into());
         Ok(match kind {
             0 => int(self.array::<1>()?[0].into()),
@@ -156,23 +199,26 @@ impl HeaderReader<'_> {
             11 => int(i64::from_le_bytes(self.array()?)),
             12 => Number::from_f64(f64::from_le_bytes(self.array()?))
                 .map_or(Value::Null, Value::Number),
-            other => return Err(format!("unknown metadata value type {other}")),
+            other => {
+                let why = format!("unknown metadata value type {other}");
+                return Err(HeaderError::Malformed(why));
+            }
         })
     }
 
-    fn list(&mut self, depth: usize) -> Result<Value, String> {
+    fn list(&mut self, depth: usize) -> Result<Value, HeaderError> {
         if depth >= MAX_ARRAY_DEPTH {
-            return Err("metadata arrays nested too deep".into());
+            return Err(HeaderError::malformed("metadata arrays nested too deep"));
         }
         let kind = self.u32()?;
         let n = self.u64()?;
         // Every item takes at least one byte: a count beyond the file is a lie.
         if n > self.len.saturating_sub(self.pos) {
-            return Err(format!(
+            return Err(HeaderError::Malformed(format!(
                 "metadata array of {n} items is longer than the file"
-            ));
+            )));
         }
-        let items: Result<Vec<Value>, String> =
+        let items: Result<Vec<Value>, HeaderError> =
             (0..n).map(|_| self.value(kind, depth + 1)).collect();
         Ok(Value::Array(items?))
     }
@@ -204,7 +250,7 @@ pub fn open(location: &Location, options: &SourceOptions) -> Result<TensorFile> 
         pos: 0,
         len: file.len(),
     };
-    let (metadata, infos) = read_header(&mut reader).map_err(bad)?;
+    let (metadata, infos) = read_header(&mut reader).map_err(|e| e.at(location))?;
     let alignment = match metadata.get("general.alignment") {
         Some(Value::Number(n)) => n.as_u64().filter(|a| *a > 0 && a.is_power_of_two()),
         Some(_) => None,
@@ -214,11 +260,7 @@ pub fn open(location: &Location, options: &SourceOptions) -> Result<TensorFile> 
     let data_start = reader.pos.next_multiple_of(alignment);
     let mut tree = TensorFile::new(file, options);
     for info in infos {
-        match tensor(&info, data_start, tree.file().len()) {
-            Ok(Ok(tensor)) => tree.add(&info.name, tensor),
-            Ok(Err(why)) => tree.skip(&info.name, why),
-            Err(why) => return Err(bad(format!("tensor {:?}: {why}", info.name))),
-        }
+        tree.add_entry(&info.name, tensor(&info, data_start, tree.file().len()))?;
     }
     if options.attrs_json {
         let mut text = serde_json::to_vec_pretty(&metadata).unwrap_or_default();
@@ -229,25 +271,30 @@ pub fn open(location: &Location, options: &SourceOptions) -> Result<TensorFile> 
     Ok(tree)
 }
 
-fn read_header(reader: &mut HeaderReader) -> Result<(Map<String, Value>, Vec<TensorInfo>), String> {
+fn read_header(
+    reader: &mut HeaderReader,
+) -> Result<(Map<String, Value>, Vec<TensorInfo>), HeaderError> {
     if reader.bytes(4)? != MAGIC {
-        return Err("not a GGUF file".into());
+        return Err(HeaderError::malformed("not a GGUF file"));
     }
     let version = reader.u32()?;
-    match version {
-        2 | 3 => {}
-        1 => return Err("GGUF version 1 is not supported (convert it with llama.cpp)".into()),
-        v if v.swap_bytes() <= 3 => return Err("big-endian GGUF files are not supported".into()),
-        v => return Err(format!("GGUF version {v} is not supported")),
+    let unsupported = match version {
+        2 | 3 => None,
+        1 => Some("GGUF version 1 is not supported (convert it with llama.cpp)".into()),
+        v if v.swap_bytes() <= 3 => Some("big-endian GGUF files are not supported".into()),
+        v => Some(format!("GGUF version {v} is not supported")),
+    };
+    if let Some(why) = unsupported {
+        return Err(HeaderError::Malformed(why));
     }
     let tensor_count = reader.u64()?;
     let kv_count = reader.u64()?;
     // Each key/value and tensor entry takes more than 8 bytes: larger counts are lies.
     let room = reader.len / 8;
     if tensor_count > room || kv_count > room {
-        return Err(format!(
+        return Err(HeaderError::Malformed(format!(
             "{tensor_count} tensors and {kv_count} metadata entries cannot fit in the file"
-        ));
+        )));
     }
     let mut metadata = Map::new();
     for _ in 0..kv_count {
@@ -255,7 +302,7 @@ fn read_header(reader: &mut HeaderReader) -> Result<(Map<String, Value>, Vec<Ten
         let kind = reader.u32()?;
         let value = reader
             .value(kind, 0)
-            .map_err(|e| format!("metadata {key:?}: {e}"))?;
+            .map_err(|e| e.within(format_args!("metadata {key:?}")))?;
         metadata.insert(key, value);
     }
     let mut infos = Vec::new();
@@ -263,7 +310,8 @@ fn read_header(reader: &mut HeaderReader) -> Result<(Map<String, Value>, Vec<Ten
         let name = reader.string()?;
         let n_dims = reader.u32()?;
         if n_dims > MAX_DIMS {
-            return Err(format!("tensor {name:?} has {n_dims} dimensions"));
+            let why = format!("tensor {name:?} has {n_dims} dimensions");
+            return Err(HeaderError::Malformed(why));
         }
         let dims = (0..n_dims)
             .map(|_| reader.u64())
@@ -280,15 +328,12 @@ fn read_header(reader: &mut HeaderReader) -> Result<(Map<String, Value>, Vec<Ten
     Ok((metadata, infos))
 }
 
-/// The `.npy` form of one tensor. The outer error (data past the end of the file) fails the
-/// mount; the inner one leaves the tensor out.
-fn tensor(
-    info: &TensorInfo,
-    data_start: u64,
-    file_len: u64,
-) -> Result<Result<Tensor, String>, String> {
+/// The `.npy` form of one tensor: data past the end of the file is a broken entry; a type
+/// or shape arrfs does not serve leaves the tensor out.
+fn tensor(info: &TensorInfo, data_start: u64, file_len: u64) -> Result<Tensor, EntryError> {
     let Some(view) = type_view(info.kind) else {
-        return Ok(Err(format!("GGML type {} is not supported", info.kind)));
+        let why = format!("GGML type {} is not supported", info.kind);
+        return Err(EntryError::unsupported(why));
     };
     let mut shape: Vec<u64> = info.dims.iter().rev().copied().collect();
     let (dtype, logical) = match view {
@@ -299,10 +344,11 @@ fn tensor(
             bytes,
         } => {
             let Some(last) = shape.last_mut() else {
-                return Ok(Err(format!("{name} tensor without dimensions")));
+                let why = format!("{name} tensor without dimensions");
+                return Err(EntryError::unsupported(why));
             };
             if *last % values != 0 {
-                return Ok(Err(format!(
+                return Err(EntryError::unsupported(format!(
                     "{name} rows of {last} values are not whole blocks of {values}"
                 )));
             }
@@ -321,16 +367,16 @@ fn tensor(
         .try_fold(header.dtype.itemsize() as u64, |n, &d| n.checked_mul(d))
         .filter(|&n| n <= i64::MAX as u64);
     let Some(size) = size else {
-        return Ok(Err("shape too large".into()));
+        return Err(EntryError::unsupported("shape too large"));
     };
     let start = data_start.checked_add(info.offset);
     match start.and_then(|s| s.checked_add(size)) {
         Some(end) if end <= file_len => {}
         _ => {
-            return Err(format!(
+            return Err(EntryError::Broken(format!(
                 "data at offset {} (+{size} bytes) runs past the end of the file ({file_len} bytes; truncated?)",
                 info.offset
-            ))
+            )))
         }
     }
     let type_name = match type_view(info.kind) {
@@ -341,11 +387,11 @@ fn tensor(
     if let Some(logical) = logical {
         xattrs.push(("user.arrfs.dtype_logical".into(), logical.into_bytes()));
     }
-    Ok(Ok(Tensor {
+    Ok(Tensor {
         header,
         offset: data_start + info.offset,
         xattrs,
-    }))
+    })
 }
 
 fn ggml_plain_name(code: u32) -> &'static str {
@@ -380,6 +426,7 @@ fn xattrs(metadata: &Map<String, Value>) -> Vec<Xattr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::SkipReason;
 
     #[test]
     fn floats_print_shortest() {
@@ -395,13 +442,16 @@ mod tests {
             kind: 8,
             offset: 0,
         };
-        let t = tensor(&info, 0, 1000).unwrap().unwrap();
+        let t = tensor(&info, 0, 1000).unwrap();
         assert_eq!(t.header.shape, [3, 68]);
         assert_eq!(t.header.dtype.descr(), "'|u1'");
         let odd = TensorInfo {
             dims: vec![40, 3],
             ..info
         };
-        assert!(tensor(&odd, 0, 1000).unwrap().is_err());
+        assert!(matches!(
+            tensor(&odd, 0, 1000),
+            Err(EntryError::Skip(SkipReason::Unsupported(_)))
+        ));
     }
 }

@@ -33,7 +33,53 @@ pub struct Listing {
     /// Extended attributes of the directory itself.
     pub xattrs: Vec<Xattr>,
     /// Children left out, with the reason (shown as `user.arrfs.skipped`).
-    pub skipped: Vec<(String, String)>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// A child left out of a listing: its name and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub name: String,
+    pub why: SkipReason,
+}
+
+impl Skipped {
+    pub fn new(name: impl Into<String>, why: SkipReason) -> Self {
+        Skipped {
+            name: name.into(),
+            why,
+        }
+    }
+}
+
+/// Why a child is left out. Never a resource error (out of file descriptors or memory,
+/// interrupted): that passes with load, so it fails the listing instead of being remembered
+/// as a property of the container ([`SkipReason::of_error`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SkipReason {
+    /// Valid in its format, but not an array arrfs serves (its type, layout or kind).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Corrupt, or unreadable for a reason that will not pass.
+    #[error("{0}")]
+    Broken(String),
+    /// Leads outside what the mount may show (external links and files).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl SkipReason {
+    /// Why `e` leaves a child out; None for a resource error, which must fail the listing
+    /// rather than be remembered.
+    pub fn of_error(e: &Error) -> Option<SkipReason> {
+        if e.is_resource() {
+            return None;
+        }
+        Some(SkipReason::Broken(match e {
+            Error::Format { cause, .. } => cause.clone(),
+            other => other.to_string(),
+        }))
+    }
 }
 
 #[derive(Clone, Debug)]

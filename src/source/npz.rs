@@ -13,13 +13,32 @@ use crate::io::verify::RangeCheck;
 use crate::io::{Location, SourceFile};
 use crate::npy::NPY_MAGIC;
 use crate::source::path_tree::{PathTree, TreeNode};
-use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions};
+use crate::source::{Entry, EntryKind, Key, Listing, SkipReason, Skipped, Source, SourceOptions};
 
 struct Member {
     size: u64,
     data: MemberData,
-    /// With `-o verify=open`: the outcome of checking the whole member, once.
-    verified: std::sync::OnceLock<std::result::Result<(), String>>,
+    /// With `-o verify=open`: the outcome of checking the whole member, once known. A
+    /// resource error is no outcome: the next read checks again.
+    verified: std::sync::Mutex<Option<Verified>>,
+}
+
+/// What checking a whole member found.
+#[derive(Clone)]
+enum Verified {
+    Good,
+    Corrupt(String),
+}
+
+/// Why a member is left out of the tree.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("encrypted")]
+    Encrypted,
+    #[error("stored member with two sizes")]
+    TwoSizes,
+    #[error("compression method {0} is not supported")]
+    Method(CompressionMethod),
 }
 
 enum MemberData {
@@ -92,18 +111,25 @@ impl ZipSource {
         self.file.path()
     }
 
-    /// Reads `member` to its end once, which checks its CRC-32; the outcome is kept.
+    /// Reads `member` to its end once, which checks its CRC-32; the outcome is kept (while
+    /// it is found, other readers of the member wait).
     fn verify(&self, member: &Member) -> Result<()> {
-        let outcome = member.verified.get_or_init(|| {
+        let mut verified = member.verified.lock().unwrap();
+        if verified.is_none() {
             let checked = match &member.data {
                 MemberData::Stored { check, .. } => check.verify_all(&self.file),
                 MemberData::Deflated(stream) => read_through(stream, member.size),
             };
-            checked.map_err(|e| e.to_string())
-        });
-        outcome
-            .clone()
-            .map_err(|cause| Error::read(self.path(), "member", cause))
+            *verified = Some(match checked {
+                Ok(()) => Verified::Good,
+                Err(e) if e.is_resource() => return Err(e),
+                Err(e) => Verified::Corrupt(e.to_string()),
+            });
+        }
+        match verified.as_ref() {
+            Some(Verified::Corrupt(cause)) => Err(Error::read(self.path(), "member", cause)),
+            _ => Ok(()),
+        }
     }
 
     /// Places one member in the tree, or records why it is left out.
@@ -131,26 +157,26 @@ impl ZipSource {
             }
             Err(why) => {
                 log::info!("{}: {} left out: {why}", self.path().display(), info.path);
-                self.tree
-                    .dir_mut(parent)
-                    .skipped
-                    .push((last.to_string(), why));
+                self.tree.dir_mut(parent).skipped.push(Skipped::new(
+                    *last,
+                    SkipReason::Unsupported(why.to_string()),
+                ));
             }
         }
         Ok(())
     }
 
     /// How a member is read, or why it cannot be.
-    fn member(&self, info: &MemberInfo, store: &Arc<SeekPointStore>) -> Result<Member, String> {
+    fn member(&self, info: &MemberInfo, store: &Arc<SeekPointStore>) -> Result<Member, Unreadable> {
         if info.encrypted {
-            return Err("encrypted".into());
+            return Err(Unreadable::Encrypted);
         }
         let data = match info.method {
             CompressionMethod::Stored if info.compressed_size == info.size => MemberData::Stored {
                 start: info.data_start,
                 check: RangeCheck::new(info.data_start, info.size, info.crc32),
             },
-            CompressionMethod::Stored => return Err("stored member with two sizes".into()),
+            CompressionMethod::Stored => return Err(Unreadable::TwoSizes),
             CompressionMethod::Deflated => MemberData::Deflated(SeekableInflate::new(
                 self.file.clone(),
                 DeflateRange {
@@ -162,12 +188,12 @@ impl ZipSource {
                 format!("member {}", info.path),
                 store.clone(),
             )),
-            other => return Err(format!("compression method {other} is not supported")),
+            other => return Err(Unreadable::Method(other)),
         };
         Ok(Member {
             size: info.size,
             data,
-            verified: std::sync::OnceLock::new(),
+            verified: std::sync::Mutex::default(),
         })
     }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::source::{Key, Xattr, ROOT};
+use crate::source::{Key, Skipped, Xattr, ROOT};
 
 pub enum TreeNode<L> {
     Dir(TreeDir),
@@ -21,7 +21,7 @@ pub struct TreeDir {
     subdirs: HashMap<String, Key>,
     pub xattrs: Vec<Xattr>,
     /// Children left out, with the reason.
-    pub skipped: Vec<(String, String)>,
+    pub skipped: Vec<Skipped>,
 }
 
 /// Key -> node; [`ROOT`] is the top directory.

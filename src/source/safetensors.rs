@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::io::{Location, SourceFile};
 use crate::npy::{ByteOrder, Dtype, NpyHeader};
-use crate::source::tensors::{Tensor, TensorFile};
+use crate::source::tensors::{EntryError, Tensor, TensorFile};
 use crate::source::{SourceOptions, Xattr};
 
 /// The safetensors library refuses headers larger than this; so do we.
@@ -68,7 +68,6 @@ pub fn dtype_of(name: &str) -> Option<(Dtype, Option<&'static str>)> {
 /// Opens a safetensors file: every tensor whose entry makes sense is shown; entries that do
 /// not are left out with the reason; a header that cannot be read fails the mount.
 pub fn open(location: &Location, options: &SourceOptions) -> Result<TensorFile> {
-    let path = &location.display();
     let file = SourceFile::open(location)?;
     let (header, data_start) = read_header(&file)?;
     let mut tree = TensorFile::new(file, options);
@@ -81,11 +80,7 @@ pub fn open(location: &Location, options: &SourceOptions) -> Result<TensorFile> 
             root_xattrs = metadata_xattrs(entry);
             continue;
         }
-        match tensor(entry, data_start, tree.file().len()) {
-            Ok(Ok(tensor)) => tree.add(name, tensor),
-            Ok(Err(why)) => tree.skip(name, why),
-            Err(why) => return Err(Error::format(path, format!("tensor {name:?}: {why}"))),
-        }
+        tree.add_entry(name, tensor(entry, data_start, tree.file().len()))?;
     }
     if options.attrs_json {
         let metadata = header.get(METADATA_KEY).cloned().unwrap_or_default();
@@ -141,26 +136,27 @@ fn metadata_xattrs(metadata: &Value) -> Vec<Xattr> {
         .collect()
 }
 
-/// One header entry as a tensor. The outer error (data past the end of the file: a
-/// truncated file) fails the mount; the inner one leaves this tensor out.
-fn tensor(entry: &Value, data_start: u64, file_len: u64) -> Result<Result<Tensor, String>, String> {
+/// One header entry as a tensor: data past the end of the file (a truncated file) is a
+/// broken entry; an entry that makes no sense is left out.
+fn tensor(entry: &Value, data_start: u64, file_len: u64) -> Result<Tensor, EntryError> {
     let dtype_name = entry.get("dtype").and_then(Value::as_str).unwrap_or("");
     let Some((dtype, logical)) = dtype_of(dtype_name) else {
-        return Ok(Err(format!("dtype {dtype_name:?} is not supported")));
+        let why = format!("dtype {dtype_name:?} is not supported");
+        return Err(EntryError::unsupported(why));
     };
     let Some(shape) = u64_list(entry.get("shape")) else {
-        return Ok(Err("shape is not a list of non-negative integers".into()));
+        let why = "shape is not a list of non-negative integers";
+        return Err(EntryError::unsupported(why));
     };
     let offsets = u64_list(entry.get("data_offsets"));
     let Some(&[begin, end]) = offsets.as_deref() else {
-        return Ok(Err(
-            "data_offsets is not a pair of non-negative integers".into()
-        ));
+        let why = "data_offsets is not a pair of non-negative integers";
+        return Err(EntryError::unsupported(why));
     };
     let header = NpyHeader::new(dtype, shape);
     let want = checked_len(&header);
     if end < begin || want != Some(end - begin) {
-        return Ok(Err(format!(
+        return Err(EntryError::unsupported(format!(
             "data_offsets [{begin}, {end}] do not hold {} bytes of {dtype_name} {:?}",
             want.map_or("too many".into(), |n| n.to_string()),
             header.shape
@@ -169,10 +165,10 @@ fn tensor(entry: &Value, data_start: u64, file_len: u64) -> Result<Result<Tensor
     match data_start.checked_add(end) {
         Some(last) if last <= file_len => {}
         _ => {
-            return Err(format!(
+            return Err(EntryError::Broken(format!(
                 "data ends at byte {}, past the end of the file ({file_len} bytes; truncated?)",
                 data_start.saturating_add(end)
-            ))
+            )))
         }
     }
     let mut xattrs = vec![(
@@ -185,11 +181,11 @@ fn tensor(entry: &Value, data_start: u64, file_len: u64) -> Result<Result<Tensor
             logical.as_bytes().to_vec(),
         ));
     }
-    Ok(Ok(Tensor {
+    Ok(Tensor {
         header,
         offset: data_start + begin,
         xattrs,
-    }))
+    })
 }
 
 /// The payload length, or None if it does not fit in 63 bits.
@@ -208,6 +204,7 @@ fn u64_list(value: Option<&Value>) -> Option<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::SkipReason;
 
     #[test]
     fn sniffs_a_length_then_a_brace() {
@@ -236,6 +233,9 @@ mod tests {
     fn lengths_that_overflow_are_refused() {
         let entry =
             serde_json::json!({"dtype": "F64", "shape": [1u64 << 62, 4], "data_offsets": [0, 0]});
-        assert!(matches!(tensor(&entry, 8, 100), Ok(Err(_))));
+        assert!(matches!(
+            tensor(&entry, 8, 100),
+            Err(EntryError::Skip(SkipReason::Unsupported(_)))
+        ));
     }
 }

@@ -12,7 +12,9 @@ use crate::io::SourceFile;
 use crate::npy::widen::{self, Narrow};
 use crate::npy::NpyHeader;
 use crate::source::path_tree::{PathTree, TreeNode};
-use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions, Xattr, ROOT};
+use crate::source::{
+    Entry, EntryKind, Key, Listing, SkipReason, Skipped, Source, SourceOptions, Xattr, ROOT,
+};
 
 const DTYPE_LOGICAL: &str = "user.arrfs.dtype_logical";
 
@@ -22,6 +24,24 @@ pub struct Tensor {
     pub header: NpyHeader,
     pub offset: u64,
     pub xattrs: Vec<Xattr>,
+}
+
+/// Why one header entry is not a tensor shown.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// The entry is left out (`user.arrfs.skipped`); the rest of the file is shown.
+    #[error("{0}")]
+    Skip(SkipReason),
+    /// The file is truncated or corrupt (data past its end): the file fails to open.
+    #[error("{0}")]
+    Broken(String),
+}
+
+impl EntryError {
+    /// An entry arrfs does not serve (its dtype, shape or offsets).
+    pub fn unsupported(why: impl Into<String>) -> Self {
+        EntryError::Skip(SkipReason::Unsupported(why.into()))
+    }
 }
 
 enum Leaf {
@@ -63,7 +83,21 @@ impl TensorFile {
         self.tree.push(ROOT, name, Leaf::Bytes(bytes.into()));
     }
 
-    pub fn add(&mut self, name: &str, mut tensor: Tensor) {
+    /// Adds the tensor of header entry `name`, or records why it is left out; a broken
+    /// entry fails the whole file.
+    pub fn add_entry(&mut self, name: &str, entry: Result<Tensor, EntryError>) -> Result<()> {
+        match entry {
+            Ok(tensor) => self.add(name, tensor),
+            Err(EntryError::Skip(why)) => self.skip(name, why),
+            Err(EntryError::Broken(why)) => {
+                let cause = format!("tensor {name:?}: {why}");
+                return Err(Error::format(self.file.path(), cause));
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, name: &str, mut tensor: Tensor) {
         let narrow = if self.widen {
             narrow_type(&tensor.xattrs)
         } else {
@@ -78,13 +112,16 @@ impl TensorFile {
     }
 
     /// Records a tensor that is not shown, with the reason (`user.arrfs.skipped`).
-    pub fn skip(&mut self, name: &str, why: String) {
+    fn skip(&mut self, name: &str, why: SkipReason) {
         log::info!(
             "{}: tensor {name:?} left out: {why}",
             self.file.path().display()
         );
         let (parent, last) = self.place(name);
-        self.tree.dir_mut(parent).skipped.push((last, why));
+        self.tree
+            .dir_mut(parent)
+            .skipped
+            .push(Skipped::new(last, why));
     }
 
     /// The directory a tensor name goes into, created as needed, and its last part.

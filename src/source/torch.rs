@@ -18,7 +18,7 @@ use crate::npy::widen::{self, Narrow};
 use crate::source::npz::MemberInfo;
 use crate::source::pickle::torch::{Layout, TensorData};
 use crate::source::pickle::{self, ArrayPayload, MachineError, Node, PayloadData};
-use crate::source::{EntryKind, Key, Listing, Source, SourceOptions};
+use crate::source::{EntryKind, Key, Listing, SkipReason, Skipped, Source, SourceOptions};
 
 /// The first bytes of a legacy (torch < 1.6) checkpoint: PROTO 2, then the LONG1 magic
 /// number 0x1950a86a20f9469cfc6c that `torch.save` pickled first.
@@ -64,14 +64,14 @@ pub(crate) fn open(
     if pkl.method != CompressionMethod::Stored || pkl.encrypted {
         return Err(bad(format!("{} is compressed or encrypted", pkl.path)));
     }
-    check_range(&file, pkl).map_err(bad)?;
+    check_range(&file, pkl)?;
     let byteorder = members
         .iter()
         .find(|m| m.path == format!("{prefix}byteorder"));
     if let Some(member) = byteorder {
-        check_little_endian(&file, member).map_err(bad)?;
+        check_little_endian(&file, member)?;
     }
-    let storages = storages(&file, members, prefix).map_err(bad)?;
+    let storages = storages(&file, members, prefix)?;
     // `data.pkl` as a stream of its own: positions count from the member's first byte.
     let reader = file.window(pkl.data_start, pkl.size);
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
@@ -110,30 +110,34 @@ fn narrow_tensors(nodes: &[Node]) -> HashMap<usize, Narrow> {
         .collect()
 }
 
-fn check_range(file: &SourceFile, member: &MemberInfo) -> Result<(), String> {
+fn check_range(file: &SourceFile, member: &MemberInfo) -> Result<()> {
     match member.data_start.checked_add(member.compressed_size) {
         Some(end) if end <= file.len() => Ok(()),
-        _ => Err(format!(
-            "member {} extends past the end of the file (truncated?)",
-            member.path
+        _ => Err(Error::format(
+            file.path(),
+            format!(
+                "member {} extends past the end of the file (truncated?)",
+                member.path
+            ),
         )),
     }
 }
 
 /// `NAME/byteorder` says `little` (or is absent, before torch 1.9). Big-endian checkpoints
 /// (written on s390x) are refused rather than shown with swapped values.
-fn check_little_endian(file: &SourceFile, member: &MemberInfo) -> Result<(), String> {
+fn check_little_endian(file: &SourceFile, member: &MemberInfo) -> Result<()> {
+    let refused = |why: String| Err(Error::format(file.path(), why));
     if member.method != CompressionMethod::Stored || member.size > 16 {
-        return Err("unreadable byteorder member".into());
+        return refused("unreadable byteorder member".into());
     }
     check_range(file, member)?;
     let mut text = vec![0u8; member.size as usize];
-    file.read_at(member.data_start, &mut text)
-        .map_err(|e| e.to_string())?;
+    // A failed read stays what it is (a resource error must not condemn the file).
+    file.read_at(member.data_start, &mut text)?;
     match text.trim_ascii() {
         b"little" => Ok(()),
-        b"big" => Err("big-endian checkpoint (byteorder 'big') is not supported".into()),
-        other => Err(format!(
+        b"big" => refused("big-endian checkpoint (byteorder 'big') is not supported".into()),
+        other => refused(format!(
             "unknown byteorder {:?}",
             String::from_utf8_lossy(other)
         )),
@@ -146,7 +150,7 @@ fn storages(
     file: &SourceFile,
     members: &[MemberInfo],
     prefix: &str,
-) -> Result<HashMap<String, Storage>, String> {
+) -> Result<HashMap<String, Storage>> {
     let data = format!("{prefix}data/");
     let mut out = HashMap::new();
     for member in members {
@@ -197,7 +201,8 @@ fn leave_out_unreadable(nodes: &mut [Node], storages: &HashMap<String, Storage>)
                 Some(why) => {
                     log::info!("tensor {name} left out: {why}");
                     let stem = name.strip_suffix(".npy").unwrap_or(&name).to_string();
-                    dir.skipped.push((stem, why.clone()));
+                    let why = SkipReason::Unsupported(why.clone());
+                    dir.skipped.push(Skipped::new(stem, why));
                 }
                 None => kept.push((name, index)),
             }

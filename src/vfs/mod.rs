@@ -298,7 +298,7 @@ impl Fs {
             let text: String = listing
                 .skipped
                 .iter()
-                .map(|(name, why)| format!("{name}: {why}\n"))
+                .map(|skipped| format!("{}: {}\n", skipped.name, skipped.why))
                 .collect();
             dir.xattrs
                 .push(("user.arrfs.skipped".into(), text.into_bytes()));

@@ -7,6 +7,8 @@
     python faults.py load SRC MOUNT SECONDS     8 threads read whole files at once; reads that
                                                 fail with EIO/EMFILE are counted; JSON figures
     python faults.py check-all SRC MOUNT        every file, one at a time, must read correctly
+                                                (zip members as stored; .h5 and .pkl files
+                                                as np.save of what h5py and pickle read)
 """
 import errno
 import io
@@ -64,11 +66,27 @@ def write_containers(out, n):
 
 
 def expected_tree(src):
+    """Every virtual file of a mount of `src` and its bytes: the members of zip files as
+    stored, and np.save of what h5py and pickle read for .h5 and .pkl files."""
     out = {}
     for name in sorted(os.listdir(src)):
-        with zipfile.ZipFile(f"{src}/{name}") as z:
-            out.update({f"{name}/{m}": z.read(m) for m in z.namelist()})
+        path = f"{src}/{name}"
+        if name.endswith(".h5"):
+            with h5py.File(path, "r") as f:
+                out.update({f"{name}/{k}.npy": npy_bytes(f[k][()]) for k in f})
+        elif name.endswith(".pkl"):
+            with open(path, "rb") as f:
+                out.update({f"{name}/{k}.npy": npy_bytes(v) for k, v in pickle.load(f).items()})
+        else:
+            with zipfile.ZipFile(path) as z:
+                out.update({f"{name}/{m}": z.read(m) for m in z.namelist()})
     return out
+
+
+def npy_bytes(array):
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
 
 
 def load(src, mount, seconds):

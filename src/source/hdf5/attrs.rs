@@ -10,6 +10,7 @@ use hdf5_sys::h5s::H5Sget_simple_extent_npoints;
 use hdf5_sys::h5t::H5Tget_size;
 use serde_json::{Map, Value};
 
+use super::error::Hdf5Error;
 use super::ffi::{h5check, sync, take_h5_string, Hid};
 use super::types::{element_type, var_string_mem_type, ElementType};
 use crate::npy::{ByteOrder, Dtype};
@@ -51,7 +52,7 @@ fn attr_values(loc: &hdf5::Location, bytes_as: BytesAs) -> Vec<(String, Value)> 
     for name in names {
         match loc
             .attr(&name)
-            .map_err(|e| e.to_string())
+            .map_err(Hdf5Error::from)
             .and_then(|a| attr_value(&a, bytes_as))
         {
             Ok(value) => out.push((name, value)),
@@ -74,15 +75,15 @@ fn value_text(value: &Value) -> String {
 const MAX_ATTRIBUTE_BYTES: usize = 64 << 20;
 
 /// The attribute's value as JSON: a scalar for a scalar dataspace, else lists nested by shape.
-pub fn attr_value(attr: &hdf5::Attribute, bytes_as: BytesAs) -> Result<Value, String> {
+pub fn attr_value(attr: &hdf5::Attribute, bytes_as: BytesAs) -> Result<Value, Hdf5Error> {
     let aid = attr.id();
     // SAFETY: plain queries of an open attribute and of its own ids (also below).
-    let ftype = sync(|| Hid::new(unsafe { H5Aget_type(aid) })).map_err(|e| e.to_string())?;
+    let ftype = sync(|| Hid::new(unsafe { H5Aget_type(aid) }))?;
     // SAFETY: as above.
-    let space = sync(|| Hid::new(unsafe { H5Aget_space(aid) })).map_err(|e| e.to_string())?;
+    let space = sync(|| Hid::new(unsafe { H5Aget_space(aid) }))?;
     // SAFETY: as above.
     let n = sync(|| unsafe { H5Sget_simple_extent_npoints(space.0) }).max(0) as usize;
-    let too_big = || format!("larger than {MAX_ATTRIBUTE_BYTES} bytes");
+    let too_big = || Hdf5Error::Unsupported(format!("larger than {MAX_ATTRIBUTE_BYTES} bytes"));
     let values = match element_type(ftype.0)? {
         element @ ElementType::VarString { .. } => {
             let strings = n.checked_mul(element.strings_per_element());
@@ -104,7 +105,7 @@ pub fn attr_value(attr: &hdf5::Attribute, bytes_as: BytesAs) -> Result<Value, St
                 // SAFETY: `buf` holds the n elements of the attribute's own type.
                 h5check(unsafe { H5Aread(aid, ftype.0, buf.as_mut_ptr().cast::<c_void>()) })
             });
-            status.map_err(|e| e.to_string())?;
+            status?;
             buf.chunks_exact(size.max(1))
                 .map(|item| typed_value(&dtype, item, bytes_as))
                 .collect()
@@ -135,12 +136,11 @@ fn nest(values: &[Value], shape: &[usize]) -> Value {
     Value::Array(rows.collect())
 }
 
-fn read_var_strings(aid: i64, ftype: i64, n: usize) -> Result<Vec<Value>, String> {
-    let mem = var_string_mem_type(ftype).map_err(|e| e.to_string())?;
+fn read_var_strings(aid: i64, ftype: i64, n: usize) -> Result<Vec<Value>, Hdf5Error> {
+    let mem = var_string_mem_type(ftype)?;
     let mut ptrs: Vec<*mut c_char> = vec![std::ptr::null_mut(); n];
     // SAFETY: `ptrs` holds one string pointer for each of the attribute's n elements.
-    sync(|| h5check(unsafe { H5Aread(aid, mem.0, ptrs.as_mut_ptr().cast::<c_void>()) }))
-        .map_err(|e| e.to_string())?;
+    sync(|| h5check(unsafe { H5Aread(aid, mem.0, ptrs.as_mut_ptr().cast::<c_void>()) }))?;
     Ok(ptrs
         .into_iter()
         // SAFETY: HDF5 allocated each string in the read above.

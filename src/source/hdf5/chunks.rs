@@ -11,7 +11,18 @@ use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::H5P_DEFAULT;
 
 use super::ffi::{h5check, sync};
+use super::filters::FilterPipeline;
 use crate::npy::ElementBox;
+
+/// What the direct path (`direct.rs`) knows of one chunked dataset: where its chunks lie,
+/// how to decode them, and what fills a chunk never written.
+#[derive(Debug)]
+pub struct DirectChunks {
+    pub grid: ChunkGrid,
+    pub pipeline: FilterPipeline,
+    /// One element of the fill value, in the file's type.
+    pub fill: Vec<u8>,
+}
 
 /// The chunk layout of a dataset: its shape, chunk dims, and bytes per element.
 #[derive(Clone, Debug)]

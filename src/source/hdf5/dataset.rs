@@ -1,6 +1,7 @@
 //! One HDF5 dataset: what it looks like as a `.npy`, and how its element ranges are read.
 
 use std::ffi::{c_char, CString};
+use std::sync::Arc;
 
 use hdf5_sys::h5::{haddr_t, hsize_t, HADDR_UNDEF};
 use hdf5_sys::h5d::{
@@ -16,8 +17,8 @@ use hdf5_sys::h5s::H5S_class_t;
 use hdf5_sys::h5t::H5Tget_size;
 
 use super::attrs::xattrs_of;
-use super::chunks::ChunkGrid;
-use super::direct::DirectChunks;
+use super::chunks::{ChunkGrid, DirectChunks};
+use super::error::Hdf5Error;
 use super::ffi::{h5check, pointer_bytes, read_hyperslab, sync, take_h5_string, Hid};
 use super::filters::{stored_filters, FilterPipeline, StoredFilter};
 use super::records::{
@@ -27,7 +28,7 @@ use super::records::{
 use super::types::{
     converting_mem_type, element_type, reduced_int, var_string_mem_type, ElementType,
 };
-use crate::npy::{boxes_of_range, element_span, ByteOrder, Dtype, ElementBox, NpyHeader};
+use crate::npy::{boxes_of_range, read_elements, ByteOrder, Dtype, NpyHeader};
 use crate::source::Xattr;
 
 /// Variable-length strings read at once when sizing a dataset's widest value.
@@ -41,20 +42,39 @@ pub struct DatasetInfo {
     element: ElementType,
     /// Bytes of one dataset element in the `.npy` (array-type dims included).
     unit: usize,
-    /// File offset of contiguous, allocated, unfiltered raw data: served by `pread`.
-    pub contiguous_at: Option<u64>,
+    /// How the payload is read.
+    pub read_path: ReadPath,
     chunks: Option<Vec<u64>>,
     /// The kind of chunk index (shown as `user.arrfs.chunk_index`).
     chunk_index: Option<&'static str>,
     filters: Vec<String>,
-    /// Chunked data whose chunks we locate, read and decode ourselves; None: read through
-    /// libhdf5 (see `fallback_reason`).
-    pub direct: Option<DirectChunks>,
-    /// Why chunked data goes through libhdf5 (logged at debug level).
-    pub fallback_reason: Option<String>,
     /// The stored bytes are not numpy's (n-bit precision or a non-IEEE float layout): only
     /// libhdf5, converting, reads the values.
     converts: bool,
+}
+
+/// How the payload of one dataset is read: one of three ways, chosen once when the dataset
+/// is described.
+#[derive(Debug)]
+pub enum ReadPath {
+    /// Contiguous, allocated, unfiltered raw data in numpy's bytes: `pread` at `offset`.
+    Contiguous { offset: u64 },
+    /// Chunked data whose chunks we locate, read and decode ourselves (`direct.rs`).
+    DirectChunks(Arc<DirectChunks>),
+    /// Hyperslabs of whole elements through libhdf5. `why` says why chunked data is not
+    /// read directly (logged at debug level); None for layouts only libhdf5 reads (compact,
+    /// external, unallocated, converted or variable-length data).
+    Library { why: Option<String> },
+}
+
+impl ReadPath {
+    /// Through libhdf5, keeping the reason a chunked dataset already had.
+    pub fn library(self) -> ReadPath {
+        match self {
+            ReadPath::Library { why } => ReadPath::Library { why },
+            _ => ReadPath::Library { why: None },
+        }
+    }
 }
 
 /// A dataset handle kept open between reads, so its chunk cache survives.
@@ -92,15 +112,16 @@ impl OpenDataset {
 
 impl DatasetInfo {
     /// Reads the dataset's metadata; `Err` says why it cannot be a `.npy`.
-    pub fn describe(ds: &hdf5::Dataset, path: &str) -> Result<DatasetInfo, String> {
-        let space = ds.space().map_err(|e| e.to_string())?;
+    pub fn describe(ds: &hdf5::Dataset, path: &str) -> Result<DatasetInfo, Hdf5Error> {
+        let space = ds.space()?;
         if space_class(&space) == H5S_class_t::H5S_NULL {
-            return Err("null dataspace (no data at all)".into());
+            return Err(Hdf5Error::Unsupported(
+                "null dataspace (no data at all)".into(),
+            ));
         }
         let shape: Vec<u64> = space.shape().iter().map(|&d| d as u64).collect();
         // SAFETY: a plain query of an open dataset; the type id is released on drop.
-        let ftype =
-            sync(|| Hid::new(unsafe { H5Dget_type(ds.id()) })).map_err(|e| e.to_string())?;
+        let ftype = sync(|| Hid::new(unsafe { H5Dget_type(ds.id()) }))?;
         let element = element_type(ftype.0)?;
         let converts = converting_mem_type(ftype.0)?.is_some();
         // SAFETY: a plain query of the type id just made.
@@ -110,12 +131,10 @@ impl DatasetInfo {
             shape,
             element,
             unit,
-            contiguous_at: None,
+            read_path: ReadPath::Library { why: None },
             chunks: None,
             chunk_index: None,
             filters: Vec::new(),
-            direct: None,
-            fallback_reason: None,
             converts,
         };
         if let ElementType::VarString { utf8, .. } = info.element {
@@ -160,13 +179,12 @@ impl DatasetInfo {
         &self,
         ds: &hdf5::Dataset,
         mut members: Vec<RecordMember>,
-    ) -> Result<Vec<RecordMember>, String> {
-        let handle = OpenDataset::from_dataset(ds, &self.element).map_err(|e| e.to_string())?;
+    ) -> Result<Vec<RecordMember>, Hdf5Error> {
+        let handle = OpenDataset::from_dataset(ds, &self.element)?;
         let n: u64 = self.shape.iter().product();
         for b in boxes_of_range(&self.shape, 0, n) {
             let records =
-                read_records(handle.id.0, handle.mem_type.0, &members, &b.start, &b.count)
-                    .map_err(|e| e.to_string())?;
+                read_records(handle.id.0, handle.mem_type.0, &members, &b.start, &b.count)?;
             for record in &records {
                 for (cell, m) in record.iter().zip(members.iter_mut()) {
                     if let (Cell::Texts(texts), MemberKind::String { utf8, width, .. }) =
@@ -222,14 +240,16 @@ impl DatasetInfo {
                     dims.truncate(rank.max(0) as usize);
                     self.chunks = Some(dims);
                     self.chunk_index = chunk_index_name(ds.id());
-                    match self.direct_chunks(ds.id(), dcpl.0) {
-                        Ok(direct) => self.direct = Some(direct),
-                        Err(why) => self.fallback_reason = Some(why),
-                    }
+                    self.read_path = match self.direct_chunks(ds.id(), dcpl.0) {
+                        Ok(direct) => ReadPath::DirectChunks(Arc::new(direct)),
+                        Err(why) => ReadPath::Library { why: Some(why) },
+                    };
                 }
                 H5D_layout_t::H5D_CONTIGUOUS if fixed && H5Pget_external_count(dcpl.0) == 0 => {
                     let addr: haddr_t = H5Dget_offset(ds.id());
-                    self.contiguous_at = (addr != HADDR_UNDEF).then_some(addr);
+                    if addr != HADDR_UNDEF {
+                        self.read_path = ReadPath::Contiguous { offset: addr };
+                    }
                 }
                 _ => {}
             }
@@ -282,8 +302,8 @@ impl DatasetInfo {
 
     /// The width of the widest value: characters for UTF-8, bytes for ASCII; at least 1, as
     /// `np.array` of strings gives.
-    fn longest_string(&self, ds: &hdf5::Dataset, utf8: bool) -> Result<usize, String> {
-        let handle = OpenDataset::from_dataset(ds, &self.element).map_err(|e| e.to_string())?;
+    fn longest_string(&self, ds: &hdf5::Dataset, utf8: bool) -> Result<usize, Hdf5Error> {
+        let handle = OpenDataset::from_dataset(ds, &self.element)?;
         let n: u64 = self.shape.iter().product();
         let mut longest = 1;
         // In bounded steps: a dataset of a billion strings must not be held at once.
@@ -291,7 +311,7 @@ impl DatasetInfo {
             let end = (first + STRINGS_AT_ONCE).min(n);
             for b in boxes_of_range(&self.shape, first, end) {
                 let strings = read_strings(&handle, &b.start, &b.count, &self.element);
-                for s in strings.map_err(|e| e.to_string())? {
+                for s in strings? {
                     let width = if utf8 { s.chars().count() } else { s.len() };
                     longest = longest.max(width);
                 }
@@ -304,7 +324,7 @@ impl DatasetInfo {
     /// through libhdf5.
     pub fn read(&self, handle: &OpenDataset, offset: u64, buf: &mut [u8]) -> hdf5::Result<()> {
         let unit = self.unit as u64;
-        self.read_elements(offset, buf, |boxes, out| {
+        read_elements(&self.shape, unit, offset, buf, |boxes, out| {
             let mut pos = 0;
             for b in boxes {
                 let len = (b.len() * unit) as usize;
@@ -313,33 +333,6 @@ impl DatasetInfo {
             }
             Ok(())
         })
-    }
-
-    /// Fills `buf` with payload bytes from `offset`: `fill_boxes` fills a buffer of whole
-    /// elements with the boxes that hold them, one box after the other.
-    pub fn read_elements<E>(
-        &self,
-        offset: u64,
-        buf: &mut [u8],
-        fill_boxes: impl FnOnce(&[ElementBox], &mut [u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let unit = self.unit as u64;
-        let bytes = offset..offset + buf.len() as u64;
-        let (first, end, skip) = element_span(&bytes, unit);
-        let whole = skip == 0 && (end - first) * unit == buf.len() as u64;
-        let mut scratch = Vec::new();
-        let out: &mut [u8] = if whole {
-            buf
-        } else {
-            scratch.resize(((end - first) * unit) as usize, 0);
-            &mut scratch
-        };
-        fill_boxes(&boxes_of_range(&self.shape, first, end), out)?;
-        if !whole {
-            let skip = skip as usize;
-            buf.copy_from_slice(&scratch[skip..skip + buf.len()]);
-        }
-        Ok(())
     }
 
     fn read_box(

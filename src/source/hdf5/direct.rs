@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
-use super::chunks::{ChunkGrid, ChunkTable, TableError};
+use super::chunks::{ChunkTable, DirectChunks, TableError};
 use super::dataset::{DatasetInfo, OpenDataset};
-use super::filters::FilterPipeline;
 use crate::error::{Error, Result};
 use crate::io::cache::{CachedBytes, ChunkCache};
 use crate::io::readahead::{SequentialReads, WorkerPool};
 use crate::io::SourceFile;
-use crate::npy::{boxes_of_range, ElementBox};
+use crate::npy::{boxes_of_range, read_elements, ElementBox};
 use crate::source::Key;
 
 /// Set to `1` to read every chunked dataset through libhdf5 (to compare, or to work around
@@ -21,15 +20,6 @@ pub const FORCE_FALLBACK_ENV: &str = "ARRFS_HDF5_FALLBACK";
 
 pub fn fallback_forced() -> bool {
     std::env::var(FORCE_FALLBACK_ENV).is_ok_and(|v| v == "1")
-}
-
-/// What the direct path knows of one chunked dataset.
-#[derive(Debug)]
-pub struct DirectChunks {
-    pub grid: ChunkGrid,
-    pub pipeline: FilterPipeline,
-    /// One element of the fill value, in the file's type.
-    pub fill: Vec<u8>,
 }
 
 /// A decoded chunk in the cache: (dataset key, chunk number in C order).
@@ -86,44 +76,51 @@ pub struct ChunkLoader {
 pub struct DatasetRead {
     pub key: Key,
     pub info: Arc<DatasetInfo>,
+    /// The dataset's [`super::dataset::ReadPath::DirectChunks`].
+    pub chunks: Arc<DirectChunks>,
     pub handle: Arc<OpenDataset>,
 }
 
-impl DatasetRead {
-    fn direct(&self) -> Result<&DirectChunks> {
-        self.info
-            .direct
-            .as_ref()
-            .ok_or_else(|| Error::read("", &self.info.path, "not a direct-read dataset"))
-    }
+/// Why one chunk could not be loaded; made an [`Error`] naming file, dataset and chunk in
+/// one place ([`ChunkLoader::located`]).
+#[derive(Debug, thiserror::Error)]
+enum ChunkError {
+    #[error("no chunk table (over budget)")]
+    NoTable,
+    #[error("chunk lies past the end of the file")]
+    PastEnd,
+    #[error("{0}")]
+    Decode(String),
+    /// Reading the file or its chunk index failed: already says where.
+    #[error(transparent)]
+    Source(#[from] Error),
 }
 
 impl ChunkLoader {
     /// The decoded bytes of the chunk at `origin`.
     pub fn chunk(&self, ds: &DatasetRead, origin: &[u64]) -> Result<Arc<CachedBytes>> {
-        let key = (ds.key, ds.direct()?.grid.number(origin));
+        let key = (ds.key, ds.chunks.grid.number(origin));
         self.cache
             .get_or_load(&key, || self.load(ds, origin))
             .map_err(|e| self.located(e, ds, origin))
     }
 
-    /// Adds the file, dataset and chunk to a decode error, so that its log line says where.
-    fn located(&self, e: Error, ds: &DatasetRead, origin: &[u64]) -> Error {
+    /// Adds the file, dataset and chunk to a chunk error, so that its log line says where.
+    fn located(&self, e: ChunkError, ds: &DatasetRead, origin: &[u64]) -> Error {
         match e {
-            Error::Read { cause, .. } => Error::read(
+            ChunkError::Source(e) => e,
+            e => Error::read(
                 self.file.path(),
                 &ds.info.path,
-                format!("chunk at {origin:?}: {cause}"),
+                format!("chunk at {origin:?}: {e}"),
             ),
-            other => other,
         }
     }
 
     /// The chunk table of `ds`, enumerated on first use.
     fn table(&self, ds: &DatasetRead) -> Result<Arc<TableState>> {
         self.tables.get_or_insert_with(&ds.key, || {
-            let grid = &ds.direct()?.grid;
-            match ChunkTable::build(ds.handle.id(), grid, self.table_budget) {
+            match ChunkTable::build(ds.handle.id(), &ds.chunks.grid, self.table_budget) {
                 Ok(table) => Ok(Arc::new(TableState::Ready(table))),
                 Err(TableError::OverBudget(budget)) => {
                     log::warn!(
@@ -142,12 +139,12 @@ impl ChunkLoader {
         })
     }
 
-    fn load(&self, ds: &DatasetRead, origin: &[u64]) -> Result<Vec<u8>> {
-        let direct = ds.direct()?;
+    fn load(&self, ds: &DatasetRead, origin: &[u64]) -> Result<Vec<u8>, ChunkError> {
+        let direct = &ds.chunks;
         let chunk_bytes = direct.grid.chunk_bytes();
         let table = self.table(ds)?;
         let TableState::Ready(table) = table.as_ref() else {
-            return Err(Error::read("", "", "no chunk table (over budget)"));
+            return Err(ChunkError::NoTable);
         };
         let location = table.locate(direct.grid.number(origin));
         let Some(address) = location.address else {
@@ -155,14 +152,14 @@ impl ChunkLoader {
         };
         let address = address.saturating_add(self.address_base);
         if address.saturating_add(location.size) > self.file.len() {
-            return Err(Error::read("", "", "chunk lies past the end of the file"));
+            return Err(ChunkError::PastEnd);
         }
         let mut stored = vec![0u8; location.size as usize];
         self.file.read_at(address, &mut stored)?;
         direct
             .pipeline
             .decode(stored, location.filter_mask, chunk_bytes)
-            .map_err(|cause| Error::read("", "", cause))
+            .map_err(ChunkError::Decode)
     }
 }
 
@@ -214,9 +211,11 @@ impl DirectReader {
 
     /// Fills `buf` with payload bytes from `offset` of a dataset with [`DirectChunks`].
     pub fn read(&self, ds: &DatasetRead, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let grid = &ds.direct()?.grid;
-        ds.info
-            .read_elements(offset, buf, |boxes, out| self.fill_boxes(ds, boxes, out))?;
+        let grid = &ds.chunks.grid;
+        let unit = grid.unit() as u64;
+        read_elements(grid.shape(), unit, offset, buf, |boxes, out| {
+            self.fill_boxes(ds, boxes, out)
+        })?;
         let end = offset + buf.len() as u64;
         let window = (READ_AHEAD_CHUNKS * grid.chunk_bytes() as u64).max(MIN_READ_AHEAD);
         if let Some((from, to)) = self.sequential.record(ds.key, offset, end, window) {
@@ -229,8 +228,7 @@ impl DirectReader {
     /// Remembers the chunks of the sequential read `[offset, end)` and drops from the cache
     /// those the stream has left behind.
     fn drop_passed_chunks(&self, ds: &DatasetRead, offset: u64, end: u64) {
-        let Ok(direct) = ds.direct() else { return };
-        let grid = &direct.grid;
+        let grid = &ds.chunks.grid;
         let unit = grid.unit() as u64;
         let mut passed = self.passed.lock().unwrap();
         for b in boxes_of_range(grid.shape(), offset / unit, end.div_ceil(unit)) {
@@ -259,7 +257,7 @@ impl DirectReader {
     /// this thread starts on the first (and then takes, or waits for, the rest from the
     /// cache).
     fn fill_boxes(&self, ds: &DatasetRead, boxes: &[ElementBox], out: &mut [u8]) -> Result<()> {
-        let grid = &ds.direct()?.grid;
+        let grid = &ds.chunks.grid;
         let per_box: Vec<Vec<Vec<u64>>> = boxes.iter().map(|b| grid.chunks_of_box(b)).collect();
         self.decode_in_background(ds, per_box.iter().flatten().skip(1).cloned().collect());
         let mut at = 0;
@@ -276,7 +274,7 @@ impl DirectReader {
 
     /// Starts decoding the chunks that hold payload bytes `[from, to)`.
     fn read_ahead(&self, ds: &DatasetRead, from: u64, to: u64) {
-        let Ok(direct) = ds.direct() else { return };
+        let direct = &ds.chunks;
         let unit = direct.grid.unit() as u64;
         let elements: u64 = direct.grid.shape().iter().product();
         let first = (from / unit).min(elements);
@@ -292,8 +290,7 @@ impl DirectReader {
     /// decoded, in jobs of about [`JOB_BYTES`]. Errors are left for the reader that asks for
     /// a chunk (it decodes again and reports).
     fn decode_in_background(&self, ds: &DatasetRead, mut origins: Vec<Vec<u64>>) {
-        let Ok(direct) = ds.direct() else { return };
-        let grid = &direct.grid;
+        let grid = &ds.chunks.grid;
         origins.retain(|o| !self.loader.cache.has_or_loading(&(ds.key, grid.number(o))));
         let per_job = (JOB_BYTES / grid.chunk_bytes().max(1)).max(1);
         while !origins.is_empty() {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use hdf5_sys::h5d::{H5D_layout_t, H5Dget_create_plist};
 use hdf5_sys::h5p::{H5Pget_layout, H5Pget_virtual_count, H5Pget_virtual_filename};
 
+use super::error::Hdf5Error;
 use super::ffi::{external_files, file_name, sync, Hid};
 
 /// libhdf5's variable for where external raw data files are looked up, and the value that
@@ -55,31 +56,40 @@ impl ExternalRoot {
     }
 
     /// Whether libhdf5 may open other files at all (not for a file read through the driver).
-    pub fn may_open_files(&self) -> Result<(), String> {
-        match self.by_path {
-            true => Ok(()),
-            false => Err(NOT_BY_PATH.into()),
+    pub fn may_open_files(&self) -> Result<(), Hdf5Error> {
+        if self.by_path {
+            return Ok(());
         }
+        Err(Hdf5Error::Refused(NOT_BY_PATH.into()))
     }
 
     /// Whether the target of external link `name` in `group` (a dataset or not) may be
     /// shown; `Err` says why not.
-    pub fn check_link(&self, group: &hdf5::Group, name: &str, dataset: bool) -> Result<(), String> {
+    pub fn check_link(
+        &self,
+        group: &hdf5::Group,
+        name: &str,
+        dataset: bool,
+    ) -> Result<(), Hdf5Error> {
         self.may_open_files()?;
-        let cannot = |e: hdf5::Error| format!("external link cannot be opened: {e}");
+        let cannot = |e: hdf5::Error| match Hdf5Error::from(e) {
+            Hdf5Error::Library(why) => {
+                Hdf5Error::Library(format!("external link cannot be opened: {why}"))
+            }
+            other => other,
+        };
         let target = if dataset {
             file_name(group.dataset(name).map_err(cannot)?.id())
         } else {
             file_name(group.group(name).map_err(cannot)?.id())
         };
-        self.check("external link target", &target.map_err(|e| e.to_string())?)
+        self.check("external link target", &target?)
     }
 
     /// Whether the external raw data files of dataset `ds` may be read; `Err` says why not.
-    pub fn check_raw_data(&self, ds: &hdf5::Dataset) -> Result<(), String> {
+    pub fn check_raw_data(&self, ds: &hdf5::Dataset) -> Result<(), Hdf5Error> {
         // SAFETY: ds is a valid dataset; the plist is released on drop.
-        let dcpl = sync(|| Hid::new(unsafe { H5Dget_create_plist(ds.id()) }))
-            .map_err(|e| e.to_string())?;
+        let dcpl = sync(|| Hid::new(unsafe { H5Dget_create_plist(ds.id()) }))?;
         // SAFETY: `dcpl` is the dataset's own creation property list, held by its `Hid`.
         let files = sync(|| unsafe { external_files(dcpl.0) });
         if files.is_empty() {
@@ -87,12 +97,12 @@ impl ExternalRoot {
         }
         self.may_open_files()?;
         if std::env::var(EXTFILE_PREFIX_ENV).as_deref() != Ok(ORIGIN) {
-            return Err(format!(
+            return Err(Hdf5Error::Refused(format!(
                 "external raw data: {EXTFILE_PREFIX_ENV} is not {ORIGIN} (the arrfs binary \
                  sets it): libhdf5 would look in the working directory"
-            ));
+            )));
         }
-        let holder = file_name(ds.id()).map_err(|e| e.to_string())?;
+        let holder = file_name(ds.id())?;
         let dir = holder.parent().unwrap_or(Path::new("/"));
         for file in files {
             self.check("external raw data file", &dir.join(file))?;
@@ -103,13 +113,12 @@ impl ExternalRoot {
     /// For a file read through the driver: whether virtual dataset `ds` takes data only
     /// from its own file (source file name `.`). libhdf5 reads a source it cannot open as
     /// fill values, which would be wrong bytes rather than an error.
-    pub fn check_virtual_sources(&self, ds: &hdf5::Dataset) -> Result<(), String> {
+    pub fn check_virtual_sources(&self, ds: &hdf5::Dataset) -> Result<(), Hdf5Error> {
         if self.by_path {
             return Ok(());
         }
         // SAFETY: ds is a valid dataset; the plist is released on drop.
-        let dcpl = sync(|| Hid::new(unsafe { H5Dget_create_plist(ds.id()) }))
-            .map_err(|e| e.to_string())?;
+        let dcpl = sync(|| Hid::new(unsafe { H5Dget_create_plist(ds.id()) }))?;
         // SAFETY: queries of the dataset's own creation property list, under the lock.
         let sources = sync(|| unsafe {
             if H5Pget_layout(dcpl.0) != H5D_layout_t::H5D_VIRTUAL {
@@ -117,35 +126,38 @@ impl ExternalRoot {
             }
             let mut count = 0;
             if H5Pget_virtual_count(dcpl.0, &mut count) < 0 {
-                return Err("virtual dataset: its mappings cannot be read".to_string());
+                let why = "virtual dataset: its mappings cannot be read";
+                return Err(Hdf5Error::Library(why.into()));
             }
             Ok((0..count).map(|i| virtual_filename(dcpl.0, i)).collect())
         })?;
-        match sources.iter().all(|name| name.as_deref() == Some(".")) {
-            true => Ok(()),
-            false => Err(format!("virtual dataset: {NOT_BY_PATH}")),
+        if sources.iter().all(|name| name.as_deref() == Some(".")) {
+            return Ok(());
         }
+        Err(Hdf5Error::Refused(format!(
+            "virtual dataset: {NOT_BY_PATH}"
+        )))
     }
 
-    fn check(&self, what: &str, path: &Path) -> Result<(), String> {
+    fn check(&self, what: &str, path: &Path) -> Result<(), Hdf5Error> {
         if path.is_relative() {
             // HDF5 found it only relative to the working directory, its last resort.
-            return Err(format!(
+            return Err(Hdf5Error::Refused(format!(
                 "{what} {} not found next to the file that names it",
                 path.display()
-            ));
+            )));
         }
         let found = path
             .canonicalize()
-            .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+            .map_err(|e| Hdf5Error::of_io(&e, format!("{what} {}: {e}", path.display())))?;
         match &self.root {
-            Some(root) if !found.starts_with(root) => Err(format!(
+            Some(root) if !found.starts_with(root) => Err(Hdf5Error::Refused(format!(
                 "{what} {} lies outside {}, the source's directory: not followed (with -o \
                  allow_other it would show other users a file they may not be allowed to \
                  read; -o external_links=any follows it)",
                 found.display(),
                 root.display()
-            )),
+            ))),
             _ => Ok(()),
         }
     }

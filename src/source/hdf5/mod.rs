@@ -9,6 +9,7 @@ mod chunks;
 mod codecs;
 mod dataset;
 mod direct;
+mod error;
 mod external;
 mod ffi;
 mod filters;
@@ -51,12 +52,13 @@ pub fn chunk_table_work() -> u64 {
     use std::sync::atomic::Ordering::Relaxed;
     chunks::TABLE_ENTRIES_VISITED.load(Relaxed) + chunks::TABLE_PROBES.load(Relaxed)
 }
-use dataset::{DatasetInfo, OpenDataset};
+use dataset::{DatasetInfo, OpenDataset, ReadPath};
 use direct::{DatasetRead, DirectReader};
+use error::Hdf5Error;
 
 use crate::error::{Error, Result};
 use crate::io::{stable_hash, Location, SourceFile};
-use crate::source::{Entry, EntryKind, Key, Listing, Source, SourceOptions};
+use crate::source::{Entry, EntryKind, Key, Listing, Skipped, Source, SourceOptions};
 
 /// How many datasets keep an open handle (and HDF5 chunk cache) between reads.
 const OPEN_DATASETS: usize = 16;
@@ -158,7 +160,7 @@ impl Hdf5Source {
             Hdf5Access::Path => hdf5::File::open(name).map(|file| (file, None)),
             Hdf5Access::Driver => vfd::open(source.clone(), name).map(|(f, r)| (f, Some(r))),
         };
-        let (file, driver_reads) = opened.map_err(|e| Error::format(path, hdf5_cause(&e)))?;
+        let (file, driver_reads) = opened.map_err(|e| Hdf5Error::from(e).opening(path))?;
         let external = external::ExternalRoot::new(
             name,
             options.root.as_deref(),
@@ -169,7 +171,7 @@ impl Hdf5Source {
         // or corrupt file fails here, at mount, rather than on first `ls`.
         file.group("/")
             .and_then(|g| g.links(IndexType::Name, IterationOrder::Increasing))
-            .map_err(|e| Error::format(path, hdf5_cause(&e)))?;
+            .map_err(|e| Hdf5Error::from(e).opening(path))?;
         let per_dataset = (options.cache_size as usize / OPEN_DATASETS).clamp(1 << 20, 64 << 20);
         let fallback_forced = direct::fallback_forced();
         if fallback_forced {
@@ -208,10 +210,14 @@ impl Hdf5Source {
         self.driver_reads.as_deref()
     }
 
-    fn register(&self, object: Object) -> Key {
+    /// Registers the objects of one listing at once; returns the key of the first. A listing
+    /// that fails registers none, so keys stay those of the successful listings (which a
+    /// reopened container replays to get the same keys back).
+    fn register_all(&self, new: Vec<Object>) -> Key {
         let mut objects = self.objects.write().unwrap();
-        objects.push(object);
-        (objects.len() - 1) as Key
+        let first = objects.len() as Key;
+        objects.extend(new);
+        first
     }
 
     fn group_path(&self, key: Key) -> Result<String> {
@@ -230,22 +236,42 @@ impl Hdf5Source {
         }
     }
 
+    /// The open dataset, once the source is known unchanged: cached chunks and libhdf5's
+    /// reads do not pass through `read_at`'s check.
+    fn open_unchanged(&self, key: Key, info: &DatasetInfo) -> Result<Arc<OpenDataset>> {
+        self.source.check_unchanged()?;
+        self.open_dataset(key, info)
+    }
+
+    fn read_through_library(
+        &self,
+        info: &DatasetInfo,
+        handle: &OpenDataset,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        info.read(handle, offset, buf)
+            .map_err(|e| Hdf5Error::from(e).at(self.path(), &info.path))
+    }
+
     fn open_dataset(&self, key: Key, info: &DatasetInfo) -> Result<Arc<OpenDataset>> {
         self.open.get_or_insert_with(&key, || {
             OpenDataset::open(&self.file, &info.path, self.chunk_cache_bytes)
                 .map(Arc::new)
-                .map_err(|e| Error::read(self.path(), &info.path, hdf5_cause(&e)))
+                .map_err(|e| Hdf5Error::from(e).at(self.path(), &info.path))
         })
     }
 
-    /// One link of group `gpath`: an entry, or the reason it is left out.
+    /// One link of group `gpath`: an entry and the object its key is to name (its key is
+    /// then the object's index among those of the listing), or the reason it is left out.
     fn entry_of(
         &self,
         group: &hdf5::Group,
         gpath: &str,
         name: &str,
         link: LinkType,
-    ) -> Result<Entry, String> {
+        new: &mut Vec<Object>,
+    ) -> Result<Entry, Hdf5Error> {
         let path = join(gpath, name);
         if link == LinkType::Soft {
             return self.soft_link_entry(group, gpath, name);
@@ -254,10 +280,14 @@ impl Hdf5Source {
             // Before libhdf5 follows it (to tell a group from a dataset).
             self.external.may_open_files()?;
         }
-        let info = group.loc_info_by_name(name).map_err(|e| match link {
-            LinkType::External => format!("external link cannot be opened: {}", hdf5_cause(&e)),
-            _ => hdf5_cause(&e),
-        })?;
+        let info = group
+            .loc_info_by_name(name)
+            .map_err(|e| match (link, e.into()) {
+                (LinkType::External, Hdf5Error::Library(why)) => {
+                    Hdf5Error::Library(format!("external link cannot be opened: {why}"))
+                }
+                (_, e) => e,
+            })?;
         if link == LinkType::External {
             let dataset = info.loc_type == LocationType::Dataset;
             self.external.check_link(group, name, dataset)?;
@@ -266,29 +296,33 @@ impl Hdf5Source {
             .then(|| stable_hash(&[format!("{:?}", info.token).as_bytes()]));
         let mut entry = match info.loc_type {
             LocationType::Group => {
-                let key = self.register(Object::Group(path));
-                Entry::new(name.to_string(), key, EntryKind::Dir)
+                new.push(Object::Group(path));
+                Entry::new(name.to_string(), (new.len() - 1) as Key, EntryKind::Dir)
             }
             LocationType::Dataset => {
-                let ds = group.dataset(name).map_err(|e| hdf5_cause(&e))?;
+                let ds = group.dataset(name)?;
                 self.external.check_raw_data(&ds)?;
                 self.external.check_virtual_sources(&ds)?;
                 let mut info = DatasetInfo::describe(&ds, &path)?;
                 if link == LinkType::External || !self.holds(&ds) {
                     // Its offsets are in another file (reached by an external link, maybe
                     // through a group): read it through HDF5.
-                    info.contiguous_at = None;
-                    info.direct = None;
+                    info.read_path = info.read_path.library();
                 }
                 self.choose_chunk_path(&mut info);
                 let xattrs = info.xattrs(&ds);
                 let header = info.npy_header();
-                let key = self.register(Object::Dataset(Arc::new(info)));
+                new.push(Object::Dataset(Arc::new(info)));
+                let key = (new.len() - 1) as Key;
                 let mut entry = Entry::new(format!("{name}.npy"), key, EntryKind::Array(header));
                 entry.xattrs = xattrs;
                 entry
             }
-            _ => return Err("named datatype (not an array)".into()),
+            _ => {
+                return Err(Hdf5Error::Unsupported(
+                    "named datatype (not an array)".into(),
+                ))
+            }
         };
         entry.identity = identity;
         entry.nlink = info.num_links.max(1) as u32;
@@ -303,10 +337,11 @@ impl Hdf5Source {
     /// Drops the direct chunk path where it is switched off, and logs why a chunked dataset
     /// is read through libhdf5.
     fn choose_chunk_path(&self, info: &mut DatasetInfo) {
-        if self.fallback_forced && info.direct.take().is_some() {
-            info.fallback_reason = Some(format!("{} is set", direct::FORCE_FALLBACK_ENV));
+        if self.fallback_forced && matches!(info.read_path, ReadPath::DirectChunks(_)) {
+            let why = format!("{} is set", direct::FORCE_FALLBACK_ENV);
+            info.read_path = ReadPath::Library { why: Some(why) };
         }
-        if let Some(why) = &info.fallback_reason {
+        if let ReadPath::Library { why: Some(why) } = &info.read_path {
             log::debug!(
                 "{}: {}: chunks read through libhdf5: {why}",
                 self.path().display(),
@@ -323,8 +358,8 @@ impl Hdf5Source {
         group: &hdf5::Group,
         gpath: &str,
         name: &str,
-    ) -> Result<Entry, String> {
-        let target = ffi::soft_link_target(group.id(), name).map_err(|e| hdf5_cause(&e))?;
+    ) -> Result<Entry, Hdf5Error> {
+        let target = ffi::soft_link_target(group.id(), name)?;
         let absolute = if target.starts_with('/') {
             target.clone()
         } else {
@@ -374,10 +409,10 @@ impl Source for Hdf5Source {
         let group = self
             .file
             .group(&gpath)
-            .map_err(|e| Error::read(self.path(), &gpath, hdf5_cause(&e)))?;
+            .map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
         let links = group
             .links(IndexType::Name, IterationOrder::Increasing)
-            .map_err(|e| Error::read(self.path(), &gpath, hdf5_cause(&e)))?;
+            .map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
         let mut listing = Listing {
             xattrs: attrs::xattrs_of(&group),
             ..Listing::default()
@@ -387,46 +422,57 @@ impl Source for Hdf5Source {
                 .entries
                 .extend(attrs::sidecar(".attrs.json".into(), &group, false));
         }
+        let mut new = Vec::new();
+        // Indices of the entries whose key is an index into `new`.
+        let mut owners = Vec::new();
         for (name, link) in links {
-            match self.entry_of(&group, &gpath, &name, link.link_type) {
+            let objects = new.len();
+            match self.entry_of(&group, &gpath, &name, link.link_type, &mut new) {
                 Ok(entry) => {
+                    if new.len() > objects {
+                        owners.push(listing.entries.len());
+                    }
                     let sidecar = self.dataset_sidecar(&group, &name, &entry);
                     listing.entries.push(entry);
                     listing.entries.extend(sidecar);
                 }
-                Err(why) => {
-                    log::debug!(
-                        "{}: {} left out: {why}",
-                        self.path().display(),
-                        join(&gpath, &name)
-                    );
-                    listing.skipped.push((name, why));
+                Err(e) => {
+                    let what = join(&gpath, &name);
+                    let why = e.skip_reason(self.path(), &what)?;
+                    log::debug!("{}: {what} left out: {why}", self.path().display());
+                    listing.skipped.push(Skipped::new(name, why));
                 }
             }
+        }
+        let first = self.register_all(new);
+        for i in owners {
+            listing.entries[i].key += first;
         }
         Ok(listing)
     }
 
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
         let info = self.dataset_info(file)?;
-        if let Some(address) = info.contiguous_at {
-            return self.source.read_at(address + offset, buf);
-        }
-        // Cached chunks and libhdf5's reads do not pass through `read_at`'s check.
-        self.source.check_unchanged()?;
-        let handle = self.open_dataset(file, &info)?;
-        if info.direct.is_some() {
-            let ds = DatasetRead {
-                key: file,
-                info: info.clone(),
-                handle: handle.clone(),
-            };
-            if self.direct.can_read(&ds)? {
-                return self.direct.read(&ds, offset, buf);
+        match &info.read_path {
+            ReadPath::Contiguous { offset: at } => self.source.read_at(at + offset, buf),
+            ReadPath::DirectChunks(chunks) => {
+                let ds = DatasetRead {
+                    key: file,
+                    info: info.clone(),
+                    chunks: chunks.clone(),
+                    handle: self.open_unchanged(file, &info)?,
+                };
+                if self.direct.can_read(&ds)? {
+                    self.direct.read(&ds, offset, buf)
+                } else {
+                    self.read_through_library(&info, &ds.handle, offset, buf)
+                }
+            }
+            ReadPath::Library { .. } => {
+                let handle = self.open_unchanged(file, &info)?;
+                self.read_through_library(&info, &handle, offset, buf)
             }
         }
-        info.read(&handle, offset, buf)
-            .map_err(|e| Error::read(self.path(), &info.path, hdf5_cause(&e)))
     }
 }
 
@@ -451,11 +497,6 @@ fn relative_link(from: &str, to: &str) -> String {
     } else {
         parts.join("/")
     }
-}
-
-/// The most telling line of an HDF5 error.
-fn hdf5_cause(e: &hdf5::Error) -> String {
-    e.to_string()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::ffi::c_char;
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5t::*;
 
+use super::error::Hdf5Error;
 use super::ffi::{read_hyperslab, sync, take_h5_string, Hid};
 use super::types::array_parts;
 use crate::npy::{ByteOrder, Dtype, Field};
@@ -76,12 +77,12 @@ impl MemberKind {
 /// `tid` must be a valid compound type; call under HDF5's lock.
 pub unsafe fn record_members(
     tid: hid_t,
-    fixed_dtype: impl Fn(hid_t) -> Result<(Dtype, Vec<u64>), String>,
-) -> Result<Option<Vec<RecordMember>>, String> {
+    fixed_dtype: impl Fn(hid_t) -> Result<(Dtype, Vec<u64>), Hdf5Error>,
+) -> Result<Option<Vec<RecordMember>>, Hdf5Error> {
     let n = H5Tget_nmembers(tid).max(0) as u32;
     // (UTF-8?, array dims) of a variable-length string member or an array of them.
-    let is_string = |i: u32| -> Result<Option<(bool, Vec<u64>)>, String> {
-        let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
+    let is_string = |i: u32| -> Result<Option<(bool, Vec<u64>)>, Hdf5Error> {
+        let member = Hid::new(H5Tget_member_type(tid, i))?;
         let (base, dims) = match H5Tget_class(member.0) {
             H5T_class_t::H5T_ARRAY => array_parts(member.0)?,
             _ => (member, Vec::new()),
@@ -108,7 +109,7 @@ pub unsafe fn record_members(
                 dims,
             },
             None => {
-                let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
+                let member = Hid::new(H5Tget_member_type(tid, i))?;
                 let (dtype, dims) = fixed_dtype(member.0)?;
                 let size = H5Tget_size(member.0);
                 MemberKind::Fixed { dtype, dims, size }

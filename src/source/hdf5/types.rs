@@ -7,6 +7,7 @@ use hdf5_sys::h5::hsize_t;
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5t::*;
 
+use super::error::Hdf5Error;
 use super::ffi::{sync, take_h5_string, Hid};
 use super::records::{record_members, RecordMember};
 use crate::npy::{ByteOrder, Dtype, Field};
@@ -34,7 +35,7 @@ impl ElementType {
 }
 
 /// Maps the HDF5 type `tid`, or says why no plain `.npy` can hold it.
-pub fn element_type(tid: hid_t) -> Result<ElementType, String> {
+pub fn element_type(tid: hid_t) -> Result<ElementType, Hdf5Error> {
     sync(|| {
         // SAFETY: tid is a valid datatype id for the whole call.
         unsafe {
@@ -78,7 +79,7 @@ pub fn element_type(tid: hid_t) -> Result<ElementType, String> {
 ///
 /// # Safety
 /// `member` must be a valid datatype id; call under HDF5's lock.
-unsafe fn record_member_dtype(member: hid_t) -> Result<(Dtype, Vec<u64>), String> {
+unsafe fn record_member_dtype(member: hid_t) -> Result<(Dtype, Vec<u64>), Hdf5Error> {
     // Read through its converting memory type if it has one (`records::record_mem_type`),
     // which keeps its size.
     converting(member)?;
@@ -91,13 +92,13 @@ unsafe fn record_member_dtype(member: hid_t) -> Result<(Dtype, Vec<u64>), String
     }
 }
 
-pub(super) unsafe fn array_parts(tid: hid_t) -> Result<(Hid, Vec<u64>), String> {
+pub(super) unsafe fn array_parts(tid: hid_t) -> Result<(Hid, Vec<u64>), Hdf5Error> {
     let rank = H5Tget_array_ndims(tid);
     let mut dims = vec![0 as hsize_t; rank.max(0) as usize];
     if rank < 0 || H5Tget_array_dims2(tid, dims.as_mut_ptr()) < 0 {
         return Err("unreadable array type".into());
     }
-    let base = Hid::new(H5Tget_super(tid)).map_err(|e| e.to_string())?;
+    let base = Hid::new(H5Tget_super(tid))?;
     Ok((base, dims))
 }
 
@@ -110,7 +111,7 @@ fn order_of(tid: hid_t) -> ByteOrder {
 }
 
 /// The dtype of a fixed-size HDF5 type (no variable-length parts).
-unsafe fn dtype_of(tid: hid_t) -> Result<Dtype, String> {
+unsafe fn dtype_of(tid: hid_t) -> Result<Dtype, Hdf5Error> {
     let size = H5Tget_size(tid);
     let order = order_of(tid);
     match H5Tget_class(tid) {
@@ -124,9 +125,9 @@ unsafe fn dtype_of(tid: hid_t) -> Result<Dtype, String> {
         H5T_class_t::H5T_BITFIELD => int_dtype('u', order, size),
         H5T_class_t::H5T_FLOAT if matches!(size, 2 | 4 | 8) => Ok(Dtype::plain('f', order, size)),
         H5T_class_t::H5T_FLOAT if is_native_long_double(tid) => Ok(Dtype::plain('f', order, size)),
-        H5T_class_t::H5T_FLOAT => Err(format!(
+        H5T_class_t::H5T_FLOAT => Err(Hdf5Error::Unsupported(format!(
             "{size}-byte float other than this machine's long double: no numpy dtype here"
-        )),
+        ))),
         H5T_class_t::H5T_STRING if H5Tis_variable_str(tid) > 0 => {
             Err("variable-length string inside a compound or array type".into())
         }
@@ -138,24 +139,24 @@ unsafe fn dtype_of(tid: hid_t) -> Result<Dtype, String> {
         H5T_class_t::H5T_REFERENCE => Err("object or region references".into()),
         H5T_class_t::H5T_VLEN => Err("variable-length sequences".into()),
         H5T_class_t::H5T_TIME => Err("HDF5 time type".into()),
-        other => Err(format!("unsupported HDF5 type class {other:?}")),
+        other => Err(format!("unsupported HDF5 type class {other:?}").into()),
     }
 }
 
-fn int_dtype(kind: char, order: ByteOrder, size: usize) -> Result<Dtype, String> {
+fn int_dtype(kind: char, order: ByteOrder, size: usize) -> Result<Dtype, Hdf5Error> {
     match size {
         1 | 2 | 4 | 8 => Ok(Dtype::plain(kind, order, size)),
-        _ => Err(format!("{size}-byte integer has no numpy dtype")),
+        _ => Err(format!("{size}-byte integer has no numpy dtype").into()),
     }
 }
 
 /// h5py stores numpy bools as an int8 enum `{FALSE: 0, TRUE: 1}`; other enums read as their
 /// base integer.
-unsafe fn enum_dtype(tid: hid_t) -> Result<Dtype, String> {
+unsafe fn enum_dtype(tid: hid_t) -> Result<Dtype, Hdf5Error> {
     if is_h5py_bool(tid) {
         return Ok(Dtype::plain('b', ByteOrder::NotApplicable, 1));
     }
-    let base = Hid::new(H5Tget_super(tid)).map_err(|e| e.to_string())?;
+    let base = Hid::new(H5Tget_super(tid))?;
     dtype_of(base.0)
 }
 
@@ -177,7 +178,7 @@ unsafe fn is_h5py_bool(tid: hid_t) -> bool {
         ]
 }
 
-unsafe fn compound_dtype(tid: hid_t, itemsize: usize) -> Result<Dtype, String> {
+unsafe fn compound_dtype(tid: hid_t, itemsize: usize) -> Result<Dtype, Hdf5Error> {
     let n = H5Tget_nmembers(tid);
     if n < 0 {
         return Err("unreadable compound type".into());
@@ -186,7 +187,7 @@ unsafe fn compound_dtype(tid: hid_t, itemsize: usize) -> Result<Dtype, String> {
     for i in 0..n as u32 {
         let name = take_h5_string(H5Tget_member_name(tid, i)).unwrap_or_default();
         let offset = H5Tget_member_offset(tid, i);
-        let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
+        let member = Hid::new(H5Tget_member_type(tid, i))?;
         let (dtype, shape) = match H5Tget_class(member.0) {
             H5T_class_t::H5T_ARRAY => {
                 let (base, dims) = array_parts(member.0)?;
@@ -244,16 +245,16 @@ pub fn var_string_mem_type(file_type: hid_t) -> hdf5::Result<Hid> {
 /// strings that are not null-padded: h5py reads them null-padded. Compounds holding such
 /// members are read through a compound of the converted members. None: the stored bytes are
 /// numpy's. `Err`: an enum over such a base (left out).
-pub fn converting_mem_type(file_type: hid_t) -> Result<Option<Hid>, String> {
+pub fn converting_mem_type(file_type: hid_t) -> Result<Option<Hid>, Hdf5Error> {
     // SAFETY: file_type is a valid datatype id for the whole call.
     sync(|| unsafe { converting(file_type) })
 }
 
-unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
-    let plain = |id: hid_t| Hid::new(id).map(Some).map_err(|e| e.to_string());
+unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, Hdf5Error> {
+    let plain = |id: hid_t| Ok(Some(Hid::new(id)?));
     match H5Tget_class(tid) {
         H5T_class_t::H5T_INTEGER if !is_full_width(tid) => {
-            let copy = Hid::new(H5Tcopy(tid)).map_err(|e| e.to_string())?;
+            let copy = Hid::new(H5Tcopy(tid))?;
             let bits = 8 * H5Tget_size(tid);
             let reset = H5Tset_offset(copy.0, 0) >= 0
                 && H5Tset_precision(copy.0, bits) >= 0
@@ -269,7 +270,7 @@ unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
                 (4, true) => plain(H5Tcopy(*H5T_IEEE_F32BE)),
                 (8, false) => plain(H5Tcopy(*H5T_IEEE_F64LE)),
                 (8, true) => plain(H5Tcopy(*H5T_IEEE_F64BE)),
-                (size, _) => Err(format!("{size}-byte float outside the IEEE layout")),
+                (size, _) => Err(format!("{size}-byte float outside the IEEE layout").into()),
             }
         }
         H5T_class_t::H5T_ARRAY => {
@@ -289,7 +290,7 @@ unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
             }
             // h5py reads every fixed string through a null-padded memory type: space padding
             // is stripped, a null-terminated value ends at its first null.
-            let copy = Hid::new(H5Tcopy(tid)).map_err(|e| e.to_string())?;
+            let copy = Hid::new(H5Tcopy(tid))?;
             if H5Tset_strpad(copy.0, H5T_str_t::H5T_STR_NULLPAD) >= 0 {
                 Ok(Some(copy))
             } else {
@@ -298,7 +299,7 @@ unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
         }
         H5T_class_t::H5T_COMPOUND => converting_compound(tid),
         H5T_class_t::H5T_ENUM => {
-            let base = Hid::new(H5Tget_super(tid)).map_err(|e| e.to_string())?;
+            let base = Hid::new(H5Tget_super(tid))?;
             match converting(base.0)? {
                 Some(_) => Err("enum stored with reduced precision (n-bit)".into()),
                 None => Ok(None),
@@ -310,12 +311,12 @@ unsafe fn converting(tid: hid_t) -> Result<Option<Hid>, String> {
 
 /// A compound of the same layout whose members that need converting are replaced by their
 /// memory types; None if no member needs it.
-unsafe fn converting_compound(tid: hid_t) -> Result<Option<Hid>, String> {
+unsafe fn converting_compound(tid: hid_t) -> Result<Option<Hid>, Hdf5Error> {
     let n = H5Tget_nmembers(tid).max(0) as u32;
     let mut members = Vec::with_capacity(n as usize);
     let mut any = false;
     for i in 0..n {
-        let member = Hid::new(H5Tget_member_type(tid, i)).map_err(|e| e.to_string())?;
+        let member = Hid::new(H5Tget_member_type(tid, i))?;
         let converted = converting(member.0)?;
         any |= converted.is_some();
         members.push(converted.unwrap_or(member));
@@ -323,8 +324,7 @@ unsafe fn converting_compound(tid: hid_t) -> Result<Option<Hid>, String> {
     if !any {
         return Ok(None);
     }
-    let mem = Hid::new(H5Tcreate(H5T_class_t::H5T_COMPOUND, H5Tget_size(tid)))
-        .map_err(|e| e.to_string())?;
+    let mem = Hid::new(H5Tcreate(H5T_class_t::H5T_COMPOUND, H5Tget_size(tid)))?;
     for (i, member) in members.iter().enumerate() {
         let name = H5Tget_member_name(tid, i as u32);
         let offset = H5Tget_member_offset(tid, i as u32);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::numpy::{python_scalar, ArrayPayload};
 use super::value::{Heap, Object, Value};
 use crate::npy::str_repr;
+use crate::source::{SkipReason, Skipped};
 
 /// Most entries one pickle may show, counted over every reference to shared values.
 pub const MAX_NODES: usize = 250_000;
@@ -24,7 +25,7 @@ pub enum Node {
 pub struct DirNode {
     /// Name (with `.npy` for arrays) and node index.
     pub children: Vec<(String, usize)>,
-    pub skipped: Vec<(String, String)>,
+    pub skipped: Vec<Skipped>,
 }
 
 /// Node 0 is the root directory.
@@ -66,7 +67,8 @@ impl Builder<'_> {
     fn skip(&mut self, dir: usize, name: String, why: String) {
         log::debug!("pickle: {name:?} left out: {why}");
         if let Some(dir) = self.dir(dir) {
-            dir.skipped.push((name, why));
+            dir.skipped
+                .push(Skipped::new(name, SkipReason::Unsupported(why)));
         }
     }
 

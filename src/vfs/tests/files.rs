@@ -186,8 +186,8 @@ fn a_directory_shows_its_own_xattrs_and_what_was_skipped() {
         entries: vec![array("kept.npy", 11, &[1])],
         xattrs: vec![("user.h5.title".into(), b"run 4".to_vec())],
         skipped: vec![
-            ("ref".into(), "object reference".into()),
-            ("odd".into(), "unsupported type".into()),
+            Skipped::new("ref", SkipReason::Unsupported("object reference".into())),
+            Skipped::new("odd", SkipReason::Broken("unsupported type".into())),
         ],
     };
     let source = MemSource::default()

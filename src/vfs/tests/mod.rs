@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::npy::{ByteOrder, Dtype, NpyHeader};
-use crate::source::{Key, Listing};
+use crate::source::{Key, Listing, SkipReason, Skipped};
 
 /// A source held in memory: directory key -> its listing. Payload byte `i` of file `k` is
 /// [`payload_byte`]`(k, i)`. Listing or reading a `broken` key fails as a corrupt container
