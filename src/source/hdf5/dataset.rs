@@ -8,10 +8,13 @@ use hdf5_sys::h5d::{
     H5D_layout_t, H5Dget_chunk_index_type, H5Dget_create_plist, H5Dget_offset, H5Dget_type,
     H5Dopen2, H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS,
 };
+use hdf5_sys::h5f::H5Fget_create_plist;
 use hdf5_sys::h5i::hid_t;
+use hdf5_sys::h5i::H5Iget_file_id;
 use hdf5_sys::h5p::{
     H5Pcreate, H5Pget_chunk, H5Pget_chunk_opts, H5Pget_external_count, H5Pget_fill_value,
-    H5Pget_layout, H5Pset_chunk_cache, H5P_CLS_DATASET_ACCESS,
+    H5Pget_layout, H5Pget_nfilters, H5Pget_sizes, H5Pget_userblock, H5Pset_chunk_cache,
+    H5P_CLS_DATASET_ACCESS,
 };
 use hdf5_sys::h5s::H5S_class_t;
 use hdf5_sys::h5t::H5Tget_size;
@@ -19,8 +22,9 @@ use hdf5_sys::h5t::H5Tget_size;
 use super::attrs::xattrs_of;
 use super::chunks::{ChunkGrid, DirectChunks};
 use super::error::Hdf5Error;
-use super::ffi::{h5check, pointer_bytes, read_hyperslab, sync, take_h5_string, Hid};
+use super::ffi::{h5check, pointer_bytes, read_hyperslab, sync, Hid};
 use super::filters::{stored_filters, FilterPipeline, StoredFilter};
+use super::heap::{ReadAt, VlenRefs};
 use super::records::{
     pack_records, read_records, record_dtype, record_mem_type, string_width, Cell, MemberKind,
     RecordMember,
@@ -28,10 +32,11 @@ use super::records::{
 use super::types::{
     converting_mem_type, element_type, reduced_int, var_string_mem_type, ElementType,
 };
+use super::vlen::{arena_string, VlenArena, VlenError, VLEN_BYTES_PER_READ};
 use crate::npy::{boxes_of_range, read_elements, ByteOrder, Dtype, NpyHeader};
 use crate::source::Xattr;
 
-/// Variable-length strings read at once when sizing a dataset's widest value.
+/// Elements of variable-length strings read at once when sizing a dataset's widest value.
 const STRINGS_AT_ONCE: u64 = 1 << 16;
 
 #[derive(Debug)]
@@ -112,7 +117,14 @@ impl OpenDataset {
 
 impl DatasetInfo {
     /// Reads the dataset's metadata; `Err` says why it cannot be a `.npy`.
-    pub fn describe(ds: &hdf5::Dataset, path: &str) -> Result<DatasetInfo, Hdf5Error> {
+    /// `read_at` reads the file that holds the dataset, if it is the mounted one: then the
+    /// references of contiguous variable-length strings are checked before libhdf5 follows
+    /// them (`heap.rs`).
+    pub fn describe(
+        ds: &hdf5::Dataset,
+        path: &str,
+        read_at: Option<ReadAt>,
+    ) -> Result<DatasetInfo, Hdf5Error> {
         let space = ds.space()?;
         if space_class(&space) == H5S_class_t::H5S_NULL {
             return Err(Hdf5Error::Unsupported(
@@ -138,6 +150,9 @@ impl DatasetInfo {
             converts,
         };
         if let ElementType::VarString { utf8, .. } = info.element {
+            if let Some(read_at) = read_at {
+                info.check_string_refs(ds, read_at)?;
+            }
             unit = info.longest_string(ds, utf8)? * info.element.strings_per_element();
             info.unit = unit;
         }
@@ -181,10 +196,9 @@ impl DatasetInfo {
         mut members: Vec<RecordMember>,
     ) -> Result<Vec<RecordMember>, Hdf5Error> {
         let handle = OpenDataset::from_dataset(ds, &self.element)?;
-        let n: u64 = self.shape.iter().product();
-        for b in boxes_of_range(&self.shape, 0, n) {
-            let records =
-                read_records(handle.id.0, handle.mem_type.0, &members, &b.start, &b.count)?;
+        self.in_bounded_steps(|start, count| {
+            let mut arena = VlenArena::new(usize::MAX, VLEN_BYTES_PER_READ);
+            let records = read_records(&handle, &members, start, count, &mut arena)?;
             for record in &records {
                 for (cell, m) in record.iter().zip(members.iter_mut()) {
                     if let (Cell::Texts(texts), MemberKind::String { utf8, width, .. }) =
@@ -196,7 +210,8 @@ impl DatasetInfo {
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(members)
     }
 
@@ -300,24 +315,59 @@ impl DatasetInfo {
         })
     }
 
+    /// Checks every string's length and heap object before libhdf5 reads them, for a
+    /// contiguous, allocated, unfiltered dataset (`heap.rs`); other layouts are not checked.
+    fn check_string_refs(&self, ds: &hdf5::Dataset, read_at: ReadAt) -> Result<(), String> {
+        let Some(mut refs) = contiguous_vlen_refs(ds) else {
+            return Ok(());
+        };
+        let n = self.shape.iter().product::<u64>() * self.element.strings_per_element() as u64;
+        for first in (0..n).step_by(STRINGS_AT_ONCE as usize) {
+            refs.check(read_at, first, (first + STRINGS_AT_ONCE).min(n))?;
+        }
+        Ok(())
+    }
+
     /// The width of the widest value: characters for UTF-8, bytes for ASCII; at least 1, as
     /// `np.array` of strings gives.
     fn longest_string(&self, ds: &hdf5::Dataset, utf8: bool) -> Result<usize, Hdf5Error> {
         let handle = OpenDataset::from_dataset(ds, &self.element)?;
-        let n: u64 = self.shape.iter().product();
         let mut longest = 1;
-        // In bounded steps: a dataset of a billion strings must not be held at once.
-        for first in (0..n).step_by(STRINGS_AT_ONCE as usize) {
-            let end = (first + STRINGS_AT_ONCE).min(n);
-            for b in boxes_of_range(&self.shape, first, end) {
-                let strings = read_strings(&handle, &b.start, &b.count, &self.element);
-                for s in strings? {
-                    let width = if utf8 { s.chars().count() } else { s.len() };
-                    longest = longest.max(width);
+        self.in_bounded_steps(|start, count| {
+            for s in read_strings(&handle, start, count, &self.element, usize::MAX)? {
+                let width = if utf8 { s.chars().count() } else { s.len() };
+                longest = longest.max(width);
+            }
+            Ok(())
+        })?;
+        Ok(if utf8 { 4 * longest } else { longest })
+    }
+
+    /// Calls `read` on every box of the dataset, in steps of at most [`STRINGS_AT_ONCE`]
+    /// elements (a dataset of a billion strings must not be held at once) whose strings
+    /// hold at most [`VLEN_BYTES_PER_READ`] together: a step over that bound is halved and
+    /// read again; a single element over it leaves the dataset out.
+    fn in_bounded_steps(
+        &self,
+        mut read: impl FnMut(&[u64], &[u64]) -> Result<(), VlenError>,
+    ) -> Result<(), String> {
+        let n: u64 = self.shape.iter().product();
+        let (mut first, mut step) = (0, STRINGS_AT_ONCE);
+        while first < n {
+            let end = (first + step).min(n);
+            let done = boxes_of_range(&self.shape, first, end)
+                .iter()
+                .try_for_each(|b| read(&b.start, &b.count));
+            match done {
+                Ok(()) => first = end,
+                Err(VlenError::OverBound(_)) if step > 1 => step /= 2,
+                Err(e @ VlenError::OverBound(_)) => {
+                    return Err(format!("element {first}: {e}, {VLEN_BYTES_PER_READ} bytes"))
                 }
+                Err(e) => return Err(e.to_string()),
             }
         }
-        Ok(if utf8 { 4 * longest } else { longest })
+        Ok(())
     }
 
     /// Fills `buf` with payload bytes from `offset`, reading only the elements that hold them
@@ -343,14 +393,20 @@ impl DatasetInfo {
         out: &mut [u8],
     ) -> hdf5::Result<()> {
         if let ElementType::Record { members } = &self.element {
-            let records = read_records(handle.id.0, handle.mem_type.0, members, start, count)?;
+            // Every string was measured when the dataset was described: a longer one now is
+            // damage, not data.
+            let widest = members.iter().map(|m| m.kind.string_bytes()).max();
+            let mut arena = VlenArena::new(widest.unwrap_or(0) + 1, usize::MAX);
+            let records = read_records(handle, members, start, count, &mut arena)
+                .map_err(|e| hdf5::Error::from(e.to_string()))?;
             pack_records(&records, members, out);
             return Ok(());
         }
         let ElementType::VarString { utf8, .. } = self.element else {
             return read_hyperslab(handle.id.0, handle.mem_type.0, start, count, out);
         };
-        let strings = read_strings(handle, start, count, &self.element)?;
+        let strings = read_strings(handle, start, count, &self.element, self.string_width() + 1)
+            .map_err(|e| hdf5::Error::from(e.to_string()))?;
         for (s, slot) in strings
             .iter()
             .zip(out.chunks_exact_mut(self.string_width()))
@@ -373,6 +429,10 @@ impl OpenDataset {
         self.id.0
     }
 
+    pub fn mem_type(&self) -> hid_t {
+        self.mem_type.0
+    }
+
     /// A handle on `ds` reading `element`'s strings (variable-length strings or records).
     fn from_dataset(ds: &hdf5::Dataset, element: &ElementType) -> hdf5::Result<Self> {
         // SAFETY: under HDF5's lock; the extra reference taken on the dataset id is the
@@ -391,27 +451,54 @@ impl OpenDataset {
 }
 
 /// Variable-length strings of a hyperslab (`element` of them each), decoded (invalid UTF-8
-/// replaced).
+/// replaced): each at most `each` bytes with its NUL, all at most [`VLEN_BYTES_PER_READ`].
 fn read_strings(
     handle: &OpenDataset,
     start: &[u64],
     count: &[u64],
     element: &ElementType,
-) -> hdf5::Result<Vec<String>> {
+    each: usize,
+) -> Result<Vec<String>, VlenError> {
     let n = count.iter().product::<u64>() as usize * element.strings_per_element();
     let mut ptrs: Vec<*mut c_char> = vec![std::ptr::null_mut(); n];
-    read_hyperslab(
+    let mut arena = VlenArena::new(each, VLEN_BYTES_PER_READ);
+    arena.read(
         handle.id.0,
         handle.mem_type.0,
         start,
         count,
         pointer_bytes(&mut ptrs),
     )?;
-    // SAFETY: HDF5 allocated every non-null pointer in the read above.
+    // SAFETY: every non-null pointer is a string the arena holds until it drops, after this.
     Ok(ptrs
         .into_iter()
-        .map(|p| unsafe { take_h5_string(p) }.unwrap_or_default())
+        .map(|p| unsafe { arena_string(p) })
         .collect())
+}
+
+/// The references of `ds` if it is stored contiguous, allocated and unfiltered.
+fn contiguous_vlen_refs(ds: &hdf5::Dataset) -> Option<VlenRefs> {
+    // SAFETY: under HDF5's lock, plain queries of an open dataset and of property lists
+    // owned by `Hid`s, writing only into locals.
+    sync(|| unsafe {
+        let dcpl = Hid::new(H5Dget_create_plist(ds.id())).ok()?;
+        let contiguous = H5Pget_layout(dcpl.0) == H5D_layout_t::H5D_CONTIGUOUS
+            && H5Pget_external_count(dcpl.0) == 0
+            && H5Pget_nfilters(dcpl.0) == 0;
+        let data_at: haddr_t = H5Dget_offset(ds.id());
+        if !contiguous || data_at == HADDR_UNDEF {
+            return None;
+        }
+        let file = Hid::new(H5Iget_file_id(ds.id())).ok()?;
+        let fcpl = Hid::new(H5Fget_create_plist(file.0)).ok()?;
+        let (mut sizeof_addr, mut sizeof_size) = (0, 0);
+        h5check(H5Pget_sizes(fcpl.0, &mut sizeof_addr, &mut sizeof_size)).ok()?;
+        let mut userblock = 0;
+        h5check(H5Pget_userblock(fcpl.0, &mut userblock)).ok()?;
+        let sane = |n: usize| (1..=8).contains(&n);
+        (sane(sizeof_addr) && sane(sizeof_size))
+            .then(|| VlenRefs::new(data_at, userblock, sizeof_addr, sizeof_size))
+    })
 }
 
 /// One element of the dataset's fill value in its file type; zeros if none can be had.

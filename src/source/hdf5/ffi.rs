@@ -56,6 +56,19 @@ pub fn read_hyperslab(
     count: &[u64],
     buf: &mut [u8],
 ) -> hdf5::Result<()> {
+    read_hyperslab_with(dset, mem_type, start, count, buf, H5P_DEFAULT)
+}
+
+/// [`read_hyperslab`] with the transfer property list `dxpl` (e.g. one whose allocator for
+/// variable-length data is bounded: `vlen.rs`).
+pub fn read_hyperslab_with(
+    dset: hid_t,
+    mem_type: hid_t,
+    start: &[u64],
+    count: &[u64],
+    buf: &mut [u8],
+    dxpl: hid_t,
+) -> hdf5::Result<()> {
     sync(|| {
         // SAFETY: a plain query of a type id the caller holds.
         let element = unsafe { H5Tget_size(mem_type) };
@@ -71,7 +84,7 @@ pub fn read_hyperslab(
         let out = buf.as_mut_ptr().cast::<c_void>();
         if start.is_empty() {
             // SAFETY: `buf` holds exactly the one element of mem_type (checked above).
-            h5check(unsafe { H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) })?;
+            h5check(unsafe { H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, dxpl, out) })?;
             return Ok(());
         }
         // SAFETY: dset is valid (the caller's handle); the space is released on drop.
@@ -95,7 +108,7 @@ pub fn read_hyperslab(
             )
         })?;
         // SAFETY: `buf` holds exactly the selected elements of mem_type (checked above).
-        h5check(unsafe { H5Dread(dset, mem_type, mem_space.0, file_space.0, H5P_DEFAULT, out) })?;
+        h5check(unsafe { H5Dread(dset, mem_type, mem_space.0, file_space.0, dxpl, out) })?;
         Ok(())
     })
 }

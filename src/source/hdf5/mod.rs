@@ -13,10 +13,12 @@ mod error;
 mod external;
 mod ffi;
 mod filters;
+mod heap;
 pub mod probe;
 mod records;
 mod types;
 pub mod vfd;
+mod vlen;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -303,8 +305,11 @@ impl Hdf5Source {
                 let ds = group.dataset(name)?;
                 self.external.check_raw_data(&ds)?;
                 self.external.check_virtual_sources(&ds)?;
-                let mut info = DatasetInfo::describe(&ds, &path)?;
-                if link == LinkType::External || !self.holds(&ds) {
+                let ours = link != LinkType::External && self.holds(&ds);
+                let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
+                let read_at: Option<heap::ReadAt> = ours.then_some(&read_at);
+                let mut info = DatasetInfo::describe(&ds, &path, read_at)?;
+                if !ours {
                     // Its offsets are in another file (reached by an external link, maybe
                     // through a group): read it through HDF5.
                     info.read_path = info.read_path.library();

@@ -9,9 +9,11 @@ use std::ffi::c_char;
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5t::*;
 
+use super::dataset::OpenDataset;
 use super::error::Hdf5Error;
-use super::ffi::{read_hyperslab, sync, take_h5_string, Hid};
+use super::ffi::{sync, take_h5_string, Hid};
 use super::types::array_parts;
+use super::vlen::{arena_string, VlenArena, VlenError};
 use crate::npy::{ByteOrder, Dtype, Field};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +60,14 @@ impl MemberKind {
         match self {
             MemberKind::Fixed { size, .. } => *size,
             MemberKind::String { width, .. } => *width * self.strings(),
+        }
+    }
+
+    /// Bytes of one of this member's strings in the `.npy` (0 for fixed members).
+    pub fn string_bytes(&self) -> usize {
+        match self {
+            MemberKind::String { width, .. } => *width,
+            MemberKind::Fixed { .. } => 0,
         }
     }
 
@@ -179,18 +189,18 @@ pub fn record_mem_type(file_type: hid_t, members: &[RecordMember]) -> hdf5::Resu
     })
 }
 
-/// The records of a hyperslab, member by member.
+/// The records of a hyperslab, member by member; strings allocated in `arena`.
 pub fn read_records(
-    dset: hid_t,
-    mem_type: hid_t,
+    handle: &OpenDataset,
     members: &[RecordMember],
     start: &[u64],
     count: &[u64],
-) -> hdf5::Result<Vec<Vec<Cell>>> {
+    arena: &mut VlenArena,
+) -> Result<Vec<Vec<Cell>>, VlenError> {
     let n = count.iter().product::<u64>() as usize;
     let stride = members.iter().map(|m| m.kind.mem_size()).sum::<usize>();
     let mut raw = vec![0u8; n * stride];
-    read_hyperslab(dset, mem_type, start, count, &mut raw)?;
+    arena.read(handle.id(), handle.mem_type(), start, count, &mut raw)?;
     let mut records = Vec::with_capacity(n);
     for record in raw.chunks_exact(stride.max(1)).take(n) {
         let mut at = 0;
@@ -204,9 +214,9 @@ pub fn read_records(
                         .chunks_exact(std::mem::size_of::<*mut c_char>())
                         .map(|p| {
                             let ptr = usize::from_ne_bytes(p.try_into().unwrap()) as *mut c_char;
-                            // SAFETY: HDF5 allocated this string (or left it null) in the read
-                            // above, and each pointer is taken once.
-                            unsafe { take_h5_string(ptr) }.unwrap_or_default()
+                            // SAFETY: null or a string `arena` holds (allocated in the read
+                            // above); the caller keeps the arena past this copy.
+                            unsafe { arena_string(ptr) }
                         })
                         .collect(),
                 ),
