@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{run_py, Mount, TempDir};
+use common::{run_py, vm_hwm_kib, Mount, TempDir};
 
 /// Writes the good fixtures into a fresh directory.
 fn good_fixtures(name: &str) -> TempDir {
@@ -152,13 +152,6 @@ fn corrupt_containers_in_a_directory_list_empty_and_the_rest_reads() {
         log.contains("bad.npz"),
         "the log names the bad container:\n{log}"
     );
-}
-
-/// Peak resident memory of a process, from /proc/PID/status.
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[test]

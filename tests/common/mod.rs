@@ -354,3 +354,10 @@ pub fn files_under(dir: &Path) -> Vec<(String, PathBuf)> {
     }
     files
 }
+
+/// Peak resident memory of a process, from /proc/PID/status.
+pub fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
