@@ -78,6 +78,12 @@ def peak_rss_mb(pid):
     return 0.0
 
 
+# Read front to back at most this much of each file: a mutant may declare a huge sparse
+# dataset (all fill values, served at once) that no walk could read in time, which is no
+# hang; the random reads below still reach anywhere in it.
+FULL_READ_LIMIT = 256 * MB
+
+
 def walk_and_read(mnt, deadline, rng):
     """Lists and reads everything under `mnt` until `deadline`; False if time ran out."""
     for base, dirs, files in os.walk(mnt):
@@ -92,7 +98,7 @@ def walk_and_read(mnt, deadline, rng):
             try:
                 size = os.fstat(fd).st_size
                 at = 0
-                while at < size and time.time() < deadline:
+                while at < min(size, FULL_READ_LIMIT) and time.time() < deadline:
                     got = os.pread(fd, 1 * MB, at)
                     if not got:
                         break
