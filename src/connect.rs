@@ -147,6 +147,7 @@ pub fn locate(source: &Path, options: &RemoteOptions) -> Result<Location> {
         return Ok(Location::local(source));
     };
     let remote = Remote::connect(url, options)?;
+    // The object the URL names is the key of its own name under its directory.
     let key = match remote.root_object() {
         Some(_) => url
             .trim_end_matches('/')
@@ -156,8 +157,15 @@ pub fn locate(source: &Path, options: &RemoteOptions) -> Result<Location> {
             .to_string(),
         None => String::new(),
     };
+    let store = Store {
+        opened: quick_cache::sync::Cache::new(OPENED_OBJECTS),
+        remote,
+    };
+    if let Some(root) = store.remote.root_object() {
+        store.opened.insert(key.clone(), root);
+    }
     Ok(Location::Remote {
-        store: Arc::new(Store(remote)),
+        store: Arc::new(store),
         key,
     })
 }
@@ -173,16 +181,28 @@ pub fn modified(location: &Location) -> Result<SystemTime> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Objects whose HEAD a store remembers: a container is opened for detection, then by its
+/// source, then again by a directory mount that closed it, and each HEAD is a round trip.
+const OPENED_OBJECTS: usize = 4096;
+
 /// A connected [`Remote`] as the object store the sources read from.
-struct Store(Arc<Remote>);
+struct Store {
+    remote: Arc<Remote>,
+    /// Objects already opened, by key. An object keeps the version it was opened at, so a
+    /// reopened container reads the bytes its tree was built from, or fails as changed.
+    opened: quick_cache::sync::Cache<String, remote::RemoteObject>,
+}
 
 impl ObjectStore for Store {
     fn open(&self, key: &str) -> Result<Arc<dyn ObjectBytes>> {
-        Ok(Arc::new(self.0.open(key)?))
+        let object = self
+            .opened
+            .get_or_insert_with(key, || self.remote.open(key))?;
+        Ok(Arc::new(object))
     }
 
     fn list(&self, prefix: &str) -> Result<ObjectListing> {
-        let listing = self.0.list(prefix)?;
+        let listing = self.remote.list(prefix)?;
         Ok(ObjectListing {
             dirs: listing.dirs,
             objects: listing.objects,
@@ -190,7 +210,7 @@ impl ObjectStore for Store {
     }
 
     fn url(&self, key: &str) -> String {
-        self.0.url_of(key)
+        self.remote.url_of(key)
     }
 }
 
