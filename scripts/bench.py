@@ -105,6 +105,13 @@ def run_case(case, args, rows):
     print(f"  {case.name}: anchor {a:.3f}s, arrfs {f:.3f}s", file=sys.stderr)
 
 
+def measured_rows(rng, first, n, width=1024):
+    """Rows `first..first+n` of a smooth signal plus noise, float32: compresses like real
+    measurements, not like zeros."""
+    base = np.sin(np.arange(first, first + n)[:, None] / 50.0 + np.arange(width) / 100.0)
+    return (base + 0.01 * rng.standard_normal((n, width))).astype("<f4")
+
+
 def make_hdf5(args):
     path = os.path.join(args.data, f"bench-{args.size_mb}.h5")
     if os.path.exists(path):
@@ -121,9 +128,7 @@ def make_hdf5(args):
             contig[i:i + rows] = rng.standard_normal((rows, 1024))
         for i in range(0, gz.shape[0], step):
             rows = min(step, gz.shape[0] - i)
-            # Smooth signal plus noise: compresses like real measurements, not like zeros.
-            base = np.sin(np.arange(i, i + rows)[:, None] / 50.0 + np.arange(1024) / 100.0)
-            gz[i:i + rows] = (base + 0.01 * rng.standard_normal((rows, 1024))).astype("<f4")
+            gz[i:i + rows] = measured_rows(rng, i, rows)
     os.rename(path + ".tmp", path)
     return path
 
@@ -380,8 +385,7 @@ def make_codecs(args):
                                   **codec)
             for i in range(0, rows, 8192):
                 n = min(8192, rows - i)
-                base = np.sin(np.arange(i, i + n)[:, None] / 50.0 + np.arange(1024) / 100.0)
-                ds[i:i + n] = (base + 0.01 * rng.standard_normal((n, 1024))).astype("<f4")
+                ds[i:i + n] = measured_rows(rng, i, n)
     os.rename(path + ".tmp", path)
     return path
 
