@@ -19,6 +19,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, ObjectMeta, ObjectStore};
 
 use super::disk::{BlockKey, DiskCache};
+use super::pacing::GetPacing;
 use super::store::describe;
 use super::RemoteStats;
 use crate::error::{Error, Result};
@@ -116,7 +117,8 @@ impl ObjectState {
 #[derive(Clone, Debug)]
 pub(crate) struct Tuning {
     pub block_size: u64,
-    /// Most blocks one GET fetches (a longer run is split into parallel GETs).
+    /// Most blocks one GET for a reader fetches (a longer run is split into parallel
+    /// GETs); read-ahead GETs may be longer, up to half the read-ahead (see `pacing`).
     pub max_get_blocks: u64,
     /// Bytes read ahead of a sequential reader.
     pub read_ahead: u64,
@@ -269,6 +271,7 @@ pub(crate) struct Blocks {
     disk: Option<DiskCache>,
     in_flight: Mutex<HashMap<BlockId, Arc<Flight>>>,
     sequential: SequentialReads,
+    pacing: GetPacing,
 }
 
 impl Blocks {
@@ -288,6 +291,7 @@ impl Blocks {
             disk,
             in_flight: Mutex::new(HashMap::new()),
             sequential: SequentialReads::default(),
+            pacing: GetPacing::default(),
             tuning,
         }
     }
@@ -349,7 +353,10 @@ impl Blocks {
         let wanted = offset / size..end.div_ceil(size);
         let ahead = self.read_ahead_blocks(object, offset, end, &wanted);
         let (pending, to_fetch) = self.claim(object, wanted.clone(), ahead);
-        self.start_fetches(runtime, object, &to_fetch);
+        let first_ahead = to_fetch.partition_point(|(block, _)| *block < wanted.end);
+        let (for_reader, for_later) = to_fetch.split_at(first_ahead);
+        self.start_fetches(runtime, object, for_reader, self.tuning.max_get_blocks);
+        self.start_fetches(runtime, object, for_later, self.read_ahead_get_blocks());
         let until = Instant::now() + self.tuning.fetch_limit + READER_GRACE;
         for (block, pending) in wanted.zip(pending) {
             let data = match pending {
@@ -388,17 +395,26 @@ impl Blocks {
         let size = self.tuning.block_size;
         let blocks = offset / size..end.div_ceil(size);
         let (_, to_fetch) = self.claim(object, blocks.start..blocks.start, blocks);
-        self.start_fetches(runtime, object, &to_fetch);
+        self.start_fetches(runtime, object, &to_fetch, self.tuning.max_get_blocks);
     }
 
-    /// One task per run of neighbouring blocks (each run at most `max_get_blocks`).
+    /// Blocks per read-ahead GET: as many as the store's first-byte wait makes worth it.
+    fn read_ahead_get_blocks(&self) -> u64 {
+        let size = self.tuning.block_size;
+        let usual = self.tuning.max_get_blocks * size;
+        let longest = self.tuning.read_ahead / 2;
+        self.pacing.read_ahead_get(usual, longest).div_ceil(size)
+    }
+
+    /// One task per run of neighbouring blocks (each run at most `longest` blocks).
     fn start_fetches(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
         object: &Arc<ObjectState>,
         to_fetch: &[(u64, Arc<Flight>)],
+        longest: u64,
     ) {
-        for run in runs(to_fetch, self.tuning.max_get_blocks) {
+        for run in runs(to_fetch, longest) {
             let flights = run.iter().map(|(_, flight)| flight.clone()).collect();
             let first = run[0].0;
             runtime.spawn(fetch_run(self.clone(), object.clone(), first, flights));
@@ -648,6 +664,13 @@ async fn get_blocks(
         .await
         .map_err(|_| Failure::Transport("closing".into()))?;
     bump(&blocks.counters.gets, 1);
+    log::debug!(
+        "{}: GET bytes {}-{}",
+        object.url,
+        range.start,
+        range.end - 1
+    );
+    let sent = Instant::now();
     let options = GetOptions::new()
         .with_range(Some(range.clone()))
         .with_if_match(object.version.e_tag.clone());
@@ -676,8 +699,10 @@ async fn get_blocks(
     let mut next = stretch.iter();
     let mut filling: Vec<u8> = Vec::new();
     let mut current = next.next();
+    let mut first_byte = None;
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|e| Failure::Transport(describe(&e)))?;
+        first_byte.get_or_insert_with(Instant::now);
         bump(&blocks.counters.get_bytes, chunk.len() as u64);
         while let Some((block, flight)) = current {
             let want = blocks.block_range(object, *block);
@@ -692,12 +717,18 @@ async fn get_blocks(
             current = next.next();
         }
     }
-    match current {
-        None => Ok(()),
-        Some(_) => Err(Failure::Transport(
+    if current.is_some() {
+        return Err(Failure::Transport(
             "the store sent fewer bytes than asked".into(),
-        )),
+        ));
     }
+    if let Some(first_byte) = first_byte {
+        let body = first_byte.elapsed();
+        blocks
+            .pacing
+            .record(first_byte - sent, range.end - range.start, body);
+    }
+    Ok(())
 }
 
 /// Finishes, as failed, the flights of a fetch that ended without finishing them (its task

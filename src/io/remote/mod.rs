@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 
 mod blocks;
 mod disk;
+mod pacing;
 mod store;
 #[cfg(test)]
 mod tests;

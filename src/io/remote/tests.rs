@@ -572,3 +572,53 @@ fn a_read_that_joined_a_read_ahead_which_failed_fetches_again() {
     let at = BLOCK as usize + 5;
     assert_eq!(read(&object, at as u64, 10), data[at..at + 10]);
 }
+
+/// A sequential read of 96 MiB in 1 MiB pieces, with `delay_ms` before every GET's answer;
+/// the ranges the store was asked for.
+fn sequential_read_ranges(delay_ms: u64) -> Vec<Range<u64>> {
+    let options = RemoteOptions {
+        block_size: 1 << 20,
+        read_ahead: 64 << 20,
+        memory_cache: 256 << 20,
+        timeout: Duration::from_secs(10),
+        ..options()
+    };
+    let (store, remote, object, data) = setup(96 << 20, &options);
+    store.delay_ms.store(delay_ms, Ordering::SeqCst);
+    let piece = 1 << 20;
+    for offset in (0..data.len()).step_by(piece) {
+        assert_eq!(
+            read(&object, offset as u64, piece),
+            data[offset..offset + piece]
+        );
+    }
+    assert_eq!(
+        remote.stats().get_bytes,
+        data.len() as u64,
+        "no block fetched twice"
+    );
+    let ranges = store.ranges.lock().unwrap().clone();
+    ranges
+}
+
+#[test]
+fn read_ahead_gets_keep_their_usual_length_on_a_store_that_answers_at_once() {
+    let ranges = sequential_read_ranges(0);
+    assert!(
+        ranges.iter().all(|r| r.end - r.start <= 17 << 20),
+        "{ranges:?}"
+    );
+}
+
+#[test]
+fn read_ahead_gets_grow_to_the_step_when_the_first_byte_is_slow() {
+    let ranges = sequential_read_ranges(150);
+    assert!(
+        ranges.iter().any(|r| r.end - r.start >= 32 << 20),
+        "{ranges:?}"
+    );
+    assert!(
+        ranges.iter().all(|r| r.end - r.start <= 33 << 20),
+        "{ranges:?}"
+    );
+}
