@@ -622,3 +622,37 @@ fn read_ahead_gets_grow_to_the_step_when_the_first_byte_is_slow() {
         "{ranges:?}"
     );
 }
+
+/// GETs and bytes fetched by a sequential read of `len` bytes in 16 KiB pieces.
+fn sequential_read_cost(len: usize) -> (u64, u64) {
+    let options = RemoteOptions {
+        read_ahead: 16 * BLOCK,
+        memory_cache: 64 * BLOCK,
+        ..options()
+    };
+    let (store, remote, object, data) = setup(len, &options);
+    let piece = 16 << 10;
+    for offset in (0..len).step_by(piece) {
+        let n = piece.min(len - offset);
+        assert_eq!(read(&object, offset as u64, n), data[offset..offset + n]);
+    }
+    (store.gets(), remote.stats().get_bytes)
+}
+
+#[test]
+fn reading_4n_bytes_costs_about_4_times_the_gets_of_n() {
+    let n = 64 * BLOCK as usize;
+    let (gets, bytes) = sequential_read_cost(n);
+    let (gets_4n, bytes_4n) = sequential_read_cost(4 * n);
+    assert_eq!(
+        (bytes, bytes_4n),
+        (n as u64, 4 * n as u64),
+        "every byte once"
+    );
+    assert!(gets >= 4, "read-ahead in steps, not one GET: {gets}");
+    let ratio = gets_4n as f64 / gets as f64;
+    assert!(
+        (3.0..=4.5).contains(&ratio),
+        "{gets} GETs for n, {gets_4n} for 4n"
+    );
+}
