@@ -6,27 +6,36 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arrfs::error::{Error, Result};
 use arrfs::io::{Location, ObjectBytes, ObjectListing, ObjectStore};
 use arrfs::source::{self, SourceOptions};
 use arrfs::vfs::{Fs, Kind};
-use common::{every_format, files_under, TempDir};
+use common::{every_format, files_under, run_py, TempDir};
 
 /// Objects held in memory under their keys, with the bytes read counted.
 struct MemoryStore {
     objects: BTreeMap<String, Arc<Vec<u8>>>,
     read: Arc<AtomicU64>,
+    access: Arc<AccessLog>,
 }
 
 struct MemoryObject {
     bytes: Arc<Vec<u8>>,
     read: Arc<AtomicU64>,
+    access: Arc<AccessLog>,
+}
+
+/// Where reads started, and where prefetches were asked for.
+#[derive(Default)]
+struct AccessLog {
+    reads: Mutex<BTreeSet<u64>>,
+    prefetches: Mutex<BTreeSet<u64>>,
 }
 
 impl ObjectStore for MemoryStore {
@@ -35,6 +44,7 @@ impl ObjectStore for MemoryStore {
         Ok(Arc::new(MemoryObject {
             bytes: bytes.clone(),
             read: self.read.clone(),
+            access: self.access.clone(),
         }))
     }
 
@@ -77,7 +87,12 @@ impl ObjectBytes for MemoryObject {
             })?;
         buf.copy_from_slice(part);
         self.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.access.reads.lock().unwrap().insert(offset);
         Ok(())
+    }
+
+    fn prefetch(&self, offset: u64, _len: u64) {
+        self.access.prefetches.lock().unwrap().insert(offset);
     }
 }
 
@@ -160,6 +175,7 @@ fn every_container_reads_the_same_from_a_store_as_from_disk() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore {
         objects: load_tree(&dir),
         read: read.clone(),
+        access: Arc::default(),
     });
     let mut compared = 0;
     for (key, _) in load_tree(&dir) {
@@ -203,6 +219,7 @@ fn a_prefix_reads_as_the_directory_it_was_uploaded_from() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore {
         objects: load_tree(&dir),
         read: Arc::default(),
+        access: Arc::default(),
     });
     let remote = Location::Remote {
         store,
@@ -211,4 +228,81 @@ fn a_prefix_reads_as_the_directory_it_was_uploaded_from() {
     let local_tree = tree_of(&Location::local(&dir));
     assert!(local_tree.len() > 100, "{} entries", local_tree.len());
     assert_same_tree(&tree_of(&remote), &local_tree, "prefix");
+}
+
+/// Reads `name` of `dir` from a store that logs accesses: the prefetched addresses, and
+/// those of them that libhdf5 then read itself.
+fn prefetches_reading(dir: &Path, name: &str, expected: Option<&[u8]>) -> (usize, usize) {
+    let access = Arc::new(AccessLog::default());
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore {
+        objects: load_tree(dir),
+        read: Arc::default(),
+        access: access.clone(),
+    });
+    let tree = tree_of(&Location::Remote {
+        store,
+        key: name.into(),
+    });
+    if let Some(expected) = expected {
+        assert!(
+            tree["/x.npy"].2 == expected,
+            "x.npy differs from h5py's reading"
+        );
+    }
+    let reads = access.reads.lock().unwrap();
+    let prefetches = access.prefetches.lock().unwrap();
+    let read_later = prefetches.iter().filter(|p| reads.contains(p)).count();
+    (prefetches.len(), read_later)
+}
+
+/// libhdf5 reads a B-tree one node at a time; over a store each node would cost a round
+/// trip of its own. The driver reads the child addresses of each node it passes and
+/// prefetches them together. libhdf5's own reads are the check that those addresses were
+/// right: it read every one of them afterwards.
+#[test]
+fn b_tree_children_are_prefetched_and_each_prefetch_is_a_node_libhdf5_reads() {
+    let tmp = TempDir::new("remote-btree");
+    let dir = tmp.join("store");
+    std::fs::create_dir(&dir).unwrap();
+    let (chunks, groups, npy) = (
+        dir.join("chunks.h5"),
+        dir.join("groups.h5"),
+        tmp.join("x.npy"),
+    );
+    let arg = |s: &'static str| std::ffi::OsStr::new(s);
+    run_py(
+        "scale_cases.py",
+        &[
+            arg("chunks"),
+            arg("2000"),
+            chunks.as_os_str(),
+            npy.as_os_str(),
+        ],
+    );
+    run_py(
+        "scale_cases.py",
+        &[arg("datasets"), arg("2000"), groups.as_os_str()],
+    );
+    let oracle = std::fs::read(&npy).unwrap();
+
+    let (prefetched, read) = prefetches_reading(&dir, "chunks.h5", Some(&oracle));
+    // 2,000 chunks in leaves of at most 64: the root has at least 32 children.
+    assert!(
+        prefetched >= 32,
+        "{prefetched} chunk-index nodes prefetched"
+    );
+    assert_eq!(
+        read, prefetched,
+        "prefetched addresses that libhdf5 never read"
+    );
+    let (prefetched, read) = prefetches_reading(&dir, "groups.h5", None);
+    // 20 groups of 100 links in symbol-table nodes of at most 8: 13 or more per group.
+    assert!(
+        prefetched >= 20 * 13,
+        "{prefetched} symbol-table nodes prefetched"
+    );
+    assert_eq!(
+        read, prefetched,
+        "prefetched addresses that libhdf5 never read"
+    );
 }

@@ -5,6 +5,7 @@
 //! rest.
 
 mod attrs;
+mod btree;
 mod chunks;
 mod codecs;
 mod dataset;
