@@ -181,6 +181,15 @@ fn read(object: &RemoteObject, offset: u64, len: usize) -> Vec<u8> {
     buf
 }
 
+/// Reads the whole object front to back in `piece`-byte reads, as a sequential reader
+/// would, checking every byte against `data`.
+fn read_in_pieces(object: &RemoteObject, data: &[u8], piece: usize) {
+    for offset in (0..data.len()).step_by(piece) {
+        let n = piece.min(data.len() - offset);
+        assert_eq!(read(object, offset as u64, n), data[offset..offset + n]);
+    }
+}
+
 #[test]
 fn reads_return_the_objects_bytes_and_cached_blocks_are_not_fetched_again() {
     let (store, remote, object, data) = setup(10 * BLOCK as usize + 123, &options());
@@ -243,12 +252,7 @@ fn a_long_read_is_split_into_parallel_gets_of_bounded_size() {
 fn sequential_reads_are_read_ahead_and_every_byte_is_fetched_once() {
     let (store, remote, object, data) = setup(32 * BLOCK as usize, &options());
     let piece = 16 << 10;
-    for offset in (0..data.len()).step_by(piece) {
-        assert_eq!(
-            read(&object, offset as u64, piece),
-            data[offset..offset + piece]
-        );
-    }
+    read_in_pieces(&object, &data, piece);
     let stats = remote.stats();
     assert_eq!(stats.get_bytes, data.len() as u64, "no block fetched twice");
     assert!(
@@ -288,12 +292,7 @@ fn read_ahead_blocks_stay_cached_until_read_when_the_object_is_larger_than_the_c
     };
     let (_store, remote, object, data) = setup(256 * BLOCK as usize, &options);
     let piece = 16 << 10;
-    for offset in (0..data.len()).step_by(piece) {
-        assert_eq!(
-            read(&object, offset as u64, piece),
-            data[offset..offset + piece]
-        );
-    }
+    read_in_pieces(&object, &data, piece);
     assert_eq!(
         remote.stats().get_bytes,
         data.len() as u64,
@@ -586,12 +585,7 @@ fn sequential_read_ranges(delay_ms: u64) -> Vec<Range<u64>> {
     let (store, remote, object, data) = setup(96 << 20, &options);
     store.delay_ms.store(delay_ms, Ordering::SeqCst);
     let piece = 1 << 20;
-    for offset in (0..data.len()).step_by(piece) {
-        assert_eq!(
-            read(&object, offset as u64, piece),
-            data[offset..offset + piece]
-        );
-    }
+    read_in_pieces(&object, &data, piece);
     assert_eq!(
         remote.stats().get_bytes,
         data.len() as u64,
@@ -632,10 +626,7 @@ fn sequential_read_cost(len: usize) -> (u64, u64) {
     };
     let (store, remote, object, data) = setup(len, &options);
     let piece = 16 << 10;
-    for offset in (0..len).step_by(piece) {
-        let n = piece.min(len - offset);
-        assert_eq!(read(&object, offset as u64, n), data[offset..offset + n]);
-    }
+    read_in_pieces(&object, &data, piece);
     (store.gets(), remote.stats().get_bytes)
 }
 
