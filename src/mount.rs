@@ -455,13 +455,13 @@ fn fusermount(mountpoint: &Path, lazy: bool) -> Result<()> {
     let flag = if lazy { "-uz" } else { "-u" };
     for tool in ["fusermount3", "fusermount"] {
         if let Ok(status) = Command::new(tool).arg(flag).arg(mountpoint).status() {
-            return match status.success() {
-                true => Ok(()),
-                false => Err(Error::Mount(format!(
-                    "{tool} {flag} {} failed",
-                    mountpoint.display()
-                ))),
-            };
+            if status.success() {
+                return Ok(());
+            }
+            return Err(Error::Mount(format!(
+                "{tool} {flag} {} failed",
+                mountpoint.display()
+            )));
         }
     }
     Err(Error::Mount(

@@ -176,16 +176,13 @@ fn shown_values(fs: &Fs, ino: Ino, elem: &Elem, npy: &Npy) -> Result<Vec<Value>>
 /// Element strides of the array in its file order.
 fn element_strides(shape: &[u64], fortran: bool) -> Vec<u64> {
     let mut strides = vec![1u64; shape.len()];
-    match fortran {
-        false => {
-            for axis in (0..shape.len().saturating_sub(1)).rev() {
-                strides[axis] = strides[axis + 1] * shape[axis + 1];
-            }
+    if fortran {
+        for axis in 1..shape.len() {
+            strides[axis] = strides[axis - 1] * shape[axis - 1];
         }
-        true => {
-            for axis in 1..shape.len() {
-                strides[axis] = strides[axis - 1] * shape[axis - 1];
-            }
+    } else {
+        for axis in (0..shape.len().saturating_sub(1)).rev() {
+            strides[axis] = strides[axis + 1] * shape[axis + 1];
         }
     }
     strides

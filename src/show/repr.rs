@@ -68,19 +68,17 @@ fn dtype_is_implied(elem: &Elem) -> bool {
 }
 
 fn dtype_short_repr(elem: &Elem) -> String {
-    match elem.big_endian && elem.size > 1 {
-        true => {
-            let code = match elem.kind {
-                Kind::Bool => 'b',
-                Kind::Int => 'i',
-                Kind::Uint => 'u',
-                Kind::Float => 'f',
-                Kind::Complex => 'c',
-            };
-            format!("'>{code}{}'", elem.size)
-        }
-        false => elem.numpy_name(),
+    if !elem.big_endian || elem.size <= 1 {
+        return elem.numpy_name();
     }
+    let code = match elem.kind {
+        Kind::Bool => 'b',
+        Kind::Int => 'i',
+        Kind::Uint => 'u',
+        Kind::Float => 'f',
+        Kind::Complex => 'c',
+    };
+    format!("'>{code}{}'", elem.size)
 }
 
 fn array_body(elem: &Elem, shape: &[u64], values: &[Value]) -> String {
@@ -331,19 +329,16 @@ impl FloatFormat {
             (false, false) => "",
         };
         let (digits, exp) = capped_digits(x.abs(), self.width, self.scientific);
-        let (int, frac, exp_text) = match self.scientific {
-            true => {
-                let e = if exp < 0 {
-                    format!("-{:02}", -exp)
-                } else {
-                    format!("+{exp:02}")
-                };
-                (digits[..1].to_string(), digits[1..].to_string(), e)
-            }
-            false => {
-                let (int, frac) = positional(&digits, exp);
-                (int, frac, String::new())
-            }
+        let (int, frac, exp_text) = if self.scientific {
+            let e = if exp < 0 {
+                format!("-{:02}", -exp)
+            } else {
+                format!("+{exp:02}")
+            };
+            (digits[..1].to_string(), digits[1..].to_string(), e)
+        } else {
+            let (int, frac) = positional(&digits, exp);
+            (int, frac, String::new())
         };
         Digits {
             int: format!("{sign}{int}"),
@@ -366,31 +361,27 @@ impl FloatFormat {
         }
         let mut d = self.digits(x);
         let pad_left = self.pad_left;
-        match self.scientific {
-            true => {
-                if d.frac.len() < self.frac_digits {
-                    // Dragon4's min_digits: the extra digits are the exact value's, rounded
-                    // (f16 0.1 among 4-digit mantissas is 9.998e-02, not 1.000e-01).
-                    let p = self.frac_digits;
-                    let (digits, exp) = split_sci(&format!("{:.p$e}", x.abs()));
-                    d.frac = digits[1..].to_string();
-                    d.int = format!("{}{}", &d.int[..d.int.len() - 1], &digits[..1]);
-                    d.exp = if exp < 0 {
-                        format!("-{:02}", -exp)
-                    } else {
-                        format!("+{exp:02}")
-                    };
-                }
-                let frac = format!("{:0<w$}", d.frac, w = self.frac_digits);
-                let (sign, exp) = d.exp.split_at(1);
-                let exp = format!("{exp:0>w$}", w = self.exp_size);
-                format!("{:>pad_left$}.{frac}e{sign}{exp}", d.int)
-            }
-            false => {
-                let pad_right = self.pad_right;
-                format!("{:>pad_left$}.{:<pad_right$}", d.int, d.frac)
-            }
+        if !self.scientific {
+            let pad_right = self.pad_right;
+            return format!("{:>pad_left$}.{:<pad_right$}", d.int, d.frac);
         }
+        if d.frac.len() < self.frac_digits {
+            // Dragon4's min_digits: the extra digits are the exact value's, rounded
+            // (f16 0.1 among 4-digit mantissas is 9.998e-02, not 1.000e-01).
+            let p = self.frac_digits;
+            let (digits, exp) = split_sci(&format!("{:.p$e}", x.abs()));
+            d.frac = digits[1..].to_string();
+            d.int = format!("{}{}", &d.int[..d.int.len() - 1], &digits[..1]);
+            d.exp = if exp < 0 {
+                format!("-{:02}", -exp)
+            } else {
+                format!("+{exp:02}")
+            };
+        }
+        let frac = format!("{:0<w$}", d.frac, w = self.frac_digits);
+        let (sign, exp) = d.exp.split_at(1);
+        let exp = format!("{exp:0>w$}", w = self.exp_size);
+        format!("{:>pad_left$}.{frac}e{sign}{exp}", d.int)
     }
 }
 
@@ -446,16 +437,14 @@ fn capped_digits(x: f64, width: FloatWidth, scientific: bool) -> (String, i32) {
     if frac_len <= PRECISION as i32 {
         return (digits, exp);
     }
-    match scientific {
-        true => split_sci(&format!("{x:.PRECISION$e}")),
-        false => {
-            let text = format!("{x:.PRECISION$}");
-            let first = text.find(|c: char| c != '0' && c != '.');
-            match first {
-                None => ("0".into(), 0),
-                Some(_) => split_positional(&text),
-            }
-        }
+    if scientific {
+        return split_sci(&format!("{x:.PRECISION$e}"));
+    }
+    let text = format!("{x:.PRECISION$}");
+    let first = text.find(|c: char| c != '0' && c != '.');
+    match first {
+        None => ("0".into(), 0),
+        Some(_) => split_positional(&text),
     }
 }
 

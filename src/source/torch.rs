@@ -179,7 +179,7 @@ fn storages(
 /// Tensors whose storage is missing or too short, and arrays this source cannot serve, are
 /// left out of the tree with the reason (`user.arrfs.skipped`), nothing else.
 fn leave_out_unreadable(nodes: &mut [Node], storages: &HashMap<String, Storage>) {
-    let mut removed: Vec<(usize, String)> = Vec::new();
+    let mut removed: Vec<(usize, Unreadable)> = Vec::new();
     for (index, node) in nodes.iter().enumerate() {
         if let Node::Array(array) = node {
             if let Err(why) = readable(array, storages) {
@@ -190,7 +190,7 @@ fn leave_out_unreadable(nodes: &mut [Node], storages: &HashMap<String, Storage>)
     if removed.is_empty() {
         return;
     }
-    let reasons: HashMap<usize, String> = removed.into_iter().collect();
+    let reasons: HashMap<usize, Unreadable> = removed.into_iter().collect();
     for node in nodes.iter_mut() {
         let Node::Dir(dir) = node else {
             continue;
@@ -201,7 +201,7 @@ fn leave_out_unreadable(nodes: &mut [Node], storages: &HashMap<String, Storage>)
                 Some(why) => {
                     log::info!("tensor {name} left out: {why}");
                     let stem = name.strip_suffix(".npy").unwrap_or(&name).to_string();
-                    let why = SkipReason::Unsupported(why.clone());
+                    let why = SkipReason::Unsupported(why.to_string());
                     dir.skipped.push(Skipped::new(stem, why));
                 }
                 None => kept.push((name, index)),
@@ -211,24 +211,44 @@ fn leave_out_unreadable(nodes: &mut [Node], storages: &HashMap<String, Storage>)
     }
 }
 
-fn readable(array: &ArrayPayload, storages: &HashMap<String, Storage>) -> Result<(), String> {
+/// Why an array of `data.pkl` is left out.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("storage {0} is missing from the archive")]
+    NoStorage(Arc<str>),
+    #[error("tensor needs {needs} bytes of storage {key}, which holds {holds}")]
+    PastStorage {
+        needs: u64,
+        key: Arc<str>,
+        holds: u64,
+    },
+    #[error("numpy array pickled as text inside data.pkl")]
+    Text,
+    #[error("big-endian numpy array inside data.pkl")]
+    BigEndian,
+}
+
+fn readable(
+    array: &ArrayPayload,
+    storages: &HashMap<String, Storage>,
+) -> std::result::Result<(), Unreadable> {
     match &array.data {
         PayloadData::Tensor(tensor) => {
             let storage = storages
                 .get(&*tensor.key)
-                .ok_or_else(|| format!("storage {} is missing from the archive", tensor.key))?;
-            if tensor.offset + tensor.span > storage.size {
-                return Err(format!(
-                    "tensor needs {} bytes of storage {}, which holds {}",
-                    tensor.offset + tensor.span,
-                    tensor.key,
-                    storage.size
-                ));
+                .ok_or_else(|| Unreadable::NoStorage(tensor.key.clone()))?;
+            let needs = tensor.offset + tensor.span;
+            if needs > storage.size {
+                return Err(Unreadable::PastStorage {
+                    needs,
+                    key: tensor.key.clone(),
+                    holds: storage.size,
+                });
             }
             Ok(())
         }
-        PayloadData::Encoded(_) => Err("numpy array pickled as text inside data.pkl".into()),
-        _ if array.swap_unit.is_some() => Err("big-endian numpy array inside data.pkl".into()),
+        PayloadData::Encoded(_) => Err(Unreadable::Text),
+        _ if array.swap_unit.is_some() => Err(Unreadable::BigEndian),
         PayloadData::File { .. } | PayloadData::Memory(_) => Ok(()),
     }
 }

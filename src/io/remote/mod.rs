@@ -302,9 +302,10 @@ impl Remote {
     /// The URL as shown in messages: `scheme://bucket/key` without user info or query.
     pub fn url(&self) -> String {
         let url = self.location.url_of(&self.location.key);
-        match self.location.is_prefix && !url.ends_with('/') {
-            true => url + "/",
-            false => url,
+        if self.location.is_prefix && !url.ends_with('/') {
+            url + "/"
+        } else {
+            url
         }
     }
 

@@ -21,10 +21,11 @@ use hdf5_sys::h5t::H5Tget_size;
 
 use super::attrs::xattrs_of;
 use super::chunks::{ChunkGrid, DirectChunks};
+use super::direct::FORCE_FALLBACK_ENV;
 use super::error::Hdf5Error;
 use super::ffi::{h5check, pointer_bytes, read_hyperslab, sync, Hid};
-use super::filters::{stored_filters, FilterPipeline, StoredFilter};
-use super::heap::{ReadAt, VlenRefs};
+use super::filters::{stored_filters, FilterError, FilterPipeline, StoredFilter};
+use super::heap::{HeapError, ReadAt, VlenRefs};
 use super::records::{
     pack_records, read_records, record_dtype, record_mem_type, string_width, Cell, MemberKind,
     RecordMember,
@@ -69,7 +70,32 @@ pub enum ReadPath {
     /// Hyperslabs of whole elements through libhdf5. `why` says why chunked data is not
     /// read directly (logged at debug level); None for layouts only libhdf5 reads (compact,
     /// external, unallocated, converted or variable-length data).
-    Library { why: Option<String> },
+    Library { why: Option<NotDirect> },
+}
+
+/// Why a chunked dataset is read through libhdf5 instead of the direct path.
+#[derive(Debug, thiserror::Error)]
+pub enum NotDirect {
+    #[error("variable-length strings")]
+    VarStrings,
+    #[error("external storage")]
+    External,
+    /// libhdf5 could not give the dataset's stored type.
+    #[error("{0}")]
+    NoType(hdf5::Error),
+    #[error(
+        "stored bytes are not numpy's (reduced precision, string padding): libhdf5 converts them"
+    )]
+    Converts,
+    #[error("unfiltered partial edge chunks")]
+    UnfilteredEdges,
+    #[error("chunk dims do not match the dataspace")]
+    ChunkDims,
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// The direct path is switched off by the environment.
+    #[error("{FORCE_FALLBACK_ENV} is set")]
+    Forced,
 }
 
 impl ReadPath {
@@ -279,27 +305,27 @@ impl DatasetInfo {
     ///
     /// # Safety
     /// `dset` and `dcpl` must be valid; call under HDF5's lock.
-    unsafe fn direct_chunks(&self, dset: hid_t, dcpl: hid_t) -> Result<DirectChunks, String> {
+    unsafe fn direct_chunks(&self, dset: hid_t, dcpl: hid_t) -> Result<DirectChunks, NotDirect> {
         if !matches!(self.element, ElementType::Fixed { .. }) {
-            return Err("variable-length strings".into());
+            return Err(NotDirect::VarStrings);
         }
         if H5Pget_external_count(dcpl) != 0 {
-            return Err("external storage".into());
+            return Err(NotDirect::External);
         }
-        let file_type = Hid::new(H5Dget_type(dset)).map_err(|e| e.to_string())?;
+        let file_type = Hid::new(H5Dget_type(dset)).map_err(NotDirect::NoType)?;
         let widen = reduced_int(file_type.0);
         if self.converts && widen.is_none() {
-            return Err("stored bytes are not numpy's (reduced precision, string padding): libhdf5 converts them".into());
+            return Err(NotDirect::Converts);
         }
         let mut opts = 0;
         if H5Pget_chunk_opts(dcpl, &mut opts) >= 0
             && opts & H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS != 0
         {
-            return Err("unfiltered partial edge chunks".into());
+            return Err(NotDirect::UnfilteredEdges);
         }
         let dims = self.chunks.clone().unwrap_or_default();
-        let grid = ChunkGrid::new(self.shape.clone(), dims, self.unit)
-            .ok_or("chunk dims do not match the dataspace")?;
+        let grid =
+            ChunkGrid::new(self.shape.clone(), dims, self.unit).ok_or(NotDirect::ChunkDims)?;
         let pipeline = FilterPipeline::of_dcpl(dcpl, self.unit)?;
         let mut fill = fill_value(dset, dcpl, self.unit);
         if let Some(int) = &widen {
@@ -317,7 +343,7 @@ impl DatasetInfo {
 
     /// Checks every string's length and heap object before libhdf5 reads them, for a
     /// contiguous, allocated, unfiltered dataset (`heap.rs`); other layouts are not checked.
-    fn check_string_refs(&self, ds: &hdf5::Dataset, read_at: ReadAt) -> Result<(), String> {
+    fn check_string_refs(&self, ds: &hdf5::Dataset, read_at: ReadAt) -> Result<(), HeapError> {
         let Some(mut refs) = contiguous_vlen_refs(ds) else {
             return Ok(());
         };
@@ -350,7 +376,7 @@ impl DatasetInfo {
     fn in_bounded_steps(
         &self,
         mut read: impl FnMut(&[u64], &[u64]) -> Result<(), VlenError>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Hdf5Error> {
         let n: u64 = self.shape.iter().product();
         let (mut first, mut step) = (0, STRINGS_AT_ONCE);
         while first < n {
@@ -362,9 +388,10 @@ impl DatasetInfo {
                 Ok(()) => first = end,
                 Err(VlenError::OverBound(_)) if step > 1 => step /= 2,
                 Err(e @ VlenError::OverBound(_)) => {
-                    return Err(format!("element {first}: {e}, {VLEN_BYTES_PER_READ} bytes"))
+                    let why = format!("element {first}: {e}, {VLEN_BYTES_PER_READ} bytes");
+                    return Err(Hdf5Error::Unsupported(why));
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(Hdf5Error::Unsupported(e.to_string())),
             }
         }
         Ok(())

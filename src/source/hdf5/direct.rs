@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::chunks::{ChunkTable, DirectChunks, TableError};
 use super::dataset::{DatasetInfo, OpenDataset};
+use super::filters::FilterError;
 use crate::error::{Error, Result};
 use crate::io::cache::{CachedBytes, ChunkCache};
 use crate::io::readahead::{SequentialReads, WorkerPool};
@@ -89,8 +90,8 @@ enum ChunkError {
     NoTable,
     #[error("chunk lies past the end of the file")]
     PastEnd,
-    #[error("{0}")]
-    Decode(String),
+    #[error(transparent)]
+    Decode(#[from] FilterError),
     /// Reading the file or its chunk index failed: already says where.
     #[error(transparent)]
     Source(#[from] Error),

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use hdf5::{MajorErrorCode, MinorErrorCode};
 
+use super::heap::HeapError;
 use crate::error::Error;
 use crate::source::SkipReason;
 
@@ -42,6 +43,13 @@ impl From<hdf5::Error> for Hdf5Error {
 impl From<String> for Hdf5Error {
     fn from(why: String) -> Self {
         Hdf5Error::Unsupported(why)
+    }
+}
+
+/// Damaged string references or heap: a property of the file.
+impl From<HeapError> for Hdf5Error {
+    fn from(e: HeapError) -> Self {
+        Hdf5Error::Library(e.to_string())
     }
 }
 

@@ -9,7 +9,7 @@ use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::{H5Pget_filter2, H5Pget_nfilters};
 use hdf5_sys::h5z::{H5Z_FILTER_DEFLATE, H5Z_FILTER_FLETCHER32, H5Z_FILTER_SHUFFLE};
 
-use super::codecs::{Codec, ReducedInt};
+use super::codecs::{Codec, CodecError, ReducedInt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Filter {
@@ -20,6 +20,29 @@ enum Filter {
     },
     Fletcher32,
     Codec(Codec),
+}
+
+/// Why a pipeline is not decoded here, or one stored chunk could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// A filter only libhdf5 decodes (the dataset is read through it).
+    #[error("filter {0} is decoded by libhdf5")]
+    LibraryOnly(i32),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("inflate: stream longer than its chunk")]
+    InflateTooLong,
+    #[error("inflate failed: corrupt or truncated deflate stream")]
+    InflateCorrupt,
+    #[error("fletcher32 filter: chunk shorter than its checksum")]
+    NoChecksum,
+    #[error(
+        "fletcher32 filter: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+    )]
+    Checksum { stored: u32, computed: u32 },
+    /// The last stage's output is not one chunk.
+    #[error("filter pipeline gave {got} bytes for a chunk of {expected}")]
+    ChunkSize { got: usize, expected: usize },
 }
 
 /// The filters of a dataset in the order they were applied when writing.
@@ -113,7 +136,7 @@ impl FilterPipeline {
     ///
     /// # Safety
     /// `dcpl` must be a valid dataset creation property list; call under HDF5's lock.
-    pub unsafe fn of_dcpl(dcpl: hid_t, type_size: usize) -> Result<FilterPipeline, String> {
+    pub unsafe fn of_dcpl(dcpl: hid_t, type_size: usize) -> Result<FilterPipeline, FilterError> {
         let filters = stored_filters(dcpl)
             .into_iter()
             .map(|spec| match spec.id {
@@ -123,8 +146,8 @@ impl FilterPipeline {
                 }),
                 H5Z_FILTER_FLETCHER32 => Ok(Filter::Fletcher32),
                 other => match Codec::of_filter(other, &spec.values) {
-                    Some(codec) => codec.map(Filter::Codec),
-                    None => Err(format!("filter {other} is decoded by libhdf5")),
+                    Some(codec) => Ok(Filter::Codec(codec?)),
+                    None => Err(FilterError::LibraryOnly(other)),
                 },
             })
             .collect::<Result<_, _>>()?;
@@ -149,7 +172,7 @@ impl FilterPipeline {
         stored: Vec<u8>,
         filter_mask: u32,
         chunk_bytes: usize,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, FilterError> {
         let mut data = stored;
         for (i, filter) in self.filters.iter().enumerate().rev() {
             if filter_mask & (1 << i) != 0 {
@@ -163,10 +186,10 @@ impl FilterPipeline {
             };
         }
         if data.len() != chunk_bytes {
-            return Err(format!(
-                "filter pipeline gave {} bytes for a chunk of {chunk_bytes}",
-                data.len()
-            ));
+            return Err(FilterError::ChunkSize {
+                got: data.len(),
+                expected: chunk_bytes,
+            });
         }
         if let Some(int) = &self.widen {
             int.widen(&mut data);
@@ -179,7 +202,7 @@ impl FilterPipeline {
 /// corrupt or hostile and is refused before it allocates more).
 /// Inflates a whole zlib stream of at most `limit` bytes. libdeflate decodes a buffer in
 /// one call about twice as fast as a streaming zlib, and a chunk's size is known up front.
-fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, FilterError> {
     let mut out = vec![0u8; limit];
     let mut decoder = libdeflater::Decompressor::new();
     match decoder.zlib_decompress(compressed, &mut out) {
@@ -187,12 +210,8 @@ fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, String> {
             out.truncate(n);
             Ok(out)
         }
-        Err(libdeflater::DecompressionError::InsufficientSpace) => {
-            Err("inflate: stream longer than its chunk".into())
-        }
-        Err(libdeflater::DecompressionError::BadData) => {
-            Err("inflate failed: corrupt or truncated deflate stream".into())
-        }
+        Err(libdeflater::DecompressionError::InsufficientSpace) => Err(FilterError::InflateTooLong),
+        Err(libdeflater::DecompressionError::BadData) => Err(FilterError::InflateCorrupt),
     }
 }
 
@@ -214,9 +233,9 @@ fn unshuffle(data: &[u8], size: usize) -> Vec<u8> {
 }
 
 /// Checks and removes the trailing Fletcher-32 checksum (stored little-endian).
-fn strip_fletcher32(mut data: Vec<u8>) -> Result<Vec<u8>, String> {
+fn strip_fletcher32(mut data: Vec<u8>) -> Result<Vec<u8>, FilterError> {
     let Some(body_len) = data.len().checked_sub(4) else {
-        return Err("fletcher32 filter: chunk shorter than its checksum".into());
+        return Err(FilterError::NoChecksum);
     };
     let stored = u32::from_le_bytes([
         data[body_len],
@@ -228,9 +247,10 @@ fn strip_fletcher32(mut data: Vec<u8>) -> Result<Vec<u8>, String> {
     // HDF5 1.6.0-1.6.2 wrote the checksum with its bytes swapped; HDF5 still accepts both.
     let swapped = ((sum & 0x00ff_00ff) << 8) | ((sum >> 8) & 0x00ff_00ff);
     if stored != sum && stored != swapped {
-        return Err(format!(
-            "fletcher32 filter: checksum mismatch (stored {stored:#010x}, computed {sum:#010x})"
-        ));
+        return Err(FilterError::Checksum {
+            stored,
+            computed: sum,
+        });
     }
     data.truncate(body_len);
     Ok(data)
@@ -311,10 +331,11 @@ mod tests {
         let p = pipeline(vec![Filter::Fletcher32]);
         assert_eq!(p.decode(stored.clone(), 0, data.len()).unwrap(), data);
         stored[10] ^= 1;
-        assert!(p
-            .decode(stored, 0, data.len())
-            .unwrap_err()
-            .contains("fletcher32"));
+        let err = p.decode(stored, 0, data.len()).unwrap_err();
+        assert!(matches!(err, FilterError::Checksum { .. }), "{err}");
+        assert!(err
+            .to_string()
+            .starts_with("fletcher32 filter: checksum mismatch"));
     }
 
     #[test]
@@ -323,7 +344,7 @@ mod tests {
         let bomb = deflate(&vec![0u8; 1 << 20]);
         assert!(p.decode(bomb, 0, 1000).is_err());
         let err = p.decode(vec![1, 2, 3, 4, 5], 0, 10).unwrap_err();
-        assert!(err.contains("inflate"), "{err}");
+        assert!(matches!(err, FilterError::InflateCorrupt), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Bytes of a collection header: "GCOL", version, 3 reserved, then the collection size.
 const COLLECTION_HEAD: u64 = 8;
@@ -21,6 +21,44 @@ const COLLECTION_MAX: u64 = 256 << 20;
 
 /// Reads bytes of the file: `(offset, buf)`.
 pub type ReadAt<'a> = &'a dyn Fn(u64, &mut [u8]) -> Result<()>;
+
+/// Why the strings of a dataset are refused (its references or heap are damaged), or could
+/// not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum HeapError {
+    /// Reading the references failed.
+    #[error("{0}")]
+    Read(Error),
+    #[error(
+        "string {string}: stored length {length} is more than its global heap object holds \
+         ({held} bytes): damaged"
+    )]
+    LongerThanObject { string: u64, length: u64, held: u64 },
+    #[error("string {string}: global heap object {index} at {addr} does not exist: damaged")]
+    NoObject { string: u64, index: u32, addr: u64 },
+    #[error("global heap collection at {addr}: {damage}")]
+    Collection { addr: u64, damage: Damage },
+}
+
+/// What is wrong with one global heap collection. Kept per collection (each is read once),
+/// so a failed read keeps its message only.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Damage {
+    #[error("address out of range")]
+    AddressOutOfRange,
+    #[error("cannot be read ({0}): damaged address?")]
+    HeadUnreadable(String),
+    #[error("no collection signature (damaged)")]
+    NoSignature,
+    #[error("collection size {0} (damaged)")]
+    Size(u64),
+    #[error("{0}")]
+    BodyUnreadable(String),
+    #[error("object size overflows")]
+    ObjectSizeOverflows,
+    #[error("object {index} of {size} bytes does not fit the collection (damaged)")]
+    ObjectPastEnd { index: u16, size: u64 },
+}
 
 /// The references of a contiguous dataset of variable-length strings, and the collections
 /// checked so far.
@@ -32,7 +70,7 @@ pub struct VlenRefs {
     sizeof_addr: usize,
     sizeof_size: usize,
     /// Collection address -> object index -> object size, or why it is damaged.
-    collections: HashMap<u64, std::result::Result<HashMap<u16, u64>, String>>,
+    collections: HashMap<u64, std::result::Result<HashMap<u16, u64>, Damage>>,
 }
 
 impl VlenRefs {
@@ -56,10 +94,10 @@ impl VlenRefs {
         read_at: ReadAt,
         first: u64,
         end: u64,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), HeapError> {
         let size = self.ref_size();
         let mut raw = vec![0u8; ((end - first) * size) as usize];
-        read_at(self.data_at + first * size, &mut raw).map_err(|e| e.to_string())?;
+        read_at(self.data_at + first * size, &mut raw).map_err(HeapError::Read)?;
         for (i, r) in raw.chunks_exact(size as usize).enumerate() {
             let length = u64::from(u32::from_le_bytes(r[..4].try_into().unwrap()));
             let addr = le(&r[4..4 + self.sizeof_addr]);
@@ -73,16 +111,18 @@ impl VlenRefs {
             match held {
                 Some(&held) if length <= held => {}
                 Some(&held) => {
-                    return Err(format!(
-                        "string {string}: stored length {length} is more than its global heap \
-                         object holds ({held} bytes): damaged"
-                    ))
+                    return Err(HeapError::LongerThanObject {
+                        string,
+                        length,
+                        held,
+                    })
                 }
                 None => {
-                    return Err(format!(
-                        "string {string}: global heap object {index} at {addr} does not exist: \
-                         damaged"
-                    ))
+                    return Err(HeapError::NoObject {
+                        string,
+                        index,
+                        addr,
+                    })
                 }
             }
         }
@@ -94,14 +134,17 @@ impl VlenRefs {
         &mut self,
         read_at: ReadAt,
         addr: u64,
-    ) -> std::result::Result<&HashMap<u16, u64>, String> {
+    ) -> std::result::Result<&HashMap<u16, u64>, HeapError> {
         if !self.collections.contains_key(&addr) {
             let parsed = self.parse_collection(read_at, addr);
             self.collections.insert(addr, parsed);
         }
         match &self.collections[&addr] {
             Ok(objects) => Ok(objects),
-            Err(why) => Err(format!("global heap collection at {addr}: {why}")),
+            Err(damage) => Err(HeapError::Collection {
+                addr,
+                damage: damage.clone(),
+            }),
         }
     }
 
@@ -109,19 +152,21 @@ impl VlenRefs {
         &self,
         read_at: ReadAt,
         addr: u64,
-    ) -> std::result::Result<HashMap<u16, u64>, String> {
-        let at = addr.checked_add(self.base).ok_or("address out of range")?;
+    ) -> std::result::Result<HashMap<u16, u64>, Damage> {
+        let at = addr
+            .checked_add(self.base)
+            .ok_or(Damage::AddressOutOfRange)?;
         let mut head = vec![0u8; COLLECTION_HEAD as usize + self.sizeof_size];
-        read_at(at, &mut head).map_err(|e| format!("cannot be read ({e}): damaged address?"))?;
+        read_at(at, &mut head).map_err(|e| Damage::HeadUnreadable(e.to_string()))?;
         if &head[..4] != b"GCOL" || head[4] != 1 {
-            return Err("no collection signature (damaged)".into());
+            return Err(Damage::NoSignature);
         }
         let size = le(&head[COLLECTION_HEAD as usize..]);
         if size < head.len() as u64 || size > COLLECTION_MAX {
-            return Err(format!("collection size {size} (damaged)"));
+            return Err(Damage::Size(size));
         }
         let mut body = vec![0u8; size as usize];
-        read_at(at, &mut body).map_err(|e| e.to_string())?;
+        read_at(at, &mut body).map_err(|e| Damage::BodyUnreadable(e.to_string()))?;
         parse_objects(&body, head.len(), self.sizeof_size)
     }
 }
@@ -132,7 +177,7 @@ fn parse_objects(
     body: &[u8],
     start: usize,
     sizeof_size: usize,
-) -> std::result::Result<HashMap<u16, u64>, String> {
+) -> std::result::Result<HashMap<u16, u64>, Damage> {
     let object_head = 8 + sizeof_size;
     let mut objects = HashMap::new();
     let mut p = start;
@@ -145,14 +190,12 @@ fn parse_objects(
             size
         } else {
             (object_head as u64)
-                .checked_add(size.checked_add(7).ok_or("object size overflows")? & !7)
-                .ok_or("object size overflows")?
+                .checked_add(size.checked_add(7).ok_or(Damage::ObjectSizeOverflows)? & !7)
+                .ok_or(Damage::ObjectSizeOverflows)?
         };
         let left = (body.len() - p) as u64;
         if need == 0 || need > left {
-            return Err(format!(
-                "object {index} of {size} bytes does not fit the collection (damaged)"
-            ));
+            return Err(Damage::ObjectPastEnd { index, size });
         }
         if index != 0 {
             objects.insert(index, size);
@@ -196,7 +239,11 @@ mod tests {
         body.extend(object(1, b"sweet"));
         body.extend([0u8; 32]);
         let err = parse_objects(&body, 16, 8).unwrap_err();
-        assert!(err.contains("does not fit"), "{err}");
+        assert!(
+            matches!(err, Damage::ObjectPastEnd { index: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("does not fit"), "{err}");
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub fn chunk_table_work() -> u64 {
     use std::sync::atomic::Ordering::Relaxed;
     chunks::TABLE_ENTRIES_VISITED.load(Relaxed) + chunks::TABLE_PROBES.load(Relaxed)
 }
-use dataset::{DatasetInfo, OpenDataset, ReadPath};
+use dataset::{DatasetInfo, NotDirect, OpenDataset, ReadPath};
 use direct::{DatasetRead, DirectReader};
 use error::Hdf5Error;
 
@@ -344,8 +344,9 @@ impl Hdf5Source {
     /// is read through libhdf5.
     fn choose_chunk_path(&self, info: &mut DatasetInfo) {
         if self.fallback_forced && matches!(info.read_path, ReadPath::DirectChunks(_)) {
-            let why = format!("{} is set", direct::FORCE_FALLBACK_ENV);
-            info.read_path = ReadPath::Library { why: Some(why) };
+            info.read_path = ReadPath::Library {
+                why: Some(NotDirect::Forced),
+            };
         }
         if let ReadPath::Library { why: Some(why) } = &info.read_path {
             log::debug!(

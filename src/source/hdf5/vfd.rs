@@ -16,7 +16,7 @@
 use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
@@ -210,7 +210,7 @@ pub fn open(source: Arc<SourceFile>, name: &Path) -> hdf5::Result<(hdf5::File, A
 
 /// The driver's id, registered on first use.
 fn driver_id() -> hdf5::Result<hid_t> {
-    static DRIVER: OnceLock<Result<hid_t, String>> = OnceLock::new();
+    static DRIVER: OnceLock<hdf5::Result<hid_t>> = OnceLock::new();
     // HDF5's lock first, then the OnceLock, always in that order: a thread that holds the
     // (reentrant) HDF5 lock never waits for another that waits for it.
     let id = sync(|| {
@@ -218,10 +218,10 @@ fn driver_id() -> hdf5::Result<hid_t> {
             let class = driver_class();
             // SAFETY: a complete class struct of the bundled HDF5's layout; libhdf5 copies
             // it (its name is static).
-            h5check(unsafe { H5FDregister(&class) }).map_err(|e| e.to_string())
+            h5check(unsafe { H5FDregister(&class) })
         })
     });
-    id.clone().map_err(hdf5::Error::from)
+    id.clone()
 }
 
 fn driver_class() -> DriverClass {
@@ -286,11 +286,39 @@ fn push_error(minor: hid_t, message: &str) {
     }
 }
 
+/// Why a driver callback fails: its text goes on libhdf5's error stack.
+#[derive(Debug, thiserror::Error)]
+enum DriverError {
+    #[error("no driver info")]
+    NoDriverInfo,
+    #[error("{0}: the arrfs driver opens files read-only")]
+    Writable(String),
+    #[error(
+        "{0}: libhdf5 opens it by itself (an external link or a virtual dataset's source), \
+         but this file is read through arrfs's driver, which only reads the file it was given"
+    )]
+    NotGiven(String),
+    #[error("no file")]
+    NoFile,
+    #[error("read into a null buffer")]
+    NullBuffer,
+    #[error("{}: read of {len} bytes at {addr} past the end of the address space", path.display())]
+    PastAddressSpace {
+        path: PathBuf,
+        len: usize,
+        addr: u64,
+    },
+    /// Reading the source failed.
+    #[error("{0}")]
+    Read(crate::error::Error),
+}
+
 /// Runs a callback body; a panic becomes an HDF5 error (unwinding into C is undefined).
-fn guarded<T>(failed: T, minor: hid_t, body: impl FnOnce() -> Result<T, String>) -> T {
+fn guarded<T>(failed: T, minor: hid_t, body: impl FnOnce() -> Result<T, DriverError>) -> T {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(value)) => value,
-        Ok(Err(message)) => {
+        Ok(Err(e)) => {
+            let message = e.to_string();
             log::debug!("HDF5 driver: {message}");
             push_error(minor, &message);
             failed
@@ -306,7 +334,8 @@ fn guarded<T>(failed: T, minor: hid_t, body: impl FnOnce() -> Result<T, String>)
 unsafe extern "C" fn handle_copy(info: *const c_void) -> *mut c_void {
     guarded(std::ptr::null_mut(), *H5E_CANTOPENFILE, || {
         // SAFETY: libhdf5 passes driver info that `open` or an earlier copy made.
-        let handle = unsafe { info.cast::<DriverHandle>().as_ref() }.ok_or("no driver info")?;
+        let handle = unsafe { info.cast::<DriverHandle>().as_ref() };
+        let handle = handle.ok_or(DriverError::NoDriverInfo)?;
         Ok(Box::into_raw(Box::new(handle.clone())).cast())
     })
 }
@@ -332,18 +361,12 @@ unsafe extern "C" fn file_open(
         // SAFETY: libhdf5 passes a NUL-terminated name.
         let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
         if flags & (H5F_ACC_RDWR | H5F_ACC_CREAT | H5F_ACC_TRUNC | H5F_ACC_EXCL) != 0 {
-            return Err(format!("{name}: the arrfs driver opens files read-only"));
+            return Err(DriverError::Writable(name.into_owned()));
         }
         // SAFETY: `fapl` is the access list libhdf5 opens with; its driver info, if any,
         // is a `DriverHandle` (this driver's `fapl_copy` made it).
         let handle = unsafe { H5Pget_driver_info(fapl).cast::<DriverHandle>().as_ref() };
-        let handle = handle.ok_or_else(|| {
-            format!(
-                "{name}: libhdf5 opens it by itself (an external link or a virtual dataset's \
-                 source), but this file is read through arrfs's driver, which only reads the \
-                 file it was given"
-            )
-        })?;
+        let handle = handle.ok_or_else(|| DriverError::NotGiven(name.into_owned()))?;
         let file = DriverFile {
             // SAFETY: plain integers and a null pointer, all valid zeroed; libhdf5 fills
             // them in.
@@ -359,9 +382,9 @@ unsafe extern "C" fn file_open(
 ///
 /// # Safety
 /// `file` must come from [`file_open`] and not be closed.
-unsafe fn ours<'a>(file: *const DriverFile) -> Result<&'a DriverFile, String> {
+unsafe fn ours<'a>(file: *const DriverFile) -> Result<&'a DriverFile, DriverError> {
     // SAFETY: the caller's promise: a live `DriverFile` of `file_open`, or null.
-    unsafe { file.as_ref() }.ok_or_else(|| "no file".to_string())
+    unsafe { file.as_ref() }.ok_or(DriverError::NoFile)
 }
 
 unsafe extern "C" fn file_close(file: *mut DriverFile) -> herr_t {
@@ -416,7 +439,7 @@ unsafe extern "C" fn file_read(
         // SAFETY: an open file of this driver.
         let file = unsafe { ours(file) }?;
         if buf.is_null() && size > 0 {
-            return Err("read into a null buffer".into());
+            return Err(DriverError::NullBuffer);
         }
         // SAFETY: libhdf5 passes a buffer of `size` writable bytes.
         let buf = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), size) };
@@ -443,17 +466,15 @@ unsafe extern "C" fn file_write(
 impl DriverFile {
     /// Fills `buf` from `addr`; bytes past the end of the file read as zeros, as with
     /// libhdf5's own drivers (libhdf5 reads ahead speculatively, e.g. the superblock).
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), String> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DriverError> {
         let source = &self.handle.source;
         let end = addr
             .checked_add(buf.len() as u64)
             .filter(|&end| end <= self.eoa.load(Relaxed))
-            .ok_or_else(|| {
-                format!(
-                    "{}: read of {} bytes at {addr} past the end of the address space",
-                    source.path().display(),
-                    buf.len()
-                )
+            .ok_or_else(|| DriverError::PastAddressSpace {
+                path: source.path().to_path_buf(),
+                len: buf.len(),
+                addr,
             })?;
         self.handle.reads.calls.fetch_add(1, Relaxed);
         self.handle.reads.bytes.fetch_add(buf.len() as u64, Relaxed);
@@ -463,7 +484,7 @@ impl DriverFile {
         if data.is_empty() {
             return Ok(());
         }
-        source.read_at(addr, data).map_err(|e| e.to_string())
+        source.read_at(addr, data).map_err(DriverError::Read)
     }
 
     /// Starts fetching the child nodes of the B-tree node just read, which libhdf5 is about

@@ -11,7 +11,7 @@ use super::numpy::{self, DtypeObject, JoblibWrapper, WrapperData};
 use super::reader::{OpReader, ReadError};
 use super::text;
 use super::torch;
-use super::value::{Blob, Encoding, Global, Heap, ObjId, Object, Value};
+use super::value::{Blob, Encoding, Global, Heap, NotArray, ObjId, Object, Value};
 
 /// Bounds on what one stream may make the machine hold.
 #[derive(Clone, Copy, Debug)]
@@ -641,10 +641,10 @@ impl<R: Read + Seek> PickleMachine<R> {
         }
     }
 
-    fn array(&mut self, array: Result<numpy::ArrayPayload, String>) -> Step<Value> {
+    fn array(&mut self, array: Result<numpy::ArrayPayload, NotArray>) -> Step<Value> {
         match array {
             Ok(array) => self.object(Object::Array(Arc::new(array))),
-            Err(why) => Ok(Value::opaque(why)),
+            Err(why) => Ok(Value::opaque(why.to_string())),
         }
     }
 
@@ -713,10 +713,10 @@ impl<R: Read + Seek> PickleMachine<R> {
 
     /// Turns object `id` into the array BUILD made of it, in place: memo references to it
     /// must see the array too.
-    fn settle(&mut self, id: ObjId, array: Result<numpy::ArrayPayload, String>) {
+    fn settle(&mut self, id: ObjId, array: Result<numpy::ArrayPayload, NotArray>) {
         let object = match array {
             Ok(array) => Object::Array(Arc::new(array)),
-            Err(why) => Object::Failed(Arc::from(why)),
+            Err(why) => Object::Failed(Arc::from(why.to_string())),
         };
         if let Some(slot) = self.heap.get_mut(id) {
             *slot = object;
@@ -741,7 +741,8 @@ impl<R: Read + Seek> PickleMachine<R> {
             }
             Ok(WrapperData::NestedPickle) => {
                 self.skip_nested_stream()?;
-                self.settle(id, Err("object array (Python objects)".into()));
+                let why = NotArray::Unsupported("object array (Python objects)");
+                self.settle(id, Err(why));
                 Ok(())
             }
             Err(why) => self.invalid(format!("joblib array wrapper: {why}")),
@@ -778,7 +779,7 @@ impl<R: Read + Seek> PickleMachine<R> {
         }
         match torch::storage(&self.heap, &pid) {
             Ok(storage) => self.new_object(storage),
-            Err(why) => self.push(Value::opaque(why)),
+            Err(why) => self.push(Value::opaque(why.to_string())),
         }
     }
 

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 
 use super::torch::TensorData;
-use super::value::{Blob, Encoding, Heap, Object, Value};
+use super::value::{Blob, Encoding, Heap, NotArray, Object, Value};
 use crate::npy::{ByteOrder, Dtype, Field, NpyHeader};
+
+const BAD_SHAPE: NotArray = NotArray::Malformed("bad array shape");
 
 /// Where an array's payload bytes come from.
 #[derive(Debug)]
@@ -75,7 +77,7 @@ pub struct DtypeObject {
     itemsize: Option<usize>,
     fields: Option<Vec<Field>>,
     subarray: Option<(Dtype, Vec<u64>)>,
-    problem: Option<String>,
+    problem: Option<NotArray>,
 }
 
 impl DtypeObject {
@@ -92,8 +94,8 @@ impl DtypeObject {
         let count: usize = chars.as_str().parse().unwrap_or(0);
         let problem = match kind {
             'b' | 'i' | 'u' | 'f' | 'c' | 'S' | 'U' | 'V' => None,
-            'O' => Some("object dtype (Python objects, not plain data)".to_string()),
-            _ => Some(format!("dtype {code:?} has no plain .npy form here")),
+            'O' => Some(NotArray::ObjectDtype),
+            _ => Some(NotArray::NoNpyForm(code.to_string())),
         };
         DtypeObject {
             kind,
@@ -118,10 +120,15 @@ impl DtypeObject {
         }
     }
 
-    fn try_apply_state(&mut self, heap: &Heap, state: &Value) -> Result<(), String> {
-        let items = heap.sequence(state).ok_or("dtype state is not a tuple")?;
+    fn try_apply_state(&mut self, heap: &Heap, state: &Value) -> Result<(), NotArray> {
+        let items = heap
+            .sequence(state)
+            .ok_or(NotArray::Malformed("dtype state is not a tuple"))?;
         let [_version, endian, subarray, names, fields, elsize, ..] = items else {
-            return Err(format!("dtype state of {} items", items.len()));
+            return Err(NotArray::Items {
+                what: "dtype state",
+                count: items.len(),
+            });
         };
         self.order = match heap.text(endian).as_deref() {
             Some(">") => ByteOrder::Big,
@@ -145,12 +152,12 @@ impl DtypeObject {
     }
 
     /// The dtype a `.npy` header shows for arrays of this dtype.
-    pub fn resolve(&self) -> Result<Dtype, String> {
+    pub fn resolve(&self) -> Result<Dtype, NotArray> {
         if let Some(why) = &self.problem {
             return Err(why.clone());
         }
         if self.subarray.is_some() {
-            return Err("sub-array dtype outside a structure".into());
+            return Err(NotArray::Unsupported("sub-array dtype outside a structure"));
         }
         if let Some(fields) = &self.fields {
             return Ok(Dtype::Struct {
@@ -162,7 +169,7 @@ impl DtypeObject {
     }
 
     /// The dtype and sub-array shape of a structure field.
-    fn resolve_field(&self) -> Result<(Dtype, Vec<u64>), String> {
+    fn resolve_field(&self) -> Result<(Dtype, Vec<u64>), NotArray> {
         match &self.subarray {
             Some((base, shape)) if self.problem.is_none() => Ok((base.clone(), shape.clone())),
             _ => Ok((self.resolve()?, Vec::new())),
@@ -170,46 +177,53 @@ impl DtypeObject {
     }
 }
 
-fn dtype_of(heap: &Heap, value: &Value) -> Result<DtypeObject, String> {
+fn dtype_of(heap: &Heap, value: &Value) -> Result<DtypeObject, NotArray> {
     match heap.object(value) {
         Some(Object::Dtype(dtype)) => Ok(dtype.clone()),
-        _ => Err("expected a numpy dtype".into()),
+        _ => Err(NotArray::Malformed("expected a numpy dtype")),
     }
 }
 
-fn subarray_of(heap: &Heap, value: &Value) -> Result<(Dtype, Vec<u64>), String> {
-    let [base, shape] = heap.sequence(value).ok_or("bad sub-array")? else {
-        return Err("bad sub-array".into());
+fn subarray_of(heap: &Heap, value: &Value) -> Result<(Dtype, Vec<u64>), NotArray> {
+    const BAD: NotArray = NotArray::Malformed("bad sub-array");
+    const BAD_SHAPE: NotArray = NotArray::Malformed("bad sub-array shape");
+    let Some([base, shape]) = heap.sequence(value) else {
+        return Err(BAD);
     };
     let shape = match shape {
-        Value::Int(n) => vec![u64::try_from(*n).map_err(|_| "bad sub-array shape")?],
-        other => heap.shape(other).ok_or("bad sub-array shape")?,
+        Value::Int(n) => vec![u64::try_from(*n).map_err(|_| BAD_SHAPE)?],
+        other => heap.shape(other).ok_or(BAD_SHAPE)?,
     };
     Ok((dtype_of(heap, base)?.resolve()?, shape))
 }
 
 /// The fields of a structured dtype, in the order of `names`.
-fn fields_of(heap: &Heap, names: &Value, fields: &Value) -> Result<Vec<Field>, String> {
-    let names = heap.sequence(names).ok_or("field names are not a tuple")?;
+fn fields_of(heap: &Heap, names: &Value, fields: &Value) -> Result<Vec<Field>, NotArray> {
+    let names = heap
+        .sequence(names)
+        .ok_or(NotArray::Malformed("field names are not a tuple"))?;
     names
         .iter()
         .map(|name| {
-            let name = heap.text(name).ok_or("field name is not a string")?;
+            let name = heap
+                .text(name)
+                .ok_or(NotArray::Malformed("field name is not a string"))?;
             let spec = heap
                 .dict_get(fields, &name)
-                .ok_or("field without a description")?;
+                .ok_or(NotArray::Malformed("field without a description"))?;
             field_of(heap, name, spec)
         })
         .collect()
 }
 
-fn field_of(heap: &Heap, name: String, spec: &Value) -> Result<Field, String> {
-    let items = heap.sequence(spec).ok_or("bad field description")?;
+fn field_of(heap: &Heap, name: String, spec: &Value) -> Result<Field, NotArray> {
+    let items = heap.sequence(spec).unwrap_or_default();
     let (Some(dtype), Some(Value::Int(offset))) = (items.first(), items.get(1)) else {
-        return Err("bad field description".into());
+        return Err(NotArray::Malformed("bad field description"));
     };
     let (dtype, shape) = dtype_of(heap, dtype)?.resolve_field()?;
-    let offset = usize::try_from(*offset).map_err(|_| "negative field offset")?;
+    let offset =
+        usize::try_from(*offset).map_err(|_| NotArray::Malformed("negative field offset"))?;
     Ok(Field {
         name,
         offset,
@@ -220,17 +234,19 @@ fn field_of(heap: &Heap, name: String, spec: &Value) -> Result<Field, String> {
 
 /// numpy's `np.save` writes `fortran_order: True` only for arrays that are Fortran- and
 /// not also C-contiguous: at most one axis longer than 1, or no elements, is both.
-pub fn header(dtype: Dtype, shape: Vec<u64>, fortran: bool) -> Result<NpyHeader, String> {
+pub fn header(dtype: Dtype, shape: Vec<u64>, fortran: bool) -> Result<NpyHeader, NotArray> {
     let long_axes = shape.iter().filter(|&&n| n > 1).count();
     let both_orders = long_axes <= 1 || shape.contains(&0);
     let bytes = shape
         .iter()
         .try_fold(dtype.itemsize() as u64, |acc, &n| acc.checked_mul(n));
     if bytes.is_none_or(|b| b > i64::MAX as u64) {
-        return Err("shape too large".into());
+        return Err(NotArray::Unsupported("shape too large"));
     }
     if !dtype.is_describable() {
-        return Err("structured dtype with overlapping fields".into());
+        return Err(NotArray::Unsupported(
+            "structured dtype with overlapping fields",
+        ));
     }
     Ok(NpyHeader {
         dtype,
@@ -240,11 +256,15 @@ pub fn header(dtype: Dtype, shape: Vec<u64>, fortran: bool) -> Result<NpyHeader,
 }
 
 /// The payload of `header` taken from a bytes-like value, checked for length.
-fn payload(header: NpyHeader, data: &Value) -> Result<ArrayPayload, String> {
+fn payload(header: NpyHeader, data: &Value) -> Result<ArrayPayload, NotArray> {
     let blob = match data {
         Value::Bytes(blob) | Value::Py2Str(blob) => blob,
-        Value::Opaque(why) => return Err(why.to_string()),
-        _ => return Err("array data is not bytes (object array?)".into()),
+        Value::Opaque(why) => return Err(NotArray::Opaque(why.clone())),
+        _ => {
+            return Err(NotArray::Unsupported(
+                "array data is not bytes (object array?)",
+            ))
+        }
     };
     let data = match blob.encoding {
         Encoding::Raw if blob.len == header.payload_len() => PayloadData::File {
@@ -254,17 +274,16 @@ fn payload(header: NpyHeader, data: &Value) -> Result<ArrayPayload, String> {
             PayloadData::Memory(blob.inline.clone().unwrap_or_else(|| Arc::from([])))
         }
         Encoding::Raw => {
-            return Err(format!(
-                "{} data bytes for {} expected",
-                blob.len,
-                header.payload_len()
-            ))
+            return Err(NotArray::DataBytes {
+                got: blob.len,
+                expected: header.payload_len(),
+            })
         }
         Encoding::Utf8 | Encoding::RawUnicodeEscape => PayloadData::Encoded(blob.clone()),
     };
     if let PayloadData::Memory(bytes) = &data {
         if bytes.len() as u64 != header.payload_len() {
-            return Err("array data of the wrong length".into());
+            return Err(NotArray::Malformed("array data of the wrong length"));
         }
     }
     Ok(ArrayPayload::new(header, data))
@@ -272,35 +291,44 @@ fn payload(header: NpyHeader, data: &Value) -> Result<ArrayPayload, String> {
 
 /// BUILD of `_reconstruct(ndarray, ...)`: state `(version, shape, dtype, is_fortran,
 /// rawdata)`, or the four-item form without version of old numpy.
-pub fn array_from_state(heap: &Heap, state: &Value) -> Result<ArrayPayload, String> {
-    let items = heap.sequence(state).ok_or("array state is not a tuple")?;
+pub fn array_from_state(heap: &Heap, state: &Value) -> Result<ArrayPayload, NotArray> {
+    let items = heap
+        .sequence(state)
+        .ok_or(NotArray::Malformed("array state is not a tuple"))?;
     let (shape, dtype, fortran, data) = match items {
         [_, shape, dtype, fortran, data] | [shape, dtype, fortran, data] => {
             (shape, dtype, fortran, data)
         }
-        _ => return Err(format!("array state of {} items", items.len())),
+        _ => {
+            return Err(NotArray::Items {
+                what: "array state",
+                count: items.len(),
+            })
+        }
     };
-    let shape = heap.shape(shape).ok_or("bad array shape")?;
+    let shape = heap.shape(shape).ok_or(BAD_SHAPE)?;
     let dtype = dtype_of(heap, dtype)?.resolve()?;
     let fortran = matches!(fortran, Value::Bool(true) | Value::Int(1));
     Ok(payload(header(dtype, shape, fortran)?, data)?.in_native_order())
 }
 
 /// `_frombuffer(buffer, dtype, shape, order)`: protocol 5's form of contiguous arrays.
-pub fn array_from_buffer(heap: &Heap, args: &[Value]) -> Result<ArrayPayload, String> {
+pub fn array_from_buffer(heap: &Heap, args: &[Value]) -> Result<ArrayPayload, NotArray> {
     let [data, dtype, shape, order] = args else {
-        return Err("_frombuffer with unexpected arguments".into());
+        return Err(NotArray::Malformed("_frombuffer with unexpected arguments"));
     };
-    let shape = heap.shape(shape).ok_or("bad array shape")?;
+    let shape = heap.shape(shape).ok_or(BAD_SHAPE)?;
     let dtype = dtype_of(heap, dtype)?.resolve()?;
     let fortran = heap.text(order).as_deref() == Some("F");
     payload(header(dtype, shape, fortran)?, data)
 }
 
 /// `scalar(dtype, bytes)`: a numpy scalar, shown as a 0-d array.
-pub fn numpy_scalar(heap: &Heap, args: &[Value]) -> Result<ArrayPayload, String> {
+pub fn numpy_scalar(heap: &Heap, args: &[Value]) -> Result<ArrayPayload, NotArray> {
     let [dtype, data] = args else {
-        return Err("numpy scalar with unexpected arguments".into());
+        return Err(NotArray::Malformed(
+            "numpy scalar with unexpected arguments",
+        ));
     };
     let dtype = dtype_of(heap, dtype)?.resolve()?;
     payload(header(dtype, Vec::new(), false)?, data)
@@ -334,16 +362,18 @@ pub enum WrapperData {
 }
 
 /// Reads the wrapper's state dict: `shape`, `order`, `dtype`, `numpy_array_alignment_bytes`.
-pub fn wrapper_data(heap: &Heap, state: &Value) -> Result<WrapperData, String> {
-    let field = |name: &str| {
+pub fn wrapper_data(heap: &Heap, state: &Value) -> Result<WrapperData, NotArray> {
+    let field = |name: &'static str| {
         heap.dict_get(state, name)
-            .ok_or(format!("wrapper without {name}"))
+            .ok_or(NotArray::WrapperWithout(name))
     };
     let dtype = dtype_of(heap, field("dtype")?)?;
     if dtype.is_object() {
         return Ok(WrapperData::NestedPickle);
     }
-    let shape = heap.shape(field("shape")?).ok_or("bad wrapper shape")?;
+    let shape = heap
+        .shape(field("shape")?)
+        .ok_or(NotArray::Malformed("bad wrapper shape"))?;
     let fortran = heap.text(field("order")?).as_deref() == Some("F");
     let aligned = matches!(
         heap.dict_get(state, "numpy_array_alignment_bytes"),

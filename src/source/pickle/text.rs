@@ -5,10 +5,27 @@
 
 use super::value::Encoding;
 
+/// Why a text payload does not decode to bytes (one latin-1 character per byte).
+#[derive(Debug, thiserror::Error)]
+pub enum TextError {
+    #[error("character beyond latin-1 (byte {0:#04x}) in a bytes payload")]
+    BeyondLatin1Byte(u8),
+    #[error("invalid UTF-8 in a bytes payload")]
+    InvalidUtf8,
+    #[error("bad \\u escape in a bytes payload")]
+    BadEscape,
+    #[error("character beyond latin-1 in a bytes payload")]
+    BeyondLatin1,
+}
+
 /// Decodes the complete characters at the start of `input` into `out` (each character one
 /// byte); returns how many input bytes were used. A character cut at the end of `input` is
 /// left for the next step.
-pub fn decode_step(encoding: Encoding, input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
+pub fn decode_step(
+    encoding: Encoding,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<usize, TextError> {
     match encoding {
         Encoding::Utf8 => utf8_latin1_step(input, out),
         Encoding::RawUnicodeEscape => escape_latin1_step(input, out),
@@ -19,7 +36,7 @@ pub fn decode_step(encoding: Encoding, input: &[u8], out: &mut Vec<u8>) -> Resul
     }
 }
 
-fn utf8_latin1_step(input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
+fn utf8_latin1_step(input: &[u8], out: &mut Vec<u8>) -> Result<usize, TextError> {
     let mut i = 0;
     while let Some(&first) = input.get(i) {
         if first < 0x80 {
@@ -28,15 +45,13 @@ fn utf8_latin1_step(input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
             continue;
         }
         if !(0xc2..=0xc3).contains(&first) {
-            return Err(format!(
-                "character beyond latin-1 (byte {first:#04x}) in a bytes payload"
-            ));
+            return Err(TextError::BeyondLatin1Byte(first));
         }
         let Some(&second) = input.get(i + 1) else {
             break;
         };
         if second & 0xc0 != 0x80 {
-            return Err("invalid UTF-8 in a bytes payload".into());
+            return Err(TextError::InvalidUtf8);
         }
         out.push(((first & 0x1f) << 6) | (second & 0x3f));
         i += 2;
@@ -44,7 +59,7 @@ fn utf8_latin1_step(input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
     Ok(i)
 }
 
-fn escape_latin1_step(input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
+fn escape_latin1_step(input: &[u8], out: &mut Vec<u8>) -> Result<usize, TextError> {
     let mut i = 0;
     while let Some(&byte) = input.get(i) {
         let digits = match (byte, input.get(i + 1)) {
@@ -60,8 +75,8 @@ fn escape_latin1_step(input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> 
         let Some(hex) = input.get(i + 2..i + 2 + digits) else {
             break;
         };
-        let code = parse_hex(hex).ok_or("bad \\u escape in a bytes payload")?;
-        let byte = u8::try_from(code).map_err(|_| "character beyond latin-1 in a bytes payload")?;
+        let code = parse_hex(hex).ok_or(TextError::BadEscape)?;
+        let byte = u8::try_from(code).map_err(|_| TextError::BeyondLatin1)?;
         out.push(byte);
         i += 2 + digits;
     }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::numpy::{header, ArrayPayload, PayloadData};
-use super::value::{Blob, Encoding, Heap, Object, Value};
+use super::value::{Blob, Encoding, Heap, NotArray, Object, Value};
 use crate::npy::{ByteOrder, Dtype};
 
 /// A torch dtype, as numpy (with ml_dtypes) shows it.
@@ -223,25 +223,29 @@ pub struct TensorData {
 }
 
 /// The persistent id `('storage', storage_type, key, location, numel)`.
-pub fn storage(heap: &Heap, pid: &Value) -> Result<Object, String> {
-    let items = heap.sequence(pid).ok_or("persistent id is not a tuple")?;
+pub fn storage(heap: &Heap, pid: &Value) -> Result<Object, NotArray> {
+    let items = heap
+        .sequence(pid)
+        .ok_or(NotArray::Malformed("persistent id is not a tuple"))?;
     let [tag, kind, key, _location, numel, ..] = items else {
-        return Err("persistent id of the wrong length".into());
+        return Err(NotArray::Malformed("persistent id of the wrong length"));
     };
     if heap.text(tag).as_deref() != Some("storage") {
-        return Err("persistent id that is not a storage".into());
+        return Err(NotArray::Unsupported("persistent id that is not a storage"));
     }
     let dtype = match kind {
         Value::Global(super::value::Global::Torch(TorchGlobal::Storage(dtype))) => Some(*dtype),
         Value::Global(super::value::Global::Torch(TorchGlobal::UntypedStorage)) => None,
-        Value::Opaque(why) => return Err(why.to_string()),
-        _ => return Err("storage of an unknown type".into()),
+        Value::Opaque(why) => return Err(NotArray::Opaque(why.clone())),
+        _ => return Err(NotArray::Unsupported("storage of an unknown type")),
     };
-    let key = heap.text(key).ok_or("storage key is not a string")?;
+    let key = heap
+        .text(key)
+        .ok_or(NotArray::Malformed("storage key is not a string"))?;
     let Value::Int(numel) = numel else {
-        return Err("storage size is not an int".into());
+        return Err(NotArray::Malformed("storage size is not an int"));
     };
-    let numel = u64::try_from(*numel).map_err(|_| "negative storage size")?;
+    let numel = u64::try_from(*numel).map_err(|_| NotArray::Malformed("negative storage size"))?;
     Ok(Object::Storage(Arc::new(StorageRef { key, dtype, numel })))
 }
 
@@ -324,7 +328,7 @@ fn device(heap: &Heap, args: &[Value]) -> Value {
 fn tensor(heap: &Heap, args: &[Value], dtype: Option<TorchDtype>) -> Made {
     match tensor_payload(heap, args, dtype) {
         Ok(array) => Made::Object(Object::Array(Arc::new(array))),
-        Err(why) => opaque(why),
+        Err(why) => opaque(why.to_string()),
     }
 }
 
@@ -332,45 +336,48 @@ fn tensor_payload(
     heap: &Heap,
     args: &[Value],
     dtype: Option<TorchDtype>,
-) -> Result<ArrayPayload, String> {
+) -> Result<ArrayPayload, NotArray> {
+    use NotArray::Malformed;
     // An argument the machine left opaque (a global off the allow-list): say which.
     if let Some(Value::Opaque(why)) = args.iter().take(4).find(|a| matches!(a, Value::Opaque(_))) {
-        return Err(why.to_string());
+        return Err(NotArray::Opaque(why.clone()));
     }
     let [storage, Value::Int(offset), size, stride, ..] = args else {
-        return Err("tensor rebuilt with unexpected arguments".into());
+        return Err(Malformed("tensor rebuilt with unexpected arguments"));
     };
     let storage = match (storage, heap.object(storage)) {
         (_, Some(Object::Storage(storage))) => storage.clone(),
-        (Value::Opaque(why), _) => return Err(why.to_string()),
-        _ => return Err("tensor without a storage".into()),
+        (Value::Opaque(why), _) => return Err(NotArray::Opaque(why.clone())),
+        _ => return Err(Malformed("tensor without a storage")),
     };
     let dtype = dtype
         .or(storage.dtype)
-        .ok_or("untyped storage without a dtype")?;
-    let shape = heap.shape(size).ok_or("bad tensor size")?;
-    let strides = heap.shape(stride).ok_or("bad tensor stride")?;
+        .ok_or(Malformed("untyped storage without a dtype"))?;
+    let shape = heap.shape(size).ok_or(Malformed("bad tensor size"))?;
+    let strides = heap.shape(stride).ok_or(Malformed("bad tensor stride"))?;
     if strides.len() != shape.len() {
-        return Err("tensor stride and size differ in length".into());
+        return Err(Malformed("tensor stride and size differ in length"));
     }
     let itemsize = dtype.itemsize();
-    let offset = u64::try_from(*offset).map_err(|_| "negative storage offset")?;
+    let offset = u64::try_from(*offset).map_err(|_| Malformed("negative storage offset"))?;
     let storage_bytes = match storage.dtype {
         Some(d) => storage.numel.checked_mul(d.itemsize()),
         None => Some(storage.numel),
     }
-    .ok_or("storage size overflows")?;
-    let span = span_bytes(&shape, &strides, itemsize).ok_or("tensor view overflows")?;
+    .ok_or(Malformed("storage size overflows"))?;
+    let span = span_bytes(&shape, &strides, itemsize).ok_or(Malformed("tensor view overflows"))?;
     let start = offset
         .checked_mul(itemsize)
-        .ok_or("storage offset overflows")?;
+        .ok_or(Malformed("storage offset overflows"))?;
     if start
         .checked_add(span)
         .is_none_or(|end| end > storage_bytes)
     {
-        return Err(format!(
-            "tensor view (offset {start}, {span} bytes) runs past its storage of {storage_bytes} bytes"
-        ));
+        return Err(NotArray::PastStorage {
+            start,
+            span,
+            storage: storage_bytes,
+        });
     }
     let (layout, fortran) = layout(&shape, &strides);
     let mut array = ArrayPayload::new(

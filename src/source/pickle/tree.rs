@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::numpy::{python_scalar, ArrayPayload};
-use super::value::{Heap, Object, Value};
+use super::value::{Heap, NotArray, Object, Value};
 use crate::npy::str_repr;
 use crate::source::{SkipReason, Skipped};
 
@@ -64,11 +64,11 @@ impl Builder<'_> {
         }
     }
 
-    fn skip(&mut self, dir: usize, name: String, why: String) {
+    fn skip(&mut self, dir: usize, name: String, why: NotArray) {
         log::debug!("pickle: {name:?} left out: {why}");
         if let Some(dir) = self.dir(dir) {
-            dir.skipped
-                .push(Skipped::new(name, SkipReason::Unsupported(why)));
+            let why = SkipReason::Unsupported(why.to_string());
+            dir.skipped.push(Skipped::new(name, why));
         }
     }
 
@@ -80,11 +80,7 @@ impl Builder<'_> {
             };
             if self.visited >= MAX_NODES {
                 log::warn!("pickle: more than {MAX_NODES} entries (shared or hostile data?): the rest is left out");
-                self.skip(
-                    dir,
-                    "...".into(),
-                    format!("entry limit of {MAX_NODES} reached"),
-                );
+                self.skip(dir, "...".into(), NotArray::EntryLimit(MAX_NODES));
                 return;
             }
             self.visited += 1;
@@ -96,14 +92,15 @@ impl Builder<'_> {
     }
 
     /// Item `index` of a container: its name (or why it has none) and its value.
-    fn item(&self, container: &Value, index: usize) -> Option<(Result<String, String>, Value)> {
+    fn item(&self, container: &Value, index: usize) -> Option<(Result<String, NotArray>, Value)> {
         match self.heap.object(container)? {
             Object::List(items) | Object::Tuple(items) => {
                 Some((Ok(index.to_string()), items.get(index)?.clone()))
             }
             Object::Dict(items) => {
                 let (key, value) = items.get(index)?;
-                let name = py_str(self.heap, key, 0).ok_or_else(|| "key has no name".to_string());
+                let name =
+                    py_str(self.heap, key, 0).ok_or(NotArray::Unsupported("key has no name"));
                 Some((name, value.clone()))
             }
             _ => None,
@@ -126,7 +123,7 @@ impl Builder<'_> {
     }
 
     /// The node a value becomes and the suffix of its name.
-    fn node_of(&self, value: &Value, depth: usize) -> Result<(&'static str, Node), String> {
+    fn node_of(&self, value: &Value, depth: usize) -> Result<(&'static str, Node), NotArray> {
         if let Some(array) = python_scalar(value) {
             return Ok((".npy", Node::Array(Arc::new(array))));
         }
@@ -136,12 +133,14 @@ impl Builder<'_> {
                 if depth < MAX_DEPTH {
                     Ok(("", Node::Dir(DirNode::default())))
                 } else {
-                    Err(format!("nested deeper than {MAX_DEPTH} levels"))
+                    Err(NotArray::TooDeep(MAX_DEPTH))
                 }
             }
-            (Value::Opaque(why), _) | (_, Some(Object::Failed(why))) => Err(why.to_string()),
-            (_, Some(object)) => Err(format!("{} is not an array", object_kind(object))),
-            (other, None) => Err(format!("{} is not an array", value_kind(other))),
+            (Value::Opaque(why), _) | (_, Some(Object::Failed(why))) => {
+                Err(NotArray::Opaque(why.clone()))
+            }
+            (_, Some(object)) => Err(NotArray::NotAnArray(object_kind(object))),
+            (other, None) => Err(NotArray::NotAnArray(value_kind(other))),
         }
     }
 }

@@ -38,6 +38,41 @@ impl Value {
     }
 }
 
+/// Why a pickled value is not shown as an array. Stored in the heap as its text
+/// ([`Value::Opaque`], [`Object::Failed`]); shown as the entry's skip reason.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum NotArray {
+    /// A value the machine left opaque, or an array that failed to build: its reason.
+    #[error("{0}")]
+    Opaque(Arc<str>),
+    /// The pickled structure is not what numpy, joblib or torch write: which part.
+    #[error("{0}")]
+    Malformed(&'static str),
+    /// A state or argument tuple with the wrong number of items.
+    #[error("{what} of {count} items")]
+    Items { what: &'static str, count: usize },
+    /// Valid, but not an array a `.npy` can hold: what it is.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("object dtype (Python objects, not plain data)")]
+    ObjectDtype,
+    #[error("dtype {0:?} has no plain .npy form here")]
+    NoNpyForm(String),
+    #[error("{got} data bytes for {expected} expected")]
+    DataBytes { got: u64, expected: u64 },
+    #[error("wrapper without {0}")]
+    WrapperWithout(&'static str),
+    #[error("tensor view (offset {start}, {span} bytes) runs past its storage of {storage} bytes")]
+    PastStorage { start: u64, span: u64, storage: u64 },
+    /// The value itself is no array (`a set`, `a dtype`, `a str`, ...).
+    #[error("{0} is not an array")]
+    NotAnArray(&'static str),
+    #[error("nested deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("entry limit of {0} reached")]
+    EntryLimit(usize),
+}
+
 /// How the bytes of a string or bytes object are stored in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {

@@ -7,7 +7,7 @@
 //! big-endian) and the block size in bytes (u32), then each block as its stored size (u32)
 //! and the compressed bytes. The last `n % 8` elements are stored as they are.
 
-use super::{be_u32, be_u64, declared};
+use super::{be_u32, be_u64, declared, CodecError};
 
 const COMPRESS_LZ4: u32 = 2;
 const COMPRESS_ZSTD: u32 = 3;
@@ -24,10 +24,13 @@ pub struct Params {
 }
 
 impl Params {
-    pub fn of(values: &[u32]) -> Result<Params, String> {
-        let elem_size = *values.get(2).ok_or("bitshuffle: no element size")? as usize;
+    pub fn of(values: &[u32]) -> Result<Params, CodecError> {
+        let elem_size = *values
+            .get(2)
+            .ok_or_else(|| CodecError::params("bitshuffle", "no element size"))?
+            as usize;
         if elem_size == 0 {
-            return Err("bitshuffle: element size 0".into());
+            return Err(CodecError::params("bitshuffle", "element size 0"));
         }
         Ok(Params {
             elem_size,
@@ -41,11 +44,11 @@ impl Params {
     }
 }
 
-pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
     let compressed = matches!(p.compression, COMPRESS_LZ4 | COMPRESS_ZSTD);
     let (total, block, body) = if compressed {
         let (Some(total), Some(block_bytes)) = (be_u64(input, 0), be_u32(input, 8)) else {
-            return Err("shorter than its 12-byte header".into());
+            return Err(CodecError::ShortHeader(12));
         };
         let block = block_bytes as usize / p.elem_size;
         (declared(total, limit)?, block, &input[12..])
@@ -56,16 +59,21 @@ pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, String>
         };
         (declared(input.len() as u64, limit)?, block, input)
     } else {
-        return Err(format!("unknown inner compression {}", p.compression));
+        return Err(CodecError::Unsupported(format!(
+            "unknown inner compression {}",
+            p.compression
+        )));
     };
     if total % p.elem_size != 0 {
-        return Err(format!(
+        return Err(CodecError::malformed(format!(
             "{total} bytes is no whole number of {}-byte elements",
             p.elem_size
-        ));
+        )));
     }
     if block == 0 || block % 8 != 0 {
-        return Err(format!("block of {block} elements is no multiple of 8"));
+        return Err(CodecError::malformed(format!(
+            "block of {block} elements is no multiple of 8"
+        )));
     }
     let mut blocks = Blocks {
         p,
@@ -89,7 +97,7 @@ pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, String>
     let rest = &mut out[first * p.elem_size..];
     let raw = body
         .get(blocks.at..blocks.at + rest.len())
-        .ok_or("truncated in its last elements")?;
+        .ok_or(CodecError::Truncated("truncated in its last elements"))?;
     rest.copy_from_slice(raw);
     Ok(out)
 }
@@ -105,33 +113,37 @@ struct Blocks<'a> {
 
 impl Blocks<'_> {
     /// Decodes the next block of `size` elements into `out`.
-    fn next_into(&mut self, size: usize, out: &mut [u8]) -> Result<(), String> {
+    fn next_into(&mut self, size: usize, out: &mut [u8]) -> Result<(), CodecError> {
         let nbytes = size * self.p.elem_size;
         if self.compression == 0 {
             let raw = self
                 .input
                 .get(self.at..self.at + nbytes)
-                .ok_or("truncated inside a block")?;
+                .ok_or(CodecError::Truncated("truncated inside a block"))?;
             self.at += nbytes;
             untranspose(raw, out, size, self.p.elem_size);
             return Ok(());
         }
-        let stored = be_u32(self.input, self.at).ok_or("truncated before a block header")?;
+        let stored = be_u32(self.input, self.at)
+            .ok_or(CodecError::Truncated("truncated before a block header"))?;
         let start = self.at + 4;
         let body = self
             .input
             .get(start..start + stored as usize)
-            .ok_or("truncated inside a block")?;
+            .ok_or(CodecError::Truncated("truncated inside a block"))?;
         self.at = start + stored as usize;
         self.scratch.resize(nbytes, 0);
         let got = match self.compression {
             COMPRESS_LZ4 => lz4_flex::block::decompress_into(body, &mut self.scratch)
-                .map_err(|e| format!("corrupt lz4 block ({e})"))?,
+                .map_err(|e| CodecError::corrupt("corrupt lz4 block", e))?,
             _ => zstd::bulk::decompress_to_buffer(body, &mut self.scratch[..])
-                .map_err(|e| format!("corrupt zstd block ({e})"))?,
+                .map_err(|e| CodecError::corrupt("corrupt zstd block", e))?,
         };
         if got != nbytes {
-            return Err(format!("a block gave {got} bytes, not {nbytes}"));
+            return Err(CodecError::BlockSize {
+                got,
+                expected: nbytes,
+            });
         }
         untranspose(&self.scratch, out, size, self.p.elem_size);
         Ok(())

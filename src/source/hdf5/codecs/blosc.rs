@@ -5,20 +5,21 @@
 
 use std::ffi::c_void;
 
+use super::CodecError;
+
 /// Decodes one blosc buffer into at most `limit` bytes.
-pub fn decode(input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+pub fn decode(input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
     let mut nbytes: usize = 0;
     // SAFETY: blosc reads at most `input.len()` bytes of `input` and writes `nbytes`.
     let valid = unsafe {
         blosc_src::blosc_cbuffer_validate(input.as_ptr().cast(), input.len(), &mut nbytes)
     };
     if valid < 0 {
-        return Err("not a valid blosc buffer".into());
+        return Err(CodecError::malformed("not a valid blosc buffer"));
     }
     if nbytes > limit {
-        return Err(format!(
-            "declares {nbytes} bytes, more than the {limit} of its chunk"
-        ));
+        let size = nbytes as u64;
+        return Err(CodecError::OverLimit { size, limit });
     }
     let mut out = vec![0u8; nbytes];
     if nbytes == 0 {
@@ -35,7 +36,10 @@ pub fn decode(input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
         )
     };
     if n < 0 || n as usize != nbytes {
-        return Err(format!("corrupt buffer (blosc error {n})"));
+        return Err(CodecError::corrupt(
+            "corrupt buffer",
+            format!("blosc error {n}"),
+        ));
     }
     Ok(out)
 }

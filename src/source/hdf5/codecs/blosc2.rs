@@ -15,6 +15,8 @@
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Once;
 
+use super::CodecError;
+
 use blosc2_sys::{
     blosc2_init, blosc2_schunk, blosc2_schunk_decompress_chunk, blosc2_schunk_free,
     blosc2_schunk_from_buffer,
@@ -37,27 +39,27 @@ extern "C" {
 }
 
 /// Decodes one Blosc2 frame into at most `limit` bytes.
-pub fn decode(input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+pub fn decode(input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
     static INIT: Once = Once::new();
     // SAFETY: blosc2_init sets up C-Blosc2's global tables once, before any other call.
     INIT.call_once(|| unsafe { blosc2_init() });
     // C-Blosc2 takes a mutable frame but only reads it (copy = false borrows it): `frame`
     // outlives `schunk`, declared after it.
     let mut frame = input.to_vec();
-    let len = i64::try_from(frame.len()).map_err(|_| "frame too large")?;
+    let len = i64::try_from(frame.len()).map_err(|_| CodecError::malformed("frame too large"))?;
     // SAFETY: `frame` holds `len` bytes; C-Blosc2 checks the frame against that length.
     let raw = unsafe { blosc2_schunk_from_buffer(frame.as_mut_ptr(), len, false) };
     if raw.is_null() {
-        return Err("not a valid Blosc2 frame".into());
+        return Err(CodecError::malformed("not a valid Blosc2 frame"));
     }
     let schunk = Schunk(raw);
     // SAFETY: a super-chunk C-Blosc2 just built and we own.
     let header = unsafe { &*schunk.0 };
     if header.nchunks != 1 {
-        return Err(format!(
+        return Err(CodecError::malformed(format!(
             "frame holds {} chunks, the filter writes one",
             header.nchunks
-        ));
+        )));
     }
     match nd_metalayer(header)? {
         Some(meta) => decode_nd(schunk, &meta, limit),
@@ -76,22 +78,25 @@ impl Drop for Schunk {
 }
 
 /// The frame's only chunk, decompressed.
-fn decode_flat(schunk: &Schunk, limit: usize) -> Result<Vec<u8>, String> {
+fn decode_flat(schunk: &Schunk, limit: usize) -> Result<Vec<u8>, CodecError> {
     // SAFETY: a live super-chunk we own.
     let nbytes = unsafe { (*schunk.0).nbytes };
     let size = super::declared(u64::try_from(nbytes).unwrap_or(u64::MAX), limit)?;
-    let size_c = i32::try_from(size).map_err(|_| "chunk too large")?;
+    let size_c = i32::try_from(size).map_err(|_| CodecError::malformed("chunk too large"))?;
     let mut out = vec![0u8; size];
     // SAFETY: `out` holds `size_c` bytes; C-Blosc2 writes at most that many.
     let n = unsafe { blosc2_schunk_decompress_chunk(schunk.0, 0, out.as_mut_ptr().cast(), size_c) };
     if n != size_c {
-        return Err(format!("corrupt chunk (blosc2 error {n})"));
+        return Err(CodecError::corrupt(
+            "corrupt chunk",
+            format!("blosc2 error {n}"),
+        ));
     }
     Ok(out)
 }
 
 /// The whole b2nd array in C order.
-fn decode_nd(schunk: Schunk, meta: &NdMeta, limit: usize) -> Result<Vec<u8>, String> {
+fn decode_nd(schunk: Schunk, meta: &NdMeta, limit: usize) -> Result<Vec<u8>, CodecError> {
     // SAFETY: a live super-chunk we own.
     let typesize = unsafe { (*schunk.0).typesize };
     let items = meta
@@ -101,13 +106,13 @@ fn decode_nd(schunk: Schunk, meta: &NdMeta, limit: usize) -> Result<Vec<u8>, Str
     let bytes = items
         .and_then(|n| n.checked_mul(u64::try_from(typesize).ok()?))
         .filter(|_| typesize > 0)
-        .ok_or("b2nd array size overflows")?;
+        .ok_or_else(|| CodecError::malformed("b2nd array size overflows"))?;
     let size = super::declared(bytes, limit)?;
     let mut array: *mut B2ndArray = std::ptr::null_mut();
     // SAFETY: the metalayer was checked to be one C-Blosc2 reads within its bounds, with
     // dimensions it divides by all positive; on success the array owns the super-chunk.
     if unsafe { b2nd_from_schunk(schunk.0, &mut array) } < 0 || array.is_null() {
-        return Err("corrupt b2nd metalayer".into());
+        return Err(CodecError::malformed("corrupt b2nd metalayer"));
     }
     std::mem::forget(schunk);
     let array = Array(array);
@@ -116,7 +121,10 @@ fn decode_nd(schunk: Schunk, meta: &NdMeta, limit: usize) -> Result<Vec<u8>, Str
     // C-Blosc2 checks the buffer size against before writing.
     let status = unsafe { b2nd_to_cbuffer(array.0, out.as_mut_ptr().cast(), size as i64) };
     if status < 0 {
-        return Err(format!("corrupt chunk (blosc2 error {status})"));
+        return Err(CodecError::corrupt(
+            "corrupt chunk",
+            format!("blosc2 error {status}"),
+        ));
     }
     Ok(out)
 }
@@ -139,7 +147,7 @@ struct NdMeta {
 
 /// The super-chunk's b2nd (or else caterva) metalayer, checked; None if it has neither.
 /// The same one `b2nd_from_schunk` reads: the first of that name.
-fn nd_metalayer(header: &blosc2_schunk) -> Result<Option<NdMeta>, String> {
+fn nd_metalayer(header: &blosc2_schunk) -> Result<Option<NdMeta>, CodecError> {
     let content = metalayer(header, c"b2nd").or_else(|| metalayer(header, c"caterva"));
     content.map(parse_nd_meta).transpose()
 }
@@ -156,9 +164,10 @@ fn metalayer<'a>(header: &'a blosc2_schunk, name: &CStr) -> Option<&'a [u8]> {
                 return None;
             }
             let len = usize::try_from(layer.content_len).unwrap_or(0);
-            Some(match layer.content.is_null() {
-                true => &[][..],
-                false => std::slice::from_raw_parts(layer.content, len),
+            Some(if layer.content.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(layer.content, len)
             })
         }
     })
@@ -167,10 +176,10 @@ fn metalayer<'a>(header: &'a blosc2_schunk, name: &CStr) -> Option<&'a [u8]> {
 /// Reads the b2nd metalayer as C-Blosc2 writes it (msgpack: fixarray of version, ndim,
 /// shape as int64s, chunk and block shapes as int32s, then dtype format and dtype in b2nd's
 /// 7-entry form), refusing anything else, and any array that is not one whole chunk.
-fn parse_nd_meta(meta: &[u8]) -> Result<NdMeta, String> {
-    let bad = || "corrupt b2nd metalayer".to_string();
+fn parse_nd_meta(meta: &[u8]) -> Result<NdMeta, CodecError> {
+    let bad = || CodecError::malformed("corrupt b2nd metalayer");
     let mut at = 0usize;
-    let mut byte = || -> Result<u8, String> {
+    let mut byte = || -> Result<u8, CodecError> {
         let b = *meta.get(at).ok_or_else(bad)?;
         at += 1;
         Ok(b)
@@ -182,9 +191,11 @@ fn parse_nd_meta(meta: &[u8]) -> Result<NdMeta, String> {
     let _version = byte()?;
     let ndim = usize::from(byte()?);
     if !(1..=MAX_DIM).contains(&ndim) {
-        return Err(format!("b2nd metalayer of {ndim} dimensions"));
+        return Err(CodecError::Unsupported(format!(
+            "b2nd metalayer of {ndim} dimensions"
+        )));
     }
-    let mut array = |tag: u8, width: usize| -> Result<Vec<i64>, String> {
+    let mut array = |tag: u8, width: usize| -> Result<Vec<i64>, CodecError> {
         if byte()? != 0x90 + ndim as u8 {
             return Err(bad());
         }
@@ -224,10 +235,10 @@ fn parse_nd_meta(meta: &[u8]) -> Result<NdMeta, String> {
         .zip(&chunkshape)
         .all(|(b, c)| 0 < *b && b <= c);
     if !(shape.iter().all(|&s| s > 0) && whole_chunk && blocks_fit) {
-        return Err(format!(
+        return Err(CodecError::Unsupported(format!(
             "b2nd array {shape:?} in chunks {chunkshape:?}, blocks {blockshape:?}: \
              not one chunk as the filter writes"
-        ));
+        )));
     }
     Ok(NdMeta { shape })
 }

@@ -4,33 +4,34 @@
 
 use std::io::Read;
 
-use super::{be_u32, be_u64, declared};
+use super::{be_u32, be_u64, declared, CodecError};
 
 /// Decodes a zstd frame (or several) into at most `limit` bytes.
-pub fn zstd(input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+pub fn zstd(input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
     let content = zstd::zstd_safe::get_frame_content_size(input)
-        .map_err(|_| "not a zstd frame".to_string())?;
+        .map_err(|_| CodecError::malformed("not a zstd frame"))?;
     let Some(size) = content else {
         // No size in the frame header: stream, and stop one byte past the limit.
-        let decoder = zstd::stream::read::Decoder::new(input).map_err(|e| e.to_string())?;
+        let decoder = zstd::stream::read::Decoder::new(input)
+            .map_err(|e| CodecError::malformed(e.to_string()))?;
         return read_bounded(decoder, limit);
     };
     let mut out = Vec::with_capacity(declared(size, limit)?);
     zstd::bulk::Decompressor::new()
         .and_then(|mut d| d.decompress_to_buffer(input, &mut out))
-        .map_err(|e| format!("corrupt or truncated stream ({e})"))?;
+        .map_err(|e| CodecError::corrupt("corrupt or truncated stream", e))?;
     Ok(out)
 }
 
 /// Reads all of `reader`, failing if it gives more than `limit` bytes.
-fn read_bounded(reader: impl Read, limit: usize) -> Result<Vec<u8>, String> {
+fn read_bounded(reader: impl Read, limit: usize) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::new();
     reader
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| format!("corrupt or truncated stream ({e})"))?;
+        .map_err(|e| CodecError::corrupt("corrupt or truncated stream", e))?;
     if out.len() > limit {
-        return Err(format!("stream longer than the {limit} bytes of its chunk"));
+        return Err(CodecError::TooLong { limit });
     }
     Ok(out)
 }
@@ -38,22 +39,24 @@ fn read_bounded(reader: impl Read, limit: usize) -> Result<Vec<u8>, String> {
 /// Decodes HDF5's lz4 framing: the original size (u64, big-endian), the block size (u32),
 /// then per block its stored size (u32) and the block, stored raw when that size equals
 /// the block's.
-pub fn hdf5_lz4(input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+pub fn hdf5_lz4(input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
     let (Some(total), Some(block)) = (be_u64(input, 0), be_u32(input, 8)) else {
-        return Err("shorter than its 12-byte header".into());
+        return Err(CodecError::ShortHeader(12));
     };
     let total = declared(total, limit)?;
     let block = (block as usize).min(total);
     if block == 0 && total > 0 {
-        return Err("block size 0".into());
+        return Err(CodecError::malformed("block size 0"));
     }
     let mut out = vec![0u8; total];
     let mut at = 12;
     for piece in out.chunks_mut(block.max(1)) {
-        let stored = be_u32(input, at).ok_or("truncated before a block header")? as usize;
+        let stored = be_u32(input, at)
+            .ok_or(CodecError::Truncated("truncated before a block header"))?
+            as usize;
         let body = input
             .get(at + 4..at + 4 + stored)
-            .ok_or("truncated inside a block")?;
+            .ok_or(CodecError::Truncated("truncated inside a block"))?;
         at += 4 + stored;
         if stored == piece.len() {
             piece.copy_from_slice(body);
@@ -61,21 +64,24 @@ pub fn hdf5_lz4(input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
         }
         match lz4_flex::block::decompress_into(body, piece) {
             Ok(n) if n == piece.len() => {}
-            Ok(n) => return Err(format!("a block gave {n} bytes, not {}", piece.len())),
-            Err(e) => return Err(format!("corrupt block ({e})")),
+            Ok(got) => {
+                let expected = piece.len();
+                return Err(CodecError::BlockSize { got, expected });
+            }
+            Err(e) => return Err(CodecError::corrupt("corrupt block", e)),
         }
     }
     Ok(out)
 }
 
 /// Decodes one bzip2 stream into at most `limit` bytes.
-pub fn bzip2(input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+pub fn bzip2(input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
     read_bounded(bzip2::read::BzDecoder::new(input), limit)
 }
 
 /// Decodes h5py's LZF: a raw LZF block of `chunk_bytes` bytes (its client data's third
 /// value); when that is unknown, into a buffer grown up to `limit` bytes, as h5py does.
-pub fn lzf(input: &[u8], chunk_bytes: usize, limit: usize) -> Result<Vec<u8>, String> {
+pub fn lzf(input: &[u8], chunk_bytes: usize, limit: usize) -> Result<Vec<u8>, CodecError> {
     let mut size = match chunk_bytes {
         0 => input.len().saturating_mul(4).clamp(1, limit.max(1)),
         n => n.min(limit),
@@ -85,7 +91,7 @@ pub fn lzf(input: &[u8], chunk_bytes: usize, limit: usize) -> Result<Vec<u8>, St
             Err(lzf::LzfError::BufferTooSmall) if chunk_bytes == 0 && size < limit => {
                 size = size.saturating_mul(2).min(limit);
             }
-            decoded => return decoded.map_err(|e| format!("{e:?}")),
+            decoded => return decoded.map_err(|e| CodecError::malformed(format!("{e:?}"))),
         }
     }
 }

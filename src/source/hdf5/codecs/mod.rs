@@ -55,7 +55,7 @@ pub enum Codec {
 impl Codec {
     /// The codec of filter `id` with client data `values`: None if we do not decode that
     /// filter, `Err` if its client data make no sense.
-    pub fn of_filter(id: i32, values: &[u32]) -> Option<Result<Codec, String>> {
+    pub fn of_filter(id: i32, values: &[u32]) -> Option<Result<Codec, CodecError>> {
         let codec = match id {
             ZSTD => Ok(Codec::Zstd),
             LZ4 => Ok(Codec::Lz4),
@@ -93,7 +93,7 @@ impl Codec {
     }
 
     /// Decodes one stage of a chunk into at most `limit` bytes.
-    pub fn decode(&self, input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    pub fn decode(&self, input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
         let decoded = match self {
             Codec::Zstd => compressors::zstd(input, limit),
             Codec::Lz4 => compressors::hdf5_lz4(input, limit),
@@ -109,7 +109,81 @@ impl Codec {
             Codec::Nbit(p) => nbit::decode(p, input, limit),
             Codec::ScaleOffset(p) => scaleoffset::decode(p, input, limit),
         };
-        decoded.map_err(|e| format!("{} filter: {e}", self.name()))
+        decoded.map_err(|e| CodecError::InFilter {
+            filter: self.name(),
+            source: Box::new(e),
+        })
+    }
+}
+
+/// Why a filter's client data, or one stored chunk, cannot be decoded. A decoder reads
+/// memory only, so every variant is a property of the file, never a resource error.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The filter's client data make no sense.
+    #[error("{filter}: {why}")]
+    Params { filter: &'static str, why: String },
+    /// A size the chunk declares exceeds its chunk.
+    #[error("declares {size} bytes, more than the {limit} of its chunk")]
+    OverLimit { size: u64, limit: usize },
+    /// The elements the client data count do not fit in the chunk.
+    #[error("{count} elements of {size} bytes exceed the chunk")]
+    TooManyElements { count: usize, size: usize },
+    /// A chunk stored as it is, but larger than its chunk.
+    #[error("stored chunk larger than its chunk")]
+    StoredTooLarge,
+    /// A stream that decodes to more bytes than its chunk holds.
+    #[error("stream longer than the {limit} bytes of its chunk")]
+    TooLong { limit: usize },
+    /// The chunk is shorter than its fixed header.
+    #[error("shorter than its {0}-byte header")]
+    ShortHeader(usize),
+    /// The chunk ends before what its header or packing promises; says where.
+    #[error("{0}")]
+    Truncated(&'static str),
+    /// One block decoded to another size than its framing says.
+    #[error("a block gave {got} bytes, not {expected}")]
+    BlockSize { got: usize, expected: usize },
+    /// The compression library refused the bytes: what, and the library's own words.
+    #[error("{what} ({cause})")]
+    Corrupt { what: &'static str, cause: String },
+    /// The framing contradicts itself or the filter's client data.
+    #[error("{0}")]
+    Malformed(String),
+    /// Valid framing this decoder does not read.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The datatype class in n-bit's client data is none HDF5 defines.
+    #[error("unknown datatype class {0}")]
+    UnknownClass(u32),
+    /// No decoder for this filter id.
+    #[error("filter {0} unknown")]
+    UnknownFilter(i32),
+    /// The stage of a pipeline the error happened in.
+    #[error("{filter} filter: {source}")]
+    InFilter {
+        filter: &'static str,
+        source: Box<CodecError>,
+    },
+}
+
+impl CodecError {
+    fn params(filter: &'static str, why: impl Into<String>) -> Self {
+        CodecError::Params {
+            filter,
+            why: why.into(),
+        }
+    }
+
+    fn malformed(why: impl Into<String>) -> Self {
+        CodecError::Malformed(why.into())
+    }
+
+    fn corrupt(what: &'static str, cause: impl ToString) -> Self {
+        CodecError::Corrupt {
+            what,
+            cause: cause.to_string(),
+        }
     }
 }
 
@@ -128,12 +202,10 @@ fn be_u64(input: &[u8], at: usize) -> Option<u64> {
 }
 
 /// A size a header declares, refused if it exceeds `limit`.
-fn declared(size: u64, limit: usize) -> Result<usize, String> {
+fn declared(size: u64, limit: usize) -> Result<usize, CodecError> {
     match usize::try_from(size) {
         Ok(n) if n <= limit => Ok(n),
-        _ => Err(format!(
-            "declares {size} bytes, more than the {limit} of its chunk"
-        )),
+        _ => Err(CodecError::OverLimit { size, limit }),
     }
 }
 

@@ -11,7 +11,7 @@
 //! precision or offset is not the full width must still be converted (libhdf5 does that:
 //! see `types.rs`), so this filter alone never decides the values.
 
-use super::BitReader;
+use super::{BitReader, CodecError};
 
 const ATOMIC: u32 = 1;
 const ARRAY: u32 = 2;
@@ -19,18 +19,20 @@ const COMPOUND: u32 = 3;
 const NOOPTYPE: u32 = 4;
 const ORDER_LE: u32 = 0;
 
+const TOO_SHORT: CodecError = CodecError::Truncated("packed data too short");
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Params {
     parms: Vec<u32>,
 }
 
 impl Params {
-    pub fn of(values: &[u32]) -> Result<Params, String> {
+    pub fn of(values: &[u32]) -> Result<Params, CodecError> {
         if values.len() < 5 {
-            return Err("nbit: fewer than 5 parameters".into());
+            return Err(CodecError::params("nbit", "fewer than 5 parameters"));
         }
         if values[0] as usize != values.len() {
-            return Err("nbit: parameter count does not match".into());
+            return Err(CodecError::params("nbit", "parameter count does not match"));
         }
         Ok(Params {
             parms: values.to_vec(),
@@ -38,24 +40,24 @@ impl Params {
     }
 }
 
-pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
     let parms = &p.parms;
     if parms[1] != 0 {
         // The type needs no packing: the chunk is stored as it is.
         return if input.len() <= limit {
             Ok(input.to_vec())
         } else {
-            Err("stored chunk larger than its chunk".into())
+            Err(CodecError::StoredTooLarge)
         };
     }
     let (count, size) = (parms[2] as usize, parms[4] as usize);
     if size == 0 {
-        return Err("datatype size 0".into());
+        return Err(CodecError::malformed("datatype size 0"));
     }
     let total = count
         .checked_mul(size)
         .filter(|&n| n <= limit)
-        .ok_or_else(|| format!("{count} elements of {size} bytes exceed the chunk"))?;
+        .ok_or(CodecError::TooManyElements { count, size })?;
     let mut unpack = Unpack {
         out: vec![0u8; total],
         bits: BitReader::new(input),
@@ -70,7 +72,7 @@ pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, String>
             }
             ARRAY => unpack.array(at, &mut 4)?,
             COMPOUND => unpack.compound(at, &mut 4)?,
-            other => return Err(format!("unknown datatype class {other}")),
+            other => return Err(CodecError::UnknownClass(other)),
         }
     }
     Ok(unpack.out)
@@ -91,14 +93,14 @@ struct Unpack<'a> {
 
 impl Unpack<'_> {
     /// `n` parameters from `at`, or an error if the list stops short.
-    fn take(&self, at: usize, n: usize) -> Result<&[u32], String> {
-        self.parms
-            .get(at..at + n)
-            .ok_or_else(|| "parameter list is shorter than the datatype it describes".into())
+    fn take(&self, at: usize, n: usize) -> Result<&[u32], CodecError> {
+        self.parms.get(at..at + n).ok_or_else(|| {
+            CodecError::malformed("parameter list is shorter than the datatype it describes")
+        })
     }
 
     /// An atomic type's `[order, precision, offset]` at `at` (its size already read).
-    fn atomic_parms(&self, at: usize, size: usize) -> Result<Atomic, String> {
+    fn atomic_parms(&self, at: usize, size: usize) -> Result<Atomic, CodecError> {
         let v = self.take(at + 1, 3)?;
         let a = Atomic {
             size,
@@ -108,22 +110,22 @@ impl Unpack<'_> {
         };
         let bits = size as u64 * 8;
         if u64::from(a.precision) > bits || u64::from(a.precision) + u64::from(a.offset) > bits {
-            return Err("invalid datatype precision/offset".into());
+            return Err(CodecError::malformed("invalid datatype precision/offset"));
         }
         if size > 16 {
-            return Err(format!("{size}-byte atomic type"));
+            return Err(CodecError::Unsupported(format!("{size}-byte atomic type")));
         }
         Ok(a)
     }
 
-    fn slot(&mut self, at: usize, len: usize) -> Result<&mut [u8], String> {
+    fn slot(&mut self, at: usize, len: usize) -> Result<&mut [u8], CodecError> {
         self.out
             .get_mut(at..at.saturating_add(len))
-            .ok_or_else(|| "datatype larger than its element".into())
+            .ok_or_else(|| CodecError::malformed("datatype larger than its element"))
     }
 
-    fn atomic(&mut self, at: usize, a: &Atomic) -> Result<(), String> {
-        let value = self.bits.read(a.precision).ok_or("packed data too short")? << a.offset;
+    fn atomic(&mut self, at: usize, a: &Atomic) -> Result<(), CodecError> {
+        let value = self.bits.read(a.precision).ok_or(TOO_SHORT)? << a.offset;
         let bytes = value.to_le_bytes();
         let slot = self.slot(at, a.size)?;
         slot.copy_from_slice(&bytes[..a.size]);
@@ -133,9 +135,9 @@ impl Unpack<'_> {
         Ok(())
     }
 
-    fn nooptype(&mut self, at: usize, size: usize) -> Result<(), String> {
+    fn nooptype(&mut self, at: usize, size: usize) -> Result<(), CodecError> {
         for i in 0..size {
-            let byte = self.bits.read(8).ok_or("packed data too short")? as u8;
+            let byte = self.bits.read(8).ok_or(TOO_SHORT)? as u8;
             self.slot(at + i, 1)?[0] = byte;
         }
         Ok(())
@@ -143,7 +145,7 @@ impl Unpack<'_> {
 
     /// An array type whose parameters start at `*index` (`H5Z__nbit_decompress_one_array`,
     /// including where it leaves the index).
-    fn array(&mut self, at: usize, index: &mut usize) -> Result<(), String> {
+    fn array(&mut self, at: usize, index: &mut usize) -> Result<(), CodecError> {
         let v = self.take(*index, 2)?;
         let (total, base_class) = (v[0] as usize, v[1]);
         *index += 2;
@@ -152,14 +154,20 @@ impl Unpack<'_> {
                 let size = self.take(*index, 1)?[0] as usize;
                 let a = self.atomic_parms(*index, size)?;
                 *index += 4;
-                for i in 0..total.checked_div(size).ok_or("base size 0")? {
+                for i in 0..total
+                    .checked_div(size)
+                    .ok_or_else(|| CodecError::malformed("base size 0"))?
+                {
                     self.atomic(at + i * size, &a)?;
                 }
             }
             ARRAY | COMPOUND => {
                 let base = self.take(*index, 1)?[0] as usize;
                 let begin = *index;
-                for i in 0..total.checked_div(base).ok_or("base size 0")? {
+                for i in 0..total
+                    .checked_div(base)
+                    .ok_or_else(|| CodecError::malformed("base size 0"))?
+                {
                     match base_class {
                         ARRAY => self.array(at + i * base, index)?,
                         _ => self.compound(at + i * base, index)?,
@@ -172,13 +180,13 @@ impl Unpack<'_> {
                 *index += 1;
                 self.nooptype(at, total)?;
             }
-            other => return Err(format!("unknown datatype class {other}")),
+            other => return Err(CodecError::UnknownClass(other)),
         }
         Ok(())
     }
 
     /// A compound type whose parameters start at `*index`.
-    fn compound(&mut self, at: usize, index: &mut usize) -> Result<(), String> {
+    fn compound(&mut self, at: usize, index: &mut usize) -> Result<(), CodecError> {
         let v = self.take(*index, 2)?;
         let (size, members) = (v[0] as usize, v[1]);
         *index += 2;
@@ -190,7 +198,9 @@ impl Unpack<'_> {
             let before = used;
             used += member_size;
             if used > size || used <= before || offset + member_size > size {
-                return Err("compound member outside its compound".into());
+                return Err(CodecError::malformed(
+                    "compound member outside its compound",
+                ));
             }
             match class {
                 ATOMIC => {
@@ -204,7 +214,7 @@ impl Unpack<'_> {
                     *index += 1;
                     self.nooptype(at + offset, member_size)?;
                 }
-                other => return Err(format!("unknown datatype class {other}")),
+                other => return Err(CodecError::UnknownClass(other)),
             }
         }
         Ok(())

@@ -13,7 +13,7 @@ use hdf5_sys::h5z::{
     H5Z_FLAG_REVERSE,
 };
 
-use super::{Codec, BITSHUFFLE, BLOSC, BLOSC2, BZIP2, LZ4, LZF, SZIP, ZSTD};
+use super::{Codec, CodecError, BITSHUFFLE, BLOSC, BLOSC2, BZIP2, LZ4, LZF, SZIP, ZSTD};
 
 /// HDF5 stores chunks of less than 4 GiB: the bound of a decode whose chunk size libhdf5
 /// does not pass to filters.
@@ -123,10 +123,11 @@ unsafe extern "C" fn filter<const ID: i32>(
     if buf.is_null() || unsafe { (*buf).is_null() } || buf_size.is_null() {
         return 0;
     }
-    let values = match cd_values.is_null() {
-        true => &[][..],
+    let values = if cd_values.is_null() {
+        &[][..]
+    } else {
         // SAFETY: libhdf5 passes `cd_nelmts` values.
-        false => unsafe { std::slice::from_raw_parts(cd_values, cd_nelmts) },
+        unsafe { std::slice::from_raw_parts(cd_values, cd_nelmts) }
     };
     // SAFETY: libhdf5's buffer holds at least `nbytes` bytes.
     let input = unsafe { std::slice::from_raw_parts((*buf).cast::<u8>(), nbytes) };
@@ -156,7 +157,7 @@ unsafe extern "C" fn filter<const ID: i32>(
 }
 
 /// Decodes with filter `id`, bounded by the largest chunk HDF5 stores.
-fn decode(id: i32, values: &[u32], input: &[u8]) -> Result<Vec<u8>, String> {
-    let codec = Codec::of_filter(id, values).ok_or_else(|| format!("filter {id} unknown"))??;
+fn decode(id: i32, values: &[u32], input: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let codec = Codec::of_filter(id, values).ok_or(CodecError::UnknownFilter(id))??;
     codec.decode(input, LIBRARY_CHUNK_LIMIT)
 }

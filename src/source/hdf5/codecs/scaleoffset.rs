@@ -8,7 +8,7 @@
 //! stands for the fill value, when one is defined. Floats (decimal scaling, D) are stored
 //! as integers `round((x - min) * 10^D)` and decoded as `i / 10^D + min` in their own width.
 
-use super::BitReader;
+use super::{BitReader, CodecError};
 
 const TOTAL_PARMS: usize = 20;
 const HEADER: usize = 21;
@@ -33,9 +33,10 @@ pub struct Params {
 }
 
 impl Params {
-    pub fn of(values: &[u32]) -> Result<Params, String> {
+    pub fn of(values: &[u32]) -> Result<Params, CodecError> {
         if values.len() != TOTAL_PARMS {
-            return Err(format!("scaleoffset: {} parameters, not 20", values.len()));
+            let why = format!("{} parameters, not 20", values.len());
+            return Err(CodecError::params("scaleoffset", why));
         }
         let mut fill = [0u8; 8];
         for (slot, v) in fill.chunks_exact_mut(4).zip(&values[8..10]) {
@@ -57,60 +58,69 @@ impl Params {
             _ => false,
         };
         if p.scale_type == SCALE_FLOAT_ESCALE {
-            return Err("scaleoffset: E-scaling is not supported (nor by HDF5)".into());
+            let why = "E-scaling is not supported (nor by HDF5)";
+            return Err(CodecError::params("scaleoffset", why));
         }
-        match known {
-            true => Ok(p),
-            false => Err(format!(
-                "scaleoffset: class {} of {} bytes with scale type {}",
+        if !known {
+            let why = format!(
+                "class {} of {} bytes with scale type {}",
                 p.class, p.size, p.scale_type
-            )),
+            );
+            return Err(CodecError::params("scaleoffset", why));
         }
+        Ok(p)
     }
 }
 
-pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
     let bits = p.size as u32 * 8;
     if p.class == CLASS_INTEGER {
         let factor = p.scale_factor.max(0) as u32;
         if factor > bits {
-            return Err("minimum number of bits exceeds the type's".into());
+            return Err(CodecError::malformed(
+                "minimum number of bits exceeds the type's",
+            ));
         }
         if factor == bits {
             // HDF5 leaves such chunks untouched.
             return if input.len() <= limit {
                 Ok(input.to_vec())
             } else {
-                Err("stored chunk larger than its chunk".into())
+                Err(CodecError::StoredTooLarge)
             };
         }
     }
-    let total = p
-        .count
-        .checked_mul(p.size)
-        .filter(|&n| n <= limit)
-        .ok_or_else(|| format!("{} elements of {} bytes exceed the chunk", p.count, p.size))?;
-    let header = input
-        .get(..HEADER)
-        .ok_or("shorter than its 21-byte header")?;
+    let total =
+        p.count
+            .checked_mul(p.size)
+            .filter(|&n| n <= limit)
+            .ok_or(CodecError::TooManyElements {
+                count: p.count,
+                size: p.size,
+            })?;
+    let header = input.get(..HEADER).ok_or(CodecError::ShortHeader(HEADER))?;
     let minbits = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let minval_len = usize::from(header[4]).min(8);
     let mut minval = [0u8; 8];
     minval[..minval_len].copy_from_slice(&header[5..5 + minval_len]);
     let minval = u64::from_le_bytes(minval);
     if minbits > bits {
-        return Err(format!("{minbits} bits per value in a {bits}-bit type"));
+        return Err(CodecError::malformed(format!(
+            "{minbits} bits per value in a {bits}-bit type"
+        )));
     }
     let body = &input[HEADER..];
     let mut out = if minbits == bits {
-        body.get(..total).ok_or("truncated")?.to_vec()
+        body.get(..total)
+            .ok_or(CodecError::Truncated("truncated"))?
+            .to_vec()
     } else {
         let mut out = vec![0u8; total];
         let mut reader = BitReader::new(body);
         for slot in out.chunks_exact_mut(p.size) {
             let offset = match minbits {
                 0 => 0,
-                n => reader.read(n).ok_or("truncated")? as u64,
+                n => reader.read(n).ok_or(CodecError::Truncated("truncated"))? as u64,
             };
             let value = restore(p, offset, minbits, minval);
             slot.copy_from_slice(&value.to_le_bytes()[..p.size]);

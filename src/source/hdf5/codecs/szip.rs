@@ -5,6 +5,8 @@
 
 use std::ffi::{c_int, c_void};
 
+use super::CodecError;
+
 /// `SZ_com_t` of `szlib.h`.
 #[repr(C)]
 struct SzCom {
@@ -36,9 +38,9 @@ pub struct Params {
 }
 
 impl Params {
-    pub fn of(values: &[u32]) -> Result<Params, String> {
+    pub fn of(values: &[u32]) -> Result<Params, CodecError> {
         let &[mask, pixels_per_block, bits_per_pixel, pixels_per_scanline, ..] = values else {
-            return Err("szip: fewer than 4 parameters".into());
+            return Err(CodecError::params("szip", "fewer than 4 parameters"));
         };
         Ok(Params {
             mask,
@@ -49,12 +51,14 @@ impl Params {
     }
 }
 
-pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
     let Some((size, stream)) = input.split_first_chunk::<4>() else {
-        return Err("shorter than its 4-byte header".into());
+        return Err(CodecError::ShortHeader(4));
     };
     let size = super::declared(u64::from(u32::from_le_bytes(*size)), limit)?;
-    let as_int = |v: u32| c_int::try_from(v).map_err(|_| format!("parameter {v} out of range"));
+    let as_int = |v: u32| {
+        c_int::try_from(v).map_err(|_| CodecError::malformed(format!("parameter {v} out of range")))
+    };
     let mut param = SzCom {
         options_mask: as_int(p.mask)?,
         bits_per_pixel: as_int(p.bits_per_pixel)?,
@@ -75,9 +79,8 @@ pub fn decode(p: &Params, input: &[u8], limit: usize) -> Result<Vec<u8>, String>
         )
     };
     if status != SZ_OK || written != size {
-        return Err(format!(
-            "corrupt stream (libaec status {status}, {written} of {size} bytes)"
-        ));
+        let cause = format!("libaec status {status}, {written} of {size} bytes");
+        return Err(CodecError::corrupt("corrupt stream", cause));
     }
     Ok(out)
 }
