@@ -391,7 +391,9 @@ impl DatasetInfo {
                     let why = format!("element {first}: {e}, {VLEN_BYTES_PER_READ} bytes");
                     return Err(Hdf5Error::Unsupported(why));
                 }
-                Err(e) => return Err(Hdf5Error::Unsupported(e.to_string())),
+                // A shortage inside libhdf5 fails the listing (tried again later), never
+                // leaves the dataset out for good.
+                Err(VlenError::Hdf5(e)) => return Err(Hdf5Error::from(e)),
             }
         }
         Ok(())

@@ -46,10 +46,16 @@ impl From<String> for Hdf5Error {
     }
 }
 
-/// Damaged string references or heap: a property of the file.
+/// Damaged string references or heap: a property of the file; a read that failed for
+/// want of a resource is not.
 impl From<HeapError> for Hdf5Error {
     fn from(e: HeapError) -> Self {
-        Hdf5Error::Library(e.to_string())
+        match e {
+            HeapError::Read(Error::Io { source, .. }) => {
+                Hdf5Error::of_io(&source, format!("reading string references: {source}"))
+            }
+            other => Hdf5Error::Library(other.to_string()),
+        }
     }
 }
 

@@ -60,6 +60,28 @@ pub enum Damage {
     ObjectPastEnd { index: u16, size: u64 },
 }
 
+/// Why a collection was not had: damage (remembered for the collection), or a read that
+/// failed for want of a resource (not remembered: it may pass).
+enum CollectionError {
+    Damaged(Damage),
+    Unread(Error),
+}
+
+impl From<Damage> for CollectionError {
+    fn from(damage: Damage) -> Self {
+        CollectionError::Damaged(damage)
+    }
+}
+
+impl CollectionError {
+    fn of_read(e: Error, damage: fn(String) -> Damage) -> CollectionError {
+        if e.is_resource() {
+            return CollectionError::Unread(e);
+        }
+        CollectionError::Damaged(damage(e.to_string()))
+    }
+}
+
 /// The references of a contiguous dataset of variable-length strings, and the collections
 /// checked so far.
 pub struct VlenRefs {
@@ -136,7 +158,11 @@ impl VlenRefs {
         addr: u64,
     ) -> std::result::Result<&HashMap<u16, u64>, HeapError> {
         if !self.collections.contains_key(&addr) {
-            let parsed = self.parse_collection(read_at, addr);
+            let parsed = match self.parse_collection(read_at, addr) {
+                Err(CollectionError::Unread(e)) => return Err(HeapError::Read(e)),
+                Err(CollectionError::Damaged(damage)) => Err(damage),
+                Ok(objects) => Ok(objects),
+            };
             self.collections.insert(addr, parsed);
         }
         match &self.collections[&addr] {
@@ -152,22 +178,22 @@ impl VlenRefs {
         &self,
         read_at: ReadAt,
         addr: u64,
-    ) -> std::result::Result<HashMap<u16, u64>, Damage> {
+    ) -> std::result::Result<HashMap<u16, u64>, CollectionError> {
         let at = addr
             .checked_add(self.base)
             .ok_or(Damage::AddressOutOfRange)?;
         let mut head = vec![0u8; COLLECTION_HEAD as usize + self.sizeof_size];
-        read_at(at, &mut head).map_err(|e| Damage::HeadUnreadable(e.to_string()))?;
+        read_at(at, &mut head).map_err(|e| CollectionError::of_read(e, Damage::HeadUnreadable))?;
         if &head[..4] != b"GCOL" || head[4] != 1 {
-            return Err(Damage::NoSignature);
+            return Err(Damage::NoSignature.into());
         }
         let size = le(&head[COLLECTION_HEAD as usize..]);
         if size < head.len() as u64 || size > COLLECTION_MAX {
-            return Err(Damage::Size(size));
+            return Err(Damage::Size(size).into());
         }
         let mut body = vec![0u8; size as usize];
-        read_at(at, &mut body).map_err(|e| Damage::BodyUnreadable(e.to_string()))?;
-        parse_objects(&body, head.len(), self.sizeof_size)
+        read_at(at, &mut body).map_err(|e| CollectionError::of_read(e, Damage::BodyUnreadable))?;
+        Ok(parse_objects(&body, head.len(), self.sizeof_size)?)
     }
 }
 
@@ -253,5 +279,40 @@ mod tests {
         huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         body.extend(huge);
         assert!(parse_objects(&body, 16, 8).is_err());
+    }
+
+    #[test]
+    fn a_collection_unread_for_want_of_a_resource_is_not_remembered_as_damage() {
+        // One reference (length 5, collection at 64, object 1), then the collection.
+        let mut file = vec![0u8; 64];
+        file[..4].copy_from_slice(&5u32.to_le_bytes());
+        file[4..12].copy_from_slice(&64u64.to_le_bytes());
+        file[12..16].copy_from_slice(&1u32.to_le_bytes());
+        file.extend(b"GCOL\x01\0\0\0");
+        file.extend(40u64.to_le_bytes());
+        file.extend(object(1, b"sweet"));
+        let out_of_fds = std::cell::Cell::new(true);
+        let read_at = |at: u64, buf: &mut [u8]| {
+            if at >= 64 && out_of_fds.replace(false) {
+                let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+                return Err(Error::io("f.h5", emfile));
+            }
+            buf.copy_from_slice(&file[at as usize..at as usize + buf.len()]);
+            Ok(())
+        };
+        let mut refs = VlenRefs::new(0, 0, 8, 8);
+        let err = super::super::error::Hdf5Error::from(refs.check(&read_at, 0, 1).unwrap_err());
+        assert!(
+            matches!(
+                err,
+                super::super::error::Hdf5Error::Resource {
+                    errno: libc::EMFILE,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        refs.check(&read_at, 0, 1)
+            .expect("the same check passes once descriptors are back");
     }
 }
