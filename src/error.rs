@@ -40,6 +40,10 @@ pub enum Error {
     /// URL and the cause, never a secret.
     #[error("{url}: {cause}")]
     Remote { url: String, cause: String },
+    /// An object store did not answer a read (after retries, or within the time limit):
+    /// the same read may work later, so it is never remembered as a property of the data.
+    #[error("{url}: {cause}")]
+    Unavailable { url: String, cause: String },
     /// Mounting or unmounting failed (busy, no FUSE, not permitted).
     #[error("{0}")]
     Mount(String),
@@ -91,6 +95,7 @@ impl Error {
             | Error::Read { .. }
             | Error::SourceChanged { .. }
             | Error::Remote { .. }
+            | Error::Unavailable { .. }
             | Error::Internal(_) => libc::EIO,
         }
     }
@@ -107,6 +112,13 @@ impl Error {
         )
     }
 
+    /// Errors that may pass: a resource shortage, or a store that did not answer. What
+    /// fails with one is tried again later, never remembered (as a left-out entry, a
+    /// corrupt member, a damaged heap).
+    pub fn passes(&self) -> bool {
+        self.is_resource() || matches!(self, Error::Unavailable { .. })
+    }
+
     /// Errors that mean "this part of the container is broken": logged once per read.
     pub fn is_data_error(&self) -> bool {
         matches!(
@@ -116,6 +128,7 @@ impl Error {
                 | Error::Read { .. }
                 | Error::SourceChanged { .. }
                 | Error::Remote { .. }
+                | Error::Unavailable { .. }
         )
     }
 }

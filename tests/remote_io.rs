@@ -218,7 +218,7 @@ fn a_stopped_server_fails_reads_and_they_recover_after_a_restart() {
     s3.stop();
     let mut buf = vec![0; 1000];
     let err = object.read_at(3 << 20, &mut buf).unwrap_err();
-    assert!(matches!(err, Error::Remote { .. }), "{err}");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
     assert!(err.to_string().contains("s3://bucket/d.bin"), "{err}");
     assert_eq!(err.errno(), libc::EIO);
     assert!(
@@ -291,7 +291,7 @@ fn stalled_dropped_and_failing_requests_fail_the_read_and_then_recover() {
         proxy.set_mode(mode);
         let at = (2 * i + 1) as u64 * block;
         let err = object.read_at(at, &mut buf).unwrap_err();
-        assert!(matches!(err, Error::Remote { .. }), "{mode}: {err}");
+        assert!(matches!(err, Error::Unavailable { .. }), "{mode}: {err}");
         proxy.set_mode("ok");
         assert!(
             read(&object, at, 100) == data[at as usize..at as usize + 100],

@@ -23,12 +23,47 @@ struct MemoryStore {
     objects: BTreeMap<String, Arc<Vec<u8>>>,
     read: Arc<AtomicU64>,
     access: Arc<AccessLog>,
+    outage: Arc<Outage>,
 }
 
 struct MemoryObject {
     bytes: Arc<Vec<u8>>,
     read: Arc<AtomicU64>,
     access: Arc<AccessLog>,
+    outage: Arc<Outage>,
+}
+
+/// A store that goes down after a number of reads: those reads succeed, later ones fail
+/// as a store that does not answer would, until it is back.
+#[derive(Default)]
+struct Outage {
+    /// Reads left before the store goes down; negative: it stays up.
+    reads_left: std::sync::atomic::AtomicI64,
+}
+
+impl Outage {
+    fn up() -> Arc<Outage> {
+        let outage = Arc::new(Outage::default());
+        outage.back();
+        outage
+    }
+
+    fn after(&self, reads: i64) {
+        self.reads_left.store(reads, Ordering::SeqCst);
+    }
+
+    fn back(&self) {
+        self.reads_left.store(-1, Ordering::SeqCst);
+    }
+
+    /// Whether this read fails.
+    fn fails(&self) -> bool {
+        let left = self.reads_left.load(Ordering::SeqCst);
+        if left > 0 {
+            self.reads_left.fetch_sub(1, Ordering::SeqCst);
+        }
+        left == 0
+    }
 }
 
 /// Where reads started, and where prefetches were asked for.
@@ -45,6 +80,7 @@ impl ObjectStore for MemoryStore {
             bytes: bytes.clone(),
             read: self.read.clone(),
             access: self.access.clone(),
+            outage: self.outage.clone(),
         }))
     }
 
@@ -76,6 +112,12 @@ impl ObjectBytes for MemoryObject {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if self.outage.fails() {
+            return Err(Error::Unavailable {
+                url: "mem://bucket".into(),
+                cause: "no answer from the store".into(),
+            });
+        }
         let start = offset as usize;
         let part = self
             .bytes
@@ -176,6 +218,7 @@ fn every_container_reads_the_same_from_a_store_as_from_disk() {
         objects: load_tree(&dir),
         read: read.clone(),
         access: Arc::default(),
+        outage: Outage::up(),
     });
     let mut compared = 0;
     for (key, _) in load_tree(&dir) {
@@ -220,6 +263,7 @@ fn a_prefix_reads_as_the_directory_it_was_uploaded_from() {
         objects: load_tree(&dir),
         read: Arc::default(),
         access: Arc::default(),
+        outage: Outage::up(),
     });
     let remote = Location::Remote {
         store,
@@ -238,6 +282,7 @@ fn prefetches_reading(dir: &Path, name: &str, expected: Option<&[u8]>) -> (usize
         objects: load_tree(dir),
         read: Arc::default(),
         access: access.clone(),
+        outage: Outage::up(),
     });
     let tree = tree_of(&Location::Remote {
         store,
@@ -305,4 +350,69 @@ fn b_tree_children_are_prefetched_and_each_prefetch_is_a_node_libhdf5_reads() {
         read, prefetched,
         "prefetched addresses that libhdf5 never read"
     );
+}
+
+/// The names listed in directory `path` of `fs`, or the listing's error.
+fn names(fs: &Fs, path: &str) -> Result<Vec<String>> {
+    let ino = fs.resolve(path)?;
+    let entries = fs.entries(ino)?;
+    Ok(entries
+        .iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect())
+}
+
+/// A store that stops answering in the middle of a listing (wherever that is: after each
+/// number of reads in turn) fails that listing or finishes it, but never leaves an array
+/// out for good: once the store is back, the same mount lists every array.
+#[test]
+fn a_store_outage_while_listing_is_never_remembered() {
+    let tmp = TempDir::new("remote-outage");
+    let dir = tmp.join("store");
+    std::fs::create_dir(&dir).unwrap();
+    let h5 = dir.join("many.h5");
+    let arg = |s: &'static str| std::ffi::OsStr::new(s);
+    run_py(
+        "scale_cases.py",
+        &[arg("datasets"), arg("30"), h5.as_os_str()],
+    );
+    let outage = Outage::up();
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore {
+        objects: load_tree(&dir),
+        read: Arc::default(),
+        access: Arc::default(),
+        outage: outage.clone(),
+    });
+    let location = Location::Remote {
+        store,
+        key: "many.h5".into(),
+    };
+    let all: Vec<String> = (0..30).map(|i| format!("d{i:04}.npy")).collect();
+    let mut failed_listings = 0;
+    for reads in 0..400 {
+        let fs = fs_of(&location);
+        assert_eq!(names(&fs, "").unwrap(), ["g000"]);
+        outage.after(reads);
+        let during = names(&fs, "g000");
+        let reached = outage.reads_left.load(Ordering::SeqCst) == 0;
+        outage.back();
+        match during {
+            Err(e) => {
+                assert_eq!(e.errno(), libc::EIO, "{e}");
+                failed_listings += 1;
+            }
+            Ok(listed) => assert_eq!(listed, all, "listed during an outage after {reads} reads"),
+        }
+        assert_eq!(
+            names(&fs, "g000").unwrap(),
+            all,
+            "after an outage at read {reads}"
+        );
+        if !reached {
+            // The listing needed fewer reads than that: every point has been tried.
+            assert!(failed_listings > 0, "no outage ever hit the listing");
+            return;
+        }
+    }
+    panic!("listing g000 took more than 400 reads");
 }

@@ -69,10 +69,10 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    /// Why `e` leaves a child out; None for a resource error, which must fail the listing
-    /// rather than be remembered.
+    /// Why `e` leaves a child out; None for an error that may pass (a resource shortage, a
+    /// store that did not answer), which must fail the listing rather than be remembered.
     pub fn of_error(e: &Error) -> Option<SkipReason> {
-        if e.is_resource() {
+        if e.passes() {
             return None;
         }
         Some(SkipReason::Broken(match e {

@@ -122,7 +122,7 @@ impl ZipSource {
             };
             *verified = Some(match checked {
                 Ok(()) => Verified::Good,
-                Err(e) if e.is_resource() => return Err(e),
+                Err(e) if e.passes() => return Err(e),
                 Err(e) => Verified::Corrupt(e.to_string()),
             });
         }

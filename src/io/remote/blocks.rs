@@ -364,7 +364,7 @@ impl Blocks {
                 Pending::Coming(flight) => self.wait(object, &flight, until)?,
                 Pending::Joined(flight) => {
                     let outcome = self.wait(object, &flight, until);
-                    *joined_failed = matches!(&outcome, Err(Error::Remote { .. }))
+                    *joined_failed = matches!(&outcome, Err(Error::Unavailable { .. }))
                         && flight.failed_in_transport();
                     outcome?
                 }
@@ -486,11 +486,11 @@ impl Blocks {
         match flight.wait(until) {
             Some(Ok(data)) => Ok(data),
             Some(Err(Failure::Changed)) => Err(object.changed_error()),
-            Some(Err(Failure::Transport(cause))) => Err(Error::Remote {
+            Some(Err(Failure::Transport(cause))) => Err(Error::Unavailable {
                 url: object.url.clone(),
                 cause,
             }),
-            None => Err(Error::Remote {
+            None => Err(Error::Unavailable {
                 url: object.url.clone(),
                 cause: format!(
                     "no answer from the store within {:?}",

@@ -421,7 +421,7 @@ impl RemoteObject {
 
     /// Exactly `buf.len()` bytes at `offset`, through the block caches. If the object
     /// changed on the store since it was opened: [`Error::SourceChanged`], for good. If the
-    /// store cannot be reached after the retries: [`Error::Remote`] for this read; a later
+    /// store cannot be reached after the retries: [`Error::Unavailable`] for this read; a later
     /// read tries again.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let runtime = self.core.runtime.handle();

@@ -365,7 +365,8 @@ fn a_failed_get_fails_that_read_and_a_later_read_recovers() {
     store.failing_gets.store(1, Ordering::SeqCst);
     let mut buf = vec![0; 10];
     let err = object.read_at(2 * BLOCK, &mut buf).unwrap_err();
-    assert!(matches!(err, Error::Remote { .. }), "{err}");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    assert!(err.passes(), "{err}");
     assert!(err.to_string().contains("503"), "{err}");
     assert_eq!(err.errno(), libc::EIO);
     assert_eq!(

@@ -26,8 +26,15 @@ pub enum Hdf5Error {
     Refused(String),
 }
 
-/// The errors that pass with load (see [`Error::is_resource`]).
-const RESOURCE_ERRNOS: [i32; 4] = [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::EINTR];
+/// The errors that pass with load (see [`Error::is_resource`]), and EAGAIN: arrfs's driver
+/// read from a store that did not answer (`vfd::DriverError::Read`).
+const RESOURCE_ERRNOS: [i32; 5] = [
+    libc::EMFILE,
+    libc::ENFILE,
+    libc::ENOMEM,
+    libc::EINTR,
+    libc::EAGAIN,
+];
 
 impl From<hdf5::Error> for Hdf5Error {
     fn from(e: hdf5::Error) -> Self {
@@ -82,6 +89,13 @@ impl Hdf5Error {
         match self {
             Hdf5Error::Resource { errno, message } => {
                 log::warn!("{}: {what}: {message}", path.display());
+                if errno == libc::EAGAIN {
+                    let url = path.display().to_string();
+                    return Error::Unavailable {
+                        url,
+                        cause: message,
+                    };
+                }
                 Error::io(path, std::io::Error::from_raw_os_error(errno))
             }
             other => Error::read(path, what, other),
@@ -149,13 +163,14 @@ mod tests {
     }
 
     #[test]
-    fn a_resource_error_is_never_a_reason_to_skip() {
+    fn an_error_that_may_pass_is_never_a_reason_to_skip() {
         let path = Path::new("f.h5");
         for errno in RESOURCE_ERRNOS {
             let message = "unable to open file".to_string();
             let e = Hdf5Error::Resource { errno, message };
             let err = e.skip_reason(path, "/g/link").unwrap_err();
-            assert!(err.is_resource(), "{errno}: {err}");
+            assert!(err.passes(), "{errno}: {err}");
+            assert_eq!(err.is_resource(), errno != libc::EAGAIN, "{errno}: {err}");
         }
         let e = Hdf5Error::Refused("outside the source's directory".into());
         assert_eq!(

@@ -61,7 +61,8 @@ pub enum Damage {
 }
 
 /// Why a collection was not had: damage (remembered for the collection), or a read that
-/// failed for want of a resource (not remembered: it may pass).
+/// failed in a way that may pass (a resource shortage, a store that did not answer): not
+/// remembered.
 enum CollectionError {
     Damaged(Damage),
     Unread(Error),
@@ -75,7 +76,7 @@ impl From<Damage> for CollectionError {
 
 impl CollectionError {
     fn of_read(e: Error, damage: fn(String) -> Damage) -> CollectionError {
-        if e.is_resource() {
+        if e.passes() {
             return CollectionError::Unread(e);
         }
         CollectionError::Damaged(damage(e.to_string()))

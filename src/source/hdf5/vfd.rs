@@ -308,9 +308,24 @@ enum DriverError {
         len: usize,
         addr: u64,
     },
-    /// Reading the source failed.
-    #[error("{0}")]
+    /// Reading the source failed. An error that may pass carries `errno = N` in its text,
+    /// as libhdf5's own drivers write it, so that the listing that met it fails (and is
+    /// tried again) instead of leaving objects out for good (see `error::resource_errno`).
+    #[error("{0}{suffix}", suffix = errno_note(.0))]
     Read(crate::error::Error),
+}
+
+/// ` (errno = N)` for a read error that may pass: its own errno for a resource shortage,
+/// EAGAIN for a store that did not answer; nothing otherwise.
+fn errno_note(e: &crate::error::Error) -> String {
+    let errno = match e {
+        crate::error::Error::Unavailable { .. } => libc::EAGAIN,
+        crate::error::Error::Io { source, .. } if e.is_resource() => {
+            source.raw_os_error().unwrap_or(libc::EIO)
+        }
+        _ => return String::new(),
+    };
+    format!(" (errno = {errno})")
 }
 
 /// Runs a callback body; a panic becomes an HDF5 error (unwinding into C is undefined).
