@@ -115,4 +115,25 @@ mod tests {
         truncated.resize(40, 0);
         assert!(child_nodes(&truncated, 1 << 20).is_empty());
     }
+
+    proptest::proptest! {
+        /// Whatever bytes follow the signature, the parser never panics and names only
+        /// addresses inside the file.
+        #[test]
+        fn any_node_bytes_give_children_inside_the_file(
+            node_type in 0u8..3,
+            level in 0u8..3,
+            entries in 0u16..80,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4000),
+            file_len in 1u64..(1 << 40),
+        ) {
+            let mut node = b"TREE".to_vec();
+            node.extend([node_type, level]);
+            node.extend(entries.to_le_bytes());
+            node.extend(body);
+            let children = child_nodes(&node, file_len);
+            proptest::prop_assert!(children.iter().all(|&c| c > 0 && c < file_len));
+            proptest::prop_assert!(children.len() <= entries as usize);
+        }
+    }
 }
