@@ -106,7 +106,7 @@ impl Hdf5Source {
     /// `-o no_hdf5_check` turned that off.
     pub fn open_checked(path: &Path, options: &SourceOptions) -> Result<Hdf5Source> {
         if options.check_hdf5 {
-            probe::check_hdf5(path)?;
+            probe::check_hdf5(path, options.hdf5_check_step)?;
         }
         Hdf5Source::open(path, options)
     }
@@ -119,7 +119,7 @@ impl Hdf5Source {
         }
         let name = location.display();
         if options.check_hdf5 {
-            probe::check_hdf5(&name)?;
+            probe::check_hdf5(&name, options.hdf5_check_step)?;
         }
         let source = Arc::new(SourceFile::open(location)?);
         // libhdf5 reads the superblock, the root group and the first B-tree nodes in many
