@@ -7,8 +7,10 @@
 //! collection (an object of size 0) makes it spin forever. For contiguous datasets we read
 //! the references and the collections they name ourselves (format spec, "Global Heap" and
 //! "Variable-length Data") and refuse a string whose length is more than its heap object
-//! holds, or a collection whose objects do not tile it. Compact and chunked layouts are not
-//! checked here.
+//! holds, or a collection whose objects do not tile it. The references come from wherever
+//! the caller found them: a contiguous dataset's bytes in the file, a chunked dataset's
+//! decoded chunks, a compact dataset's or an attribute's bytes in its object header
+//! (`ohdr.rs`).
 
 use std::collections::HashMap;
 
@@ -22,48 +24,64 @@ const COLLECTION_MAX: u64 = 256 << 20;
 /// Reads bytes of the file: `(offset, buf)`.
 pub type ReadAt<'a> = &'a dyn Fn(u64, &mut [u8]) -> Result<()>;
 
-/// The references of a contiguous dataset of variable-length strings, and the collections
-/// checked so far.
+/// Sizes from the superblock and the user block: how addresses in the file are written and
+/// what to add to them to get file offsets.
+#[derive(Clone, Copy, Debug)]
+pub struct FileLayout {
+    /// What to add to addresses to get file offsets (the user block).
+    pub base: u64,
+    pub sizeof_addr: usize,
+    pub sizeof_size: usize,
+}
+
+/// Checks variable-length string references, remembering the collections checked so far.
 pub struct VlenRefs {
-    /// File offset of the first reference.
-    data_at: u64,
-    /// What to add to heap addresses to get file offsets (the user block).
-    base: u64,
-    sizeof_addr: usize,
-    sizeof_size: usize,
+    layout: FileLayout,
     /// Collection address -> object index -> object size, or why it is damaged.
     collections: HashMap<u64, std::result::Result<HashMap<u16, u64>, String>>,
 }
 
 impl VlenRefs {
-    pub fn new(data_at: u64, base: u64, sizeof_addr: usize, sizeof_size: usize) -> VlenRefs {
+    pub fn new(layout: FileLayout) -> VlenRefs {
         VlenRefs {
-            data_at,
-            base,
-            sizeof_addr,
-            sizeof_size,
+            layout,
             collections: HashMap::new(),
         }
     }
 
-    fn ref_size(&self) -> u64 {
-        (4 + self.sizeof_addr + 4) as u64
+    /// Bytes of one stored reference: length (4), collection address, object index (4).
+    pub fn ref_size(&self) -> usize {
+        4 + self.layout.sizeof_addr + 4
     }
 
-    /// Checks the references of strings `first..end` (in storage order).
-    pub fn check(
+    /// Checks the references of strings `first..end` (in storage order) of a contiguous
+    /// dataset whose first reference is at file offset `data_at`.
+    pub fn check_contiguous(
         &mut self,
         read_at: ReadAt,
+        data_at: u64,
         first: u64,
         end: u64,
     ) -> std::result::Result<(), String> {
-        let size = self.ref_size();
+        let size = self.ref_size() as u64;
         let mut raw = vec![0u8; ((end - first) * size) as usize];
-        read_at(self.data_at + first * size, &mut raw).map_err(|e| e.to_string())?;
-        for (i, r) in raw.chunks_exact(size as usize).enumerate() {
+        read_at(data_at + first * size, &mut raw).map_err(|e| e.to_string())?;
+        self.check(read_at, &raw, first)
+    }
+
+    /// Checks the references stored in `raw`, the first of them string number `first`.
+    pub fn check(
+        &mut self,
+        read_at: ReadAt,
+        raw: &[u8],
+        first: u64,
+    ) -> std::result::Result<(), String> {
+        let size = self.ref_size();
+        let sizeof_addr = self.layout.sizeof_addr;
+        for (i, r) in raw.chunks_exact(size).enumerate() {
             let length = u64::from(u32::from_le_bytes(r[..4].try_into().unwrap()));
-            let addr = le(&r[4..4 + self.sizeof_addr]);
-            let index = u32::from_le_bytes(r[4 + self.sizeof_addr..].try_into().unwrap());
+            let addr = le(&r[4..4 + sizeof_addr]);
+            let index = u32::from_le_bytes(r[4 + sizeof_addr..].try_into().unwrap());
             if length == 0 {
                 continue;
             }
@@ -110,8 +128,10 @@ impl VlenRefs {
         read_at: ReadAt,
         addr: u64,
     ) -> std::result::Result<HashMap<u16, u64>, String> {
-        let at = addr.checked_add(self.base).ok_or("address out of range")?;
-        let mut head = vec![0u8; COLLECTION_HEAD as usize + self.sizeof_size];
+        let at = addr
+            .checked_add(self.layout.base)
+            .ok_or("address out of range")?;
+        let mut head = vec![0u8; COLLECTION_HEAD as usize + self.layout.sizeof_size];
         read_at(at, &mut head).map_err(|e| format!("cannot be read ({e}): damaged address?"))?;
         if &head[..4] != b"GCOL" || head[4] != 1 {
             return Err("no collection signature (damaged)".into());
@@ -122,7 +142,7 @@ impl VlenRefs {
         }
         let mut body = vec![0u8; size as usize];
         read_at(at, &mut body).map_err(|e| e.to_string())?;
-        parse_objects(&body, head.len(), self.sizeof_size)
+        parse_objects(&body, head.len(), self.layout.sizeof_size)
     }
 }
 
