@@ -16,7 +16,8 @@ other vlen data, so its heap collection is the file's only one):
     TARGET-length-earliest.h5  the stored length of each "héllo" becomes 2^31 - 1 (libhdf5
                              allocates it)
 TARGET: chunked, chunked_gzip (the loop case only: its references are compressed),
-compact, attr (a dataset's attribute), group_attr (the root group's).
+compact, attr (a dataset's attribute), group_attr (the root group's), record,
+record_chunked, record_compact (compounds with string members, contiguous, chunked, compact).
 """
 import json
 import os
@@ -31,7 +32,15 @@ from oracle import check_npy
 UTF8 = h5py.string_dtype("utf-8")
 ASCII = h5py.string_dtype("ascii")
 WORDS = ["héllo", "", "wörld ∑", "a", "longer string here", "x" * 300]
-TARGETS = ["chunked", "chunked_gzip", "compact", "attr", "group_attr"]
+TARGETS = ["chunked", "chunked_gzip", "compact", "attr", "group_attr", "record", "record_chunked",
+           "record_compact"]
+# A compound with variable-length string members, one of them an array, between fixed ones.
+RECORD = np.dtype([("id", "<i4"), ("name", UTF8), ("x", "<f8"), ("tags", ASCII, (2,)), ("flag", "?")])
+
+
+def records(words):
+    return np.array([(i, w, i / 2, [w.encode("ascii", "replace"), b"t"], i % 2 == 0)
+                     for i, w in enumerate(words)], dtype=RECORD)
 
 
 def compact(f, name, data, dtype):
@@ -54,6 +63,9 @@ def write_good(path, libver):
                          dtype=UTF8, chunks=(3, 5), compression="gzip", shuffle=True)
         compact(f, "compact_utf8", WORDS, UTF8)
         compact(f, "compact_ascii", [b"one", b"three", b"", b"xy"], ASCII)
+        f["record"] = records(WORDS * 3)
+        f.create_dataset("record_chunked", data=records(WORDS * 9), chunks=(4,), compression="gzip")
+        compact(f, "record_compact", records(WORDS), RECORD)
         ds = f["compact_utf8"]
         ds.attrs["title"] = "wörld"
         ds.attrs.create("names", data=["a", "bb", "ccé"], dtype=UTF8)
@@ -75,6 +87,12 @@ def write_target(path, target, libver):
             f["ok"].attrs.create("strings", data=words, dtype=UTF8)
         elif target == "group_attr":
             f.attrs.create("strings", data=words, dtype=UTF8)
+        elif target == "record":
+            f["strings"] = records(words)
+        elif target == "record_chunked":
+            f.create_dataset("strings", data=records(words), chunks=(5,))
+        elif target == "record_compact":
+            compact(f, "strings", records(words), RECORD)
 
 
 def collection(raw):
@@ -142,10 +160,35 @@ def check(out, mnt):
     print("ok")
 
 
+def fixed_records(data):
+    """h5py's records with each string member fixed-width, as SPEC section 3 says."""
+    fields = []
+    for name in data.dtype.names:
+        base, shape = data.dtype[name].base, data.dtype[name].shape
+        if h5py.check_string_dtype(base) is None:
+            fields.append((name, data.dtype[name]))
+            continue
+        utf8 = h5py.check_string_dtype(base).encoding == "utf-8"
+        values = [v.decode() if utf8 and isinstance(v, bytes) else v for v in data[name].ravel()]
+        fixed = np.array(values if values else [""]).dtype
+        fields.append((name, fixed, shape) if shape else (name, fixed))
+    out = np.zeros(data.shape, dtype=fields)
+    for name in data.dtype.names:
+        column = data[name]
+        if column.dtype.kind == "O":
+            out[name] = np.array([v.decode() if isinstance(v, bytes) and out.dtype[name].base.kind == "U" else v
+                                  for v in column.ravel()]).reshape(column.shape)
+        else:
+            out[name] = column
+    return out
+
+
 def check_file(path, mnt):
     with h5py.File(path, "r") as f:
         for name in ["chunked_utf8", "chunked_ascii", "chunked_gzip_2d", "compact_utf8", "compact_ascii"]:
             check_npy(f"{mnt}/{name}.npy", as_npy(f[name][()], "ascii" not in name), reads=50)
+        for name in ["record", "record_chunked", "record_compact"]:
+            check_npy(f"{mnt}/{name}.npy", fixed_records(f[name][()]), reads=50)
         attrs = f["compact_utf8"].attrs
         assert xattr(f"{mnt}/compact_utf8.npy", "title") == attrs["title"]
         names = json.loads(xattr(f"{mnt}/compact_utf8.npy", "names"))

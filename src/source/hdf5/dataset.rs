@@ -28,7 +28,7 @@ use super::records::{
     RecordMember,
 };
 use super::types::{
-    converting_mem_type, element_type, reduced_int, var_string_mem_type, ElementType,
+    converting_mem_type, element_type, reduced_int, var_string_mem_type, ElementType, StoredRefs,
 };
 use super::vlen::{arena_string, VlenArena, VlenError, VLEN_BYTES_PER_READ};
 use crate::npy::{boxes_of_range, read_elements, ByteOrder, Dtype, NpyHeader};
@@ -149,10 +149,11 @@ impl DatasetInfo {
             filters: Vec::new(),
             converts,
         };
+        let has_strings = !matches!(info.element, ElementType::Fixed { .. });
+        if let Some(read_at) = read_at.filter(|_| has_strings) {
+            info.check_string_refs(ds, read_at)?;
+        }
         if let ElementType::VarString { utf8, .. } = info.element {
-            if let Some(read_at) = read_at {
-                info.check_string_refs(ds, read_at)?;
-            }
             unit = info.longest_string(ds, utf8)? * info.element.strings_per_element();
             info.unit = unit;
         }
@@ -326,12 +327,26 @@ impl DatasetInfo {
             return Ok(());
         };
         let mut refs = VlenRefs::new(layout);
-        let n = self.shape.iter().product::<u64>() * self.element.strings_per_element() as u64;
+        // SAFETY: a plain query of an open dataset; the type id is released on drop.
+        let Ok(tid) = sync(|| Hid::new(unsafe { H5Dget_type(ds.id()) })) else {
+            return Ok(());
+        };
+        let Some(stored) = StoredRefs::of_type(tid.0, refs.ref_size()) else {
+            return Ok(());
+        };
+        let n = self.shape.iter().product::<u64>();
+        let unit = stored.unit as u64;
+        let mut check = |raw: &[u8], first: u64| {
+            let first_ref = first * stored.per_element() as u64;
+            refs.check(read_at, &stored.gather(raw), first_ref)
+        };
         match ref_store(ds) {
             RefStore::Contiguous(data_at) => {
                 for first in (0..n).step_by(STRINGS_AT_ONCE as usize) {
                     let end = (first + STRINGS_AT_ONCE).min(n);
-                    refs.check_contiguous(read_at, data_at, first, end)?;
+                    let mut raw = vec![0u8; ((end - first) * unit) as usize];
+                    read_at(data_at + first * unit, &mut raw).map_err(|e| e.to_string())?;
+                    check(&raw, first)?;
                 }
                 Ok(())
             }
@@ -349,28 +364,28 @@ impl DatasetInfo {
                 let Some(data) = messages.compact_data() else {
                     return Ok(());
                 };
-                let need = usize::try_from(n)
+                let raw = usize::try_from(n * unit)
                     .ok()
-                    .and_then(|n| n.checked_mul(refs.ref_size()));
-                let raw = need
                     .and_then(|need| data.get(..need))
-                    .ok_or("compact data shorter than its strings: damaged")?;
-                refs.check(read_at, raw, 0)
+                    .ok_or("compact data shorter than its elements: damaged")?;
+                check(raw, 0)
             }
-            RefStore::Chunked => self.check_chunked_refs(ds, read_at, &mut refs),
+            RefStore::Chunked => {
+                self.check_chunked_refs(ds, read_at, stored.unit, &mut |raw| check(raw, 0))
+            }
             RefStore::Unchecked => Ok(()),
         }
     }
 
-    /// The references of every written chunk, read and decoded as the direct path would
-    /// (each chunk at most [`VLEN_BYTES_PER_READ`] bytes).
+    /// Calls `check` on every written chunk of elements of `unit` bytes, read and decoded as
+    /// the direct path would (each chunk at most [`VLEN_BYTES_PER_READ`] bytes).
     fn check_chunked_refs(
         &self,
         ds: &hdf5::Dataset,
         read_at: ReadAt,
-        refs: &mut VlenRefs,
+        unit: usize,
+        check: &mut dyn FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), String> {
-        let unit = refs.ref_size() * self.element.strings_per_element();
         // SAFETY: under HDF5's lock, plain queries of an open dataset and its creation
         // property list (owned by a `Hid`), writing only into locals sized for them.
         let found = sync(|| unsafe {
@@ -415,8 +430,7 @@ impl DatasetInfo {
             let raw = pipeline
                 .decode(stored, chunk.filter_mask, chunk_bytes)
                 .map_err(|e| format!("chunk {number}: {e}"))?;
-            refs.check(read_at, &raw, 0)
-                .map_err(|e| format!("chunk {number}: {e}"))?;
+            check(&raw).map_err(|e| format!("chunk {number}: {e}"))?;
         }
         Ok(())
     }

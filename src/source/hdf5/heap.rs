@@ -54,21 +54,6 @@ impl VlenRefs {
         4 + self.layout.sizeof_addr + 4
     }
 
-    /// Checks the references of strings `first..end` (in storage order) of a contiguous
-    /// dataset whose first reference is at file offset `data_at`.
-    pub fn check_contiguous(
-        &mut self,
-        read_at: ReadAt,
-        data_at: u64,
-        first: u64,
-        end: u64,
-    ) -> std::result::Result<(), String> {
-        let size = self.ref_size() as u64;
-        let mut raw = vec![0u8; ((end - first) * size) as usize];
-        read_at(data_at + first * size, &mut raw).map_err(|e| e.to_string())?;
-        self.check(read_at, &raw, first)
-    }
-
     /// Checks the references stored in `raw`, the first of them string number `first`.
     pub fn check(
         &mut self,
