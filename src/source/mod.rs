@@ -252,6 +252,8 @@ pub struct SourceOptions {
     pub attrs_json: bool,
     /// Walk each HDF5 file's metadata in a child process before opening it ([`hdf5::probe`]).
     pub check_hdf5: bool,
+    /// `-o hdf5_check_timeout=SECONDS`: longest one step of that walk may take.
+    pub hdf5_check_step: std::time::Duration,
     /// `-o split_names=SEP`: tensor names of checkpoints split into directories at SEP.
     pub split_names: Option<String>,
     /// `-o widen=f32`: bfloat16 and float8 tensors served as `<f4` ([`crate::npy::widen`]).
@@ -268,6 +270,9 @@ pub struct SourceOptions {
 
 /// `-o no_hdf5_check`: open HDF5 files without walking them in a child process first.
 const NO_HDF5_CHECK: &str = "no_hdf5_check";
+/// `-o hdf5_check_timeout=SECONDS`: one step of the HDF5 check (opening the file, listing
+/// one group) slower than this is a hang.
+pub const STEP_LIMIT_OPTION: &str = "hdf5_check_timeout=";
 /// `-o split_names=SEP`: checkpoint tensor names become directories at SEP.
 const SPLIT_NAMES: &str = "split_names=";
 /// `-o widen=f32`.
@@ -286,6 +291,7 @@ impl SourceOptions {
             || opt == VERIFY_OPEN
             || opt.starts_with(SPLIT_NAMES)
             || opt.starts_with(WIDEN)
+            || opt.starts_with(STEP_LIMIT_OPTION)
     }
 
     /// Applies one `-o` option; an option that is not a source option is a usage error.
@@ -296,6 +302,15 @@ impl SourceOptions {
             self.external_links_any = true;
         } else if opt == VERIFY_OPEN {
             self.verify_on_open = true;
+        } else if let Some(seconds) = opt.strip_prefix(STEP_LIMIT_OPTION) {
+            self.hdf5_check_step = seconds
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+                .ok_or_else(|| {
+                    Error::Usage(format!("-o {opt}: takes a positive number of seconds"))
+                })?;
         } else if let Some(sep) = opt.strip_prefix(SPLIT_NAMES) {
             self.split_names = Some(sep.to_string());
         } else if let Some(to) = opt.strip_prefix(WIDEN) {
@@ -307,7 +322,7 @@ impl SourceOptions {
             self.widen = true;
         } else {
             return Err(Error::Usage(format!(
-                "-o {opt}: not a source option (split_names=SEP, widen=f32, no_hdf5_check, external_links=any, verify=open)"
+                "-o {opt}: not a source option (split_names=SEP, widen=f32, no_hdf5_check, hdf5_check_timeout=SECONDS, external_links=any, verify=open)"
             )));
         }
         Ok(())
@@ -320,6 +335,7 @@ impl Default for SourceOptions {
             cache_size: 256 << 20,
             attrs_json: false,
             check_hdf5: false,
+            hdf5_check_step: hdf5::probe::DEFAULT_STEP_LIMIT,
             split_names: None,
             widen: false,
             external_links_any: false,

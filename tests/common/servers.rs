@@ -280,6 +280,11 @@ impl Proxy {
         self.control(&format!("set?mode={mode}"));
     }
 
+    /// The `n`th HEAD from now on, and every request after it, stalls (until `set_mode`).
+    pub fn stall_from_head(&self, n: u32) {
+        self.control(&format!("set?stall_from_head={n}"));
+    }
+
     pub fn reset(&self) {
         self.control("reset");
     }

@@ -13,6 +13,9 @@ Controlled over HTTP on its own port (paths no S3 bucket or test file can have):
     GET /__proxy__/set?mode=M      -> ok | stall (hold requests without answering until the
                                       mode changes, 120 s at most) | drop (close the
                                       connection unanswered) | error (answer 503)
+    GET /__proxy__/set?stall_from_head=N -> the Nth HEAD from now on (and every request after
+                                      it) stalls: lets one client's requests through and
+                                      holds the next client's (0: off)
 Control requests are not counted.
 """
 
@@ -35,6 +38,8 @@ class State:
     upstream = 0
     delay_ms = 0
     mode = "ok"
+    stall_from_head = 0
+    heads_to_stall = 0
     counts = {}
     get_bytes = 0
     ranges = []
@@ -86,6 +91,9 @@ class Handler(BaseHTTPRequestHandler):
                     State.delay_ms = int(query["delay_ms"][0])
                 if "mode" in query:
                     State.mode = query["mode"][0]
+                if "stall_from_head" in query:
+                    State.stall_from_head = int(query["stall_from_head"][0])
+                    State.heads_to_stall = State.stall_from_head
                 return self.answer_json({"ok": True})
         self.send_response(404)
         self.send_header("Content-Length", "0")
@@ -101,6 +109,10 @@ class Handler(BaseHTTPRequestHandler):
             State.counts[self.command] = State.counts.get(self.command, 0) + 1
             if self.command == "GET" and self.headers.get("Range"):
                 State.ranges.append(self.headers["Range"])
+            if self.command == "HEAD" and State.stall_from_head:
+                State.heads_to_stall -= 1
+                if State.heads_to_stall == 0:
+                    State.mode, State.stall_from_head = "stall", 0
             delay, mode = State.delay_ms, State.mode
         if delay:
             time.sleep(delay / 1000)

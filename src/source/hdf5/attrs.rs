@@ -2,6 +2,7 @@
 //! decimal text, arrays as JSON nested by shape; and, with `--attrs-json`, as typed JSON
 //! sidecar files.
 
+use std::cell::OnceCell;
 use std::ffi::{c_char, c_void};
 
 use base64::Engine;
@@ -11,7 +12,9 @@ use hdf5_sys::h5t::H5Tget_size;
 use serde_json::{Map, Value};
 
 use super::error::Hdf5Error;
-use super::ffi::{h5check, sync, take_h5_string, Hid};
+use super::ffi::{file_layout, h5check, header_address, sync, take_h5_string, Hid};
+use super::heap::{FileLayout, HeapError, ReadAt, VlenRefs};
+use super::ohdr::Messages;
 use super::types::{element_type, var_string_mem_type, ElementType};
 use crate::npy::{ByteOrder, Dtype};
 use crate::source::{Entry, EntryKind, Xattr};
@@ -25,8 +28,10 @@ pub enum BytesAs {
 }
 
 /// Every attribute of `loc` (a group or dataset) as an xattr; unreadable ones are logged.
-pub fn xattrs_of(loc: &hdf5::Location) -> Vec<Xattr> {
-    attr_values(loc, BytesAs::Text)
+/// `read_at` reads the file that holds `loc`, if it is the mounted one: then the references
+/// of variable-length strings are checked before libhdf5 follows them ([`StringCheck`]).
+pub fn xattrs_of(loc: &hdf5::Location, read_at: Option<ReadAt>) -> Vec<Xattr> {
+    attr_values(loc, BytesAs::Text, read_at)
         .into_iter()
         .map(|(name, value)| (format!("user.h5.{name}"), value_text(&value).into_bytes()))
         .collect()
@@ -34,8 +39,13 @@ pub fn xattrs_of(loc: &hdf5::Location) -> Vec<Xattr> {
 
 /// The sidecar `name` holding every attribute of `loc` as one JSON object, or None when
 /// `loc` has none and `always` is false (groups get a sidecar only if they have attributes).
-pub fn sidecar(name: String, loc: &hdf5::Location, always: bool) -> Option<Entry> {
-    let values = attr_values(loc, BytesAs::Base64);
+pub fn sidecar(
+    name: String,
+    loc: &hdf5::Location,
+    always: bool,
+    read_at: Option<ReadAt>,
+) -> Option<Entry> {
+    let values = attr_values(loc, BytesAs::Base64, read_at);
     if values.is_empty() && !always {
         return None;
     }
@@ -46,14 +56,23 @@ pub fn sidecar(name: String, loc: &hdf5::Location, always: bool) -> Option<Entry
 }
 
 /// Name and value of each readable attribute of `loc`.
-fn attr_values(loc: &hdf5::Location, bytes_as: BytesAs) -> Vec<(String, Value)> {
+fn attr_values(
+    loc: &hdf5::Location,
+    bytes_as: BytesAs,
+    read_at: Option<ReadAt>,
+) -> Vec<(String, Value)> {
     let names = loc.attr_names().unwrap_or_default();
     let mut out = Vec::with_capacity(names.len());
+    let check = read_at.map(|read_at| StringCheck::new(loc, read_at));
     for name in names {
+        let checked = |strings| match &check {
+            Some(check) => check.check(&name, strings),
+            None => Ok(()),
+        };
         match loc
             .attr(&name)
             .map_err(Hdf5Error::from)
-            .and_then(|a| attr_value(&a, bytes_as))
+            .and_then(|a| attr_value(&a, bytes_as, &checked))
         {
             Ok(value) => out.push((name, value)),
             Err(why) => log::debug!("{}: attribute {name:?} left out: {why}", loc.name()),
@@ -74,8 +93,62 @@ fn value_text(value: &Value) -> String {
 /// file, and a corrupt one must not make us allocate without bound.
 const MAX_ATTRIBUTE_BYTES: usize = 64 << 20;
 
+/// Checks the variable-length string references of the attributes of one object against
+/// their global heap before libhdf5 follows them (`heap.rs`): a damaged length would make
+/// libhdf5 allocate it, a damaged heap collection make it spin. The references are the
+/// attribute's bytes in the object header (`ohdr.rs`); attributes in dense storage, or of
+/// a header we cannot parse, are not checked.
+struct StringCheck<'a> {
+    read_at: ReadAt<'a>,
+    /// The object's header messages and its file's layout, read on first use.
+    header: OnceCell<Option<(Messages, FileLayout)>>,
+    loc: &'a hdf5::Location,
+}
+
+impl<'a> StringCheck<'a> {
+    fn new(loc: &'a hdf5::Location, read_at: ReadAt<'a>) -> Self {
+        StringCheck {
+            read_at,
+            header: OnceCell::new(),
+            loc,
+        }
+    }
+
+    /// Checks the first `strings` references of attribute `name`.
+    fn check(&self, name: &str, strings: usize) -> Result<(), HeapError> {
+        let header = self.header.get_or_init(|| {
+            let layout = file_layout(self.loc.id())?;
+            let addr = header_address(self.loc.id())?;
+            match Messages::read(self.read_at, addr, layout) {
+                Ok(messages) => Some((messages, layout)),
+                Err(why) => {
+                    log::debug!("{}: attributes not checked: {why}", self.loc.name());
+                    None
+                }
+            }
+        });
+        let Some((messages, layout)) = header else {
+            return Ok(());
+        };
+        let Some(data) = messages.attribute_data(name) else {
+            return Ok(());
+        };
+        let mut refs = VlenRefs::new(*layout);
+        let raw = strings
+            .checked_mul(refs.ref_size())
+            .and_then(|need| data.get(..need))
+            .ok_or(HeapError::ValueTooShort)?;
+        refs.check(self.read_at, raw, 0)
+    }
+}
+
 /// The attribute's value as JSON: a scalar for a scalar dataspace, else lists nested by shape.
-pub fn attr_value(attr: &hdf5::Attribute, bytes_as: BytesAs) -> Result<Value, Hdf5Error> {
+/// `check_strings(n)` must pass before libhdf5 reads its `n` variable-length strings.
+pub fn attr_value(
+    attr: &hdf5::Attribute,
+    bytes_as: BytesAs,
+    check_strings: &dyn Fn(usize) -> Result<(), HeapError>,
+) -> Result<Value, Hdf5Error> {
     let aid = attr.id();
     // SAFETY: plain queries of an open attribute and of its own ids (also below).
     let ftype = sync(|| Hid::new(unsafe { H5Aget_type(aid) }))?;
@@ -91,7 +164,9 @@ pub fn attr_value(attr: &hdf5::Attribute, bytes_as: BytesAs) -> Result<Value, Hd
             if pointers.is_none_or(|b| b > MAX_ATTRIBUTE_BYTES) {
                 return Err(too_big());
             }
-            read_var_strings(aid, ftype.0, strings.unwrap_or(0))?
+            let strings = strings.unwrap_or(0);
+            check_strings(strings)?;
+            read_var_strings(aid, ftype.0, strings)?
         }
         ElementType::Record { .. } => {
             return Err("compound with variable-length strings (not shown as an xattr)".into())

@@ -245,6 +245,18 @@ impl ChunkTable {
         Ok(ChunkTable { stored })
     }
 
+    /// Every written chunk: its number and where it is stored.
+    pub fn written(&self) -> impl Iterator<Item = (u64, ChunkLocation)> + '_ {
+        self.stored.iter().map(|c| {
+            let location = ChunkLocation {
+                address: Some(c.address),
+                size: u64::from(c.size),
+                filter_mask: c.filter_mask,
+            };
+            (c.number, location)
+        })
+    }
+
     /// Bytes this table holds.
     pub fn bytes(&self) -> usize {
         self.stored.capacity() * TABLE_BYTES_PER_CHUNK + 64

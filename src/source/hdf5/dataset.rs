@@ -8,30 +8,28 @@ use hdf5_sys::h5d::{
     H5D_layout_t, H5Dget_chunk_index_type, H5Dget_create_plist, H5Dget_offset, H5Dget_type,
     H5Dopen2, H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS,
 };
-use hdf5_sys::h5f::H5Fget_create_plist;
 use hdf5_sys::h5i::hid_t;
-use hdf5_sys::h5i::H5Iget_file_id;
 use hdf5_sys::h5p::{
     H5Pcreate, H5Pget_chunk, H5Pget_chunk_opts, H5Pget_external_count, H5Pget_fill_value,
-    H5Pget_layout, H5Pget_nfilters, H5Pget_sizes, H5Pget_userblock, H5Pset_chunk_cache,
-    H5P_CLS_DATASET_ACCESS,
+    H5Pget_layout, H5Pget_nfilters, H5Pset_chunk_cache, H5P_CLS_DATASET_ACCESS,
 };
 use hdf5_sys::h5s::H5S_class_t;
 use hdf5_sys::h5t::H5Tget_size;
 
 use super::attrs::xattrs_of;
-use super::chunks::{ChunkGrid, DirectChunks};
+use super::chunks::{chunk_address_base, ChunkGrid, ChunkTable, DirectChunks, TableError};
 use super::direct::FORCE_FALLBACK_ENV;
 use super::error::Hdf5Error;
-use super::ffi::{h5check, pointer_bytes, read_hyperslab, sync, Hid};
+use super::ffi::{file_layout, h5check, header_address, pointer_bytes, read_hyperslab, sync, Hid};
 use super::filters::{stored_filters, FilterError, FilterPipeline, StoredFilter};
 use super::heap::{HeapError, ReadAt, VlenRefs};
+use super::ohdr::Messages;
 use super::records::{
     pack_records, read_records, record_dtype, record_mem_type, string_width, Cell, MemberKind,
     RecordMember,
 };
 use super::types::{
-    converting_mem_type, element_type, reduced_int, var_string_mem_type, ElementType,
+    converting_mem_type, element_type, reduced_int, var_string_mem_type, ElementType, StoredRefs,
 };
 use super::vlen::{arena_string, VlenArena, VlenError, VLEN_BYTES_PER_READ};
 use crate::npy::{boxes_of_range, read_elements, ByteOrder, Dtype, NpyHeader};
@@ -39,6 +37,8 @@ use crate::source::Xattr;
 
 /// Elements of variable-length strings read at once when sizing a dataset's widest value.
 const STRINGS_AT_ONCE: u64 = 1 << 16;
+/// Bytes the chunk table of a dataset of strings may take while its references are checked.
+const REF_TABLE_BUDGET: usize = 64 << 20;
 
 #[derive(Debug)]
 pub struct DatasetInfo {
@@ -175,10 +175,11 @@ impl DatasetInfo {
             filters: Vec::new(),
             converts,
         };
+        let has_strings = !matches!(info.element, ElementType::Fixed { .. });
+        if let Some(read_at) = read_at.filter(|_| has_strings) {
+            info.check_string_refs(ds, read_at)?;
+        }
         if let ElementType::VarString { utf8, .. } = info.element {
-            if let Some(read_at) = read_at {
-                info.check_string_refs(ds, read_at)?;
-            }
             unit = info.longest_string(ds, utf8)? * info.element.strings_per_element();
             info.unit = unit;
         }
@@ -246,7 +247,8 @@ impl DatasetInfo {
         self.unit / self.element.strings_per_element().max(1)
     }
 
-    pub fn xattrs(&self, ds: &hdf5::Dataset) -> Vec<Xattr> {
+    /// The dataset's xattrs; `read_at` as for [`xattrs_of`].
+    pub fn xattrs(&self, ds: &hdf5::Dataset, read_at: Option<ReadAt>) -> Vec<Xattr> {
         let chunks = match &self.chunks {
             Some(dims) => format!("{dims:?}"),
             None => "none".to_string(),
@@ -261,7 +263,7 @@ impl DatasetInfo {
         if let Some(index) = self.chunk_index {
             out.push(("user.arrfs.chunk_index".to_string(), index.into()));
         }
-        out.extend(xattrs_of(ds));
+        out.extend(xattrs_of(ds, read_at));
         out
     }
 
@@ -341,15 +343,118 @@ impl DatasetInfo {
         })
     }
 
-    /// Checks every string's length and heap object before libhdf5 reads them, for a
-    /// contiguous, allocated, unfiltered dataset (`heap.rs`); other layouts are not checked.
+    /// Checks every string's length and heap object before libhdf5 reads them (`heap.rs`),
+    /// wherever the references are stored: contiguous in the file, in chunks (decoded by our
+    /// filter pipeline), or in the object header (compact). Not checked: references only
+    /// libhdf5 can reach (a filter we do not decode, external storage, a header we cannot
+    /// parse).
     fn check_string_refs(&self, ds: &hdf5::Dataset, read_at: ReadAt) -> Result<(), HeapError> {
-        let Some(mut refs) = contiguous_vlen_refs(ds) else {
+        let Some(layout) = file_layout(ds.id()) else {
             return Ok(());
         };
-        let n = self.shape.iter().product::<u64>() * self.element.strings_per_element() as u64;
-        for first in (0..n).step_by(STRINGS_AT_ONCE as usize) {
-            refs.check(read_at, first, (first + STRINGS_AT_ONCE).min(n))?;
+        let mut refs = VlenRefs::new(layout);
+        // SAFETY: a plain query of an open dataset; the type id is released on drop.
+        let Ok(tid) = sync(|| Hid::new(unsafe { H5Dget_type(ds.id()) })) else {
+            return Ok(());
+        };
+        let Some(stored) = StoredRefs::of_type(tid.0, refs.ref_size()) else {
+            return Ok(());
+        };
+        let n = self.shape.iter().product::<u64>();
+        let unit = stored.unit as u64;
+        let mut check = |raw: &[u8], first: u64| {
+            let first_ref = first * stored.per_element() as u64;
+            refs.check(read_at, &stored.gather(raw), first_ref)
+        };
+        match ref_store(ds) {
+            RefStore::Contiguous(data_at) => {
+                for first in (0..n).step_by(STRINGS_AT_ONCE as usize) {
+                    let end = (first + STRINGS_AT_ONCE).min(n);
+                    let mut raw = vec![0u8; ((end - first) * unit) as usize];
+                    read_at(data_at + first * unit, &mut raw).map_err(HeapError::Read)?;
+                    check(&raw, first)?;
+                }
+                Ok(())
+            }
+            RefStore::Compact => {
+                let Some(addr) = header_address(ds.id()) else {
+                    return Ok(());
+                };
+                let messages = match Messages::read(read_at, addr, layout) {
+                    Ok(messages) => messages,
+                    Err(why) => {
+                        log::debug!("{}: strings not checked: {why}", self.path);
+                        return Ok(());
+                    }
+                };
+                let Some(data) = messages.compact_data() else {
+                    return Ok(());
+                };
+                let raw = usize::try_from(n * unit)
+                    .ok()
+                    .and_then(|need| data.get(..need))
+                    .ok_or(HeapError::CompactTooShort)?;
+                check(raw, 0)
+            }
+            RefStore::Chunked => {
+                self.check_chunked_refs(ds, read_at, stored.unit, &mut |raw| check(raw, 0))
+            }
+            RefStore::Unchecked => Ok(()),
+        }
+    }
+
+    /// Calls `check` on every written chunk of elements of `unit` bytes, read and decoded as
+    /// the direct path would (each chunk at most [`VLEN_BYTES_PER_READ`] bytes).
+    fn check_chunked_refs(
+        &self,
+        ds: &hdf5::Dataset,
+        read_at: ReadAt,
+        unit: usize,
+        check: &mut dyn FnMut(&[u8]) -> Result<(), HeapError>,
+    ) -> Result<(), HeapError> {
+        // SAFETY: under HDF5's lock, plain queries of an open dataset and its creation
+        // property list (owned by a `Hid`), writing only into locals sized for them.
+        let found = sync(|| unsafe {
+            let dcpl = Hid::new(H5Dget_create_plist(ds.id()))?;
+            let mut dims = vec![0 as hsize_t; self.shape.len().max(1)];
+            let rank = H5Pget_chunk(dcpl.0, dims.len() as i32, dims.as_mut_ptr());
+            dims.truncate(rank.max(0) as usize);
+            Ok::<_, hdf5::Error>((dims, FilterPipeline::of_dcpl(dcpl.0, unit)))
+        });
+        let (dims, pipeline) = found.map_err(HeapError::Library)?;
+        let Ok(pipeline) = pipeline else {
+            // A filter only libhdf5 decodes: its references cannot be seen before it does.
+            return Ok(());
+        };
+        let grid =
+            ChunkGrid::new(self.shape.clone(), dims, unit).ok_or(HeapError::ChunkDimsMismatch)?;
+        let chunk_bytes = grid.chunk_bytes();
+        if chunk_bytes > VLEN_BYTES_PER_READ {
+            return Err(HeapError::ChunksOverBound {
+                bytes: chunk_bytes,
+                bound: VLEN_BYTES_PER_READ,
+            });
+        }
+        let table = ChunkTable::build(ds.id(), &grid, REF_TABLE_BUDGET).map_err(|e| match e {
+            TableError::OverBudget(bound) => HeapError::TableOverBound(bound),
+            TableError::Library(e) => HeapError::Library(e),
+        })?;
+        let base = ds.file().map(|f| chunk_address_base(&f)).unwrap_or(0);
+        for (number, chunk) in table.written() {
+            let Some(address) = chunk.address else {
+                continue;
+            };
+            let in_chunk = |e| HeapError::in_chunk(number, e);
+            if chunk.size > VLEN_BYTES_PER_READ as u64 {
+                return Err(in_chunk(HeapError::ChunkSize(chunk.size)));
+            }
+            let mut stored = vec![0u8; chunk.size as usize];
+            read_at(address.saturating_add(base), &mut stored)
+                .map_err(|e| in_chunk(HeapError::Read(e)))?;
+            let raw = pipeline
+                .decode(stored, chunk.filter_mask, chunk_bytes)
+                .map_err(|e| in_chunk(HeapError::Decode(e)))?;
+            check(&raw).map_err(in_chunk)?;
         }
         Ok(())
     }
@@ -505,28 +610,41 @@ fn read_strings(
         .collect())
 }
 
-/// The references of `ds` if it is stored contiguous, allocated and unfiltered.
-fn contiguous_vlen_refs(ds: &hdf5::Dataset) -> Option<VlenRefs> {
-    // SAFETY: under HDF5's lock, plain queries of an open dataset and of property lists
-    // owned by `Hid`s, writing only into locals.
+/// Where a dataset's variable-length string references are stored.
+enum RefStore {
+    /// Contiguous, allocated and unfiltered, from this file offset.
+    Contiguous(u64),
+    /// In chunks.
+    Chunked,
+    /// In the object header.
+    Compact,
+    /// Nowhere we read: external storage, or contiguous but not allocated (no strings).
+    Unchecked,
+}
+
+fn ref_store(ds: &hdf5::Dataset) -> RefStore {
+    // SAFETY: under HDF5's lock, plain queries of an open dataset and of a property list
+    // owned by a `Hid`.
     sync(|| unsafe {
-        let dcpl = Hid::new(H5Dget_create_plist(ds.id())).ok()?;
-        let contiguous = H5Pget_layout(dcpl.0) == H5D_layout_t::H5D_CONTIGUOUS
-            && H5Pget_external_count(dcpl.0) == 0
-            && H5Pget_nfilters(dcpl.0) == 0;
-        let data_at: haddr_t = H5Dget_offset(ds.id());
-        if !contiguous || data_at == HADDR_UNDEF {
-            return None;
+        let Ok(dcpl) = Hid::new(H5Dget_create_plist(ds.id())) else {
+            return RefStore::Unchecked;
+        };
+        if H5Pget_external_count(dcpl.0) != 0 {
+            return RefStore::Unchecked;
         }
-        let file = Hid::new(H5Iget_file_id(ds.id())).ok()?;
-        let fcpl = Hid::new(H5Fget_create_plist(file.0)).ok()?;
-        let (mut sizeof_addr, mut sizeof_size) = (0, 0);
-        h5check(H5Pget_sizes(fcpl.0, &mut sizeof_addr, &mut sizeof_size)).ok()?;
-        let mut userblock = 0;
-        h5check(H5Pget_userblock(fcpl.0, &mut userblock)).ok()?;
-        let sane = |n: usize| (1..=8).contains(&n);
-        (sane(sizeof_addr) && sane(sizeof_size))
-            .then(|| VlenRefs::new(data_at, userblock, sizeof_addr, sizeof_size))
+        match H5Pget_layout(dcpl.0) {
+            H5D_layout_t::H5D_CHUNKED => RefStore::Chunked,
+            H5D_layout_t::H5D_COMPACT => RefStore::Compact,
+            H5D_layout_t::H5D_CONTIGUOUS if H5Pget_nfilters(dcpl.0) == 0 => {
+                let data_at: haddr_t = H5Dget_offset(ds.id());
+                if data_at == HADDR_UNDEF {
+                    RefStore::Unchecked
+                } else {
+                    RefStore::Contiguous(data_at)
+                }
+            }
+            _ => RefStore::Unchecked,
+        }
     })
 }
 

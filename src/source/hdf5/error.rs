@@ -57,11 +57,18 @@ impl From<String> for Hdf5Error {
 /// want of a resource is not.
 impl From<HeapError> for Hdf5Error {
     fn from(e: HeapError) -> Self {
-        match e {
-            HeapError::Read(Error::Io { source, .. }) => {
-                Hdf5Error::of_io(&source, format!("reading string references: {source}"))
-            }
-            other => Hdf5Error::Library(other.to_string()),
+        let message = e.to_string();
+        match e.innermost() {
+            HeapError::Read(Error::Io { source, .. }) => Hdf5Error::of_io(source, message),
+            HeapError::Read(Error::Unavailable { .. }) => Hdf5Error::Resource {
+                errno: libc::EAGAIN,
+                message,
+            },
+            HeapError::Library(e) => match resource_errno(e) {
+                Some(errno) => Hdf5Error::Resource { errno, message },
+                None => Hdf5Error::Library(message),
+            },
+            _ => Hdf5Error::Library(message),
         }
     }
 }

@@ -3,14 +3,18 @@
 
 use std::ffi::{c_char, c_void, CStr, CString};
 
-use hdf5_sys::h5::{hsize_t, H5free_memory};
+use hdf5_sys::h5::{haddr_t, herr_t, hsize_t, H5free_memory, HADDR_UNDEF};
 use hdf5_sys::h5d::{H5Dget_space, H5Dread};
-use hdf5_sys::h5f::H5Fget_name;
-use hdf5_sys::h5i::{hid_t, H5Idec_ref};
+use hdf5_sys::h5f::{H5Fget_create_plist, H5Fget_name};
+use hdf5_sys::h5i::{hid_t, H5Idec_ref, H5Iget_file_id};
 use hdf5_sys::h5l::H5Lget_val;
+use hdf5_sys::h5o::{H5O_info2_t, H5O_token_t, H5Oget_info3, H5O_INFO_BASIC};
 use hdf5_sys::h5p::{H5Pget_external, H5Pget_external_count, H5P_DEFAULT};
+use hdf5_sys::h5p::{H5Pget_sizes, H5Pget_userblock};
 use hdf5_sys::h5s::{H5S_seloper_t, H5Screate_simple, H5Sselect_hyperslab, H5S_ALL};
 use hdf5_sys::h5t::H5Tget_size;
+
+use super::heap::FileLayout;
 
 pub use hdf5::h5check;
 pub use hdf5::sync::sync;
@@ -187,4 +191,44 @@ pub unsafe fn external_files(dcpl: hid_t) -> Vec<std::path::PathBuf> {
         out.push(std::ffi::OsStr::from_bytes(&name[..end]).into());
     }
     out
+}
+
+extern "C" {
+    // H5VLnative.h (HDF5 1.12 and later), not bound by hdf5-sys: the address a token of the
+    // native file format holds.
+    fn H5VLnative_token_to_addr(loc_id: hid_t, token: H5O_token_t, addr: *mut haddr_t) -> herr_t;
+}
+
+/// The address of the object header of `obj` (a group, dataset or named type), relative to
+/// the file's base (`FileLayout::base`).
+pub fn header_address(obj: hid_t) -> Option<u64> {
+    // SAFETY: under HDF5's lock; both calls write only into the locals given.
+    sync(|| unsafe {
+        let mut info: H5O_info2_t = std::mem::zeroed();
+        h5check(H5Oget_info3(obj, &mut info, H5O_INFO_BASIC)).ok()?;
+        let mut addr: haddr_t = HADDR_UNDEF;
+        h5check(H5VLnative_token_to_addr(obj, info.token, &mut addr)).ok()?;
+        (addr != HADDR_UNDEF).then_some(addr)
+    })
+}
+
+/// How addresses are written in the file that holds `obj`: from its superblock sizes and
+/// user block. None if they cannot be had or are not sane.
+pub fn file_layout(obj: hid_t) -> Option<FileLayout> {
+    // SAFETY: under HDF5's lock, plain queries of ids owned by `Hid`s, writing only into
+    // locals.
+    sync(|| unsafe {
+        let file = Hid::new(H5Iget_file_id(obj)).ok()?;
+        let fcpl = Hid::new(H5Fget_create_plist(file.0)).ok()?;
+        let (mut sizeof_addr, mut sizeof_size) = (0, 0);
+        h5check(H5Pget_sizes(fcpl.0, &mut sizeof_addr, &mut sizeof_size)).ok()?;
+        let mut base = 0;
+        h5check(H5Pget_userblock(fcpl.0, &mut base)).ok()?;
+        let sane = |n: usize| (1..=8).contains(&n);
+        (sane(sizeof_addr) && sane(sizeof_size)).then_some(FileLayout {
+            base,
+            sizeof_addr,
+            sizeof_size,
+        })
+    })
 }

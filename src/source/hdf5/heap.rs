@@ -7,11 +7,14 @@
 //! collection (an object of size 0) makes it spin forever. For contiguous datasets we read
 //! the references and the collections they name ourselves (format spec, "Global Heap" and
 //! "Variable-length Data") and refuse a string whose length is more than its heap object
-//! holds, or a collection whose objects do not tile it. Compact and chunked layouts are not
-//! checked here.
+//! holds, or a collection whose objects do not tile it. The references come from wherever
+//! the caller found them: a contiguous dataset's bytes in the file, a chunked dataset's
+//! decoded chunks, a compact dataset's or an attribute's bytes in its object header
+//! (`ohdr.rs`).
 
 use std::collections::HashMap;
 
+use super::filters::FilterError;
 use crate::error::{Error, Result};
 
 /// Bytes of a collection header: "GCOL", version, 3 reserved, then the collection size.
@@ -38,6 +41,43 @@ pub enum HeapError {
     NoObject { string: u64, index: u32, addr: u64 },
     #[error("global heap collection at {addr}: {damage}")]
     Collection { addr: u64, damage: Damage },
+    #[error("compact data shorter than its elements: damaged")]
+    CompactTooShort,
+    #[error("value shorter than its strings: damaged")]
+    ValueTooShort,
+    #[error("chunk dims do not match the dataspace: damaged")]
+    ChunkDimsMismatch,
+    #[error("chunks of {bytes} bytes of string references, over arrfs's bound of {bound}")]
+    ChunksOverBound { bytes: usize, bound: usize },
+    #[error("chunk table over arrfs's bound of {0} bytes")]
+    TableOverBound(usize),
+    /// libhdf5 failed a query (the chunk index, the creation property list).
+    #[error("chunk index cannot be read: {0}")]
+    Library(hdf5::Error),
+    #[error("stored size {0} (damaged)")]
+    ChunkSize(u64),
+    #[error("{0}")]
+    Decode(FilterError),
+    /// What went wrong in one chunk of references.
+    #[error("chunk {chunk}: {inner}")]
+    InChunk { chunk: u64, inner: Box<HeapError> },
+}
+
+impl HeapError {
+    pub fn in_chunk(chunk: u64, inner: HeapError) -> HeapError {
+        HeapError::InChunk {
+            chunk,
+            inner: Box::new(inner),
+        }
+    }
+
+    /// The error at the bottom of chunk wrappers.
+    pub fn innermost(&self) -> &HeapError {
+        match self {
+            HeapError::InChunk { inner, .. } => inner.innermost(),
+            other => other,
+        }
+    }
 }
 
 /// What is wrong with one global heap collection. Kept per collection (each is read once),
@@ -83,48 +123,49 @@ impl CollectionError {
     }
 }
 
-/// The references of a contiguous dataset of variable-length strings, and the collections
-/// checked so far.
+/// Sizes from the superblock and the user block: how addresses in the file are written and
+/// what to add to them to get file offsets.
+#[derive(Clone, Copy, Debug)]
+pub struct FileLayout {
+    /// What to add to addresses to get file offsets (the user block).
+    pub base: u64,
+    pub sizeof_addr: usize,
+    pub sizeof_size: usize,
+}
+
+/// Checks variable-length string references, remembering the collections checked so far.
 pub struct VlenRefs {
-    /// File offset of the first reference.
-    data_at: u64,
-    /// What to add to heap addresses to get file offsets (the user block).
-    base: u64,
-    sizeof_addr: usize,
-    sizeof_size: usize,
+    layout: FileLayout,
     /// Collection address -> object index -> object size, or why it is damaged.
     collections: HashMap<u64, std::result::Result<HashMap<u16, u64>, Damage>>,
 }
 
 impl VlenRefs {
-    pub fn new(data_at: u64, base: u64, sizeof_addr: usize, sizeof_size: usize) -> VlenRefs {
+    pub fn new(layout: FileLayout) -> VlenRefs {
         VlenRefs {
-            data_at,
-            base,
-            sizeof_addr,
-            sizeof_size,
+            layout,
             collections: HashMap::new(),
         }
     }
 
-    fn ref_size(&self) -> u64 {
-        (4 + self.sizeof_addr + 4) as u64
+    /// Bytes of one stored reference: length (4), collection address, object index (4).
+    pub fn ref_size(&self) -> usize {
+        4 + self.layout.sizeof_addr + 4
     }
 
-    /// Checks the references of strings `first..end` (in storage order).
+    /// Checks the references stored in `raw`, the first of them string number `first`.
     pub fn check(
         &mut self,
         read_at: ReadAt,
+        raw: &[u8],
         first: u64,
-        end: u64,
     ) -> std::result::Result<(), HeapError> {
         let size = self.ref_size();
-        let mut raw = vec![0u8; ((end - first) * size) as usize];
-        read_at(self.data_at + first * size, &mut raw).map_err(HeapError::Read)?;
-        for (i, r) in raw.chunks_exact(size as usize).enumerate() {
+        let sizeof_addr = self.layout.sizeof_addr;
+        for (i, r) in raw.chunks_exact(size).enumerate() {
             let length = u64::from(u32::from_le_bytes(r[..4].try_into().unwrap()));
-            let addr = le(&r[4..4 + self.sizeof_addr]);
-            let index = u32::from_le_bytes(r[4 + self.sizeof_addr..].try_into().unwrap());
+            let addr = le(&r[4..4 + sizeof_addr]);
+            let index = u32::from_le_bytes(r[4 + sizeof_addr..].try_into().unwrap());
             if length == 0 {
                 continue;
             }
@@ -181,9 +222,9 @@ impl VlenRefs {
         addr: u64,
     ) -> std::result::Result<HashMap<u16, u64>, CollectionError> {
         let at = addr
-            .checked_add(self.base)
+            .checked_add(self.layout.base)
             .ok_or(Damage::AddressOutOfRange)?;
-        let mut head = vec![0u8; COLLECTION_HEAD as usize + self.sizeof_size];
+        let mut head = vec![0u8; COLLECTION_HEAD as usize + self.layout.sizeof_size];
         read_at(at, &mut head).map_err(|e| CollectionError::of_read(e, Damage::HeadUnreadable))?;
         if &head[..4] != b"GCOL" || head[4] != 1 {
             return Err(Damage::NoSignature.into());
@@ -194,7 +235,7 @@ impl VlenRefs {
         }
         let mut body = vec![0u8; size as usize];
         read_at(at, &mut body).map_err(|e| CollectionError::of_read(e, Damage::BodyUnreadable))?;
-        Ok(parse_objects(&body, head.len(), self.sizeof_size)?)
+        Ok(parse_objects(&body, head.len(), self.layout.sizeof_size)?)
     }
 }
 
@@ -301,8 +342,15 @@ mod tests {
             buf.copy_from_slice(&file[at as usize..at as usize + buf.len()]);
             Ok(())
         };
-        let mut refs = VlenRefs::new(0, 0, 8, 8);
-        let err = super::super::error::Hdf5Error::from(refs.check(&read_at, 0, 1).unwrap_err());
+        let layout = FileLayout {
+            base: 0,
+            sizeof_addr: 8,
+            sizeof_size: 8,
+        };
+        let mut refs = VlenRefs::new(layout);
+        let stored = &file[..16];
+        let err =
+            super::super::error::Hdf5Error::from(refs.check(&read_at, stored, 0).unwrap_err());
         assert!(
             matches!(
                 err,
@@ -313,7 +361,7 @@ mod tests {
             ),
             "{err}"
         );
-        refs.check(&read_at, 0, 1)
+        refs.check(&read_at, stored, 0)
             .expect("the same check passes once descriptors are back");
     }
 }

@@ -15,6 +15,7 @@ mod external;
 mod ffi;
 mod filters;
 mod heap;
+mod ohdr;
 pub mod probe;
 mod records;
 mod types;
@@ -107,7 +108,7 @@ impl Hdf5Source {
     /// `-o no_hdf5_check` turned that off.
     pub fn open_checked(path: &Path, options: &SourceOptions) -> Result<Hdf5Source> {
         if options.check_hdf5 {
-            probe::check_hdf5(path)?;
+            probe::check_hdf5(path, options.hdf5_check_step)?;
         }
         Hdf5Source::open(path, options)
     }
@@ -120,7 +121,7 @@ impl Hdf5Source {
         }
         let name = location.display();
         if options.check_hdf5 {
-            probe::check_hdf5(&name)?;
+            probe::check_hdf5(&name, options.hdf5_check_step)?;
         }
         let source = Arc::new(SourceFile::open(location)?);
         // libhdf5 reads the superblock, the root group and the first B-tree nodes in many
@@ -316,7 +317,7 @@ impl Hdf5Source {
                     info.read_path = info.read_path.library();
                 }
                 self.choose_chunk_path(&mut info);
-                let xattrs = info.xattrs(&ds);
+                let xattrs = info.xattrs(&ds, read_at);
                 let header = info.npy_header();
                 new.push(Object::Dataset(Arc::new(info)));
                 let key = (new.len() - 1) as Key;
@@ -335,9 +336,9 @@ impl Hdf5Source {
         Ok(entry)
     }
 
-    /// Whether dataset `ds` lies in this very file (not in one an external link leads to).
-    fn holds(&self, ds: &hdf5::Dataset) -> bool {
-        ffi::file_name(ds.id()).is_ok_and(|name| name == self.absolute)
+    /// Whether object `loc` lies in this very file (not in one an external link leads to).
+    fn holds(&self, loc: &hdf5::Location) -> bool {
+        ffi::file_name(loc.id()).is_ok_and(|name| name == self.absolute)
     }
 
     /// Drops the direct chunk path where it is switched off, and logs why a chunked dataset
@@ -393,7 +394,9 @@ impl Hdf5Source {
             return None;
         }
         let ds = group.dataset(name).ok()?;
-        attrs::sidecar(format!("{name}.attrs.json"), &ds, true)
+        let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
+        let read_at: Option<heap::ReadAt> = self.holds(&ds).then_some(&read_at);
+        attrs::sidecar(format!("{name}.attrs.json"), &ds, true, read_at)
     }
 }
 
@@ -420,14 +423,16 @@ impl Source for Hdf5Source {
         let links = group
             .links(IndexType::Name, IterationOrder::Increasing)
             .map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
+        let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
+        let read_at: Option<heap::ReadAt> = self.holds(&group).then_some(&read_at);
         let mut listing = Listing {
-            xattrs: attrs::xattrs_of(&group),
+            xattrs: attrs::xattrs_of(&group, read_at),
             ..Listing::default()
         };
         if self.attrs_json {
             listing
                 .entries
-                .extend(attrs::sidecar(".attrs.json".into(), &group, false));
+                .extend(attrs::sidecar(".attrs.json".into(), &group, false, read_at));
         }
         let mut new = Vec::new();
         // Indices of the entries whose key is an index into `new`.

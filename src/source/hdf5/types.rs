@@ -395,3 +395,105 @@ pub fn reduced_int(tid: hid_t) -> Option<super::codecs::ReducedInt> {
         })
     })
 }
+
+/// Where the variable-length string references lie in one element as stored in the file:
+/// each is a length, a collection address and an object index (`heap.rs`), `ref_size`
+/// bytes, where the type in memory holds a pointer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StoredRefs {
+    /// Bytes of one element in the file.
+    pub unit: usize,
+    ref_size: usize,
+    /// (byte offset in the element, references in a row there).
+    spans: Vec<(usize, usize)>,
+}
+
+impl StoredRefs {
+    /// The placement for elements of `tid` (a type as `H5Dget_type` gives it: laid out for
+    /// memory), or None if it holds other variable-length data we cannot place.
+    pub fn of_type(tid: hid_t, ref_size: usize) -> Option<StoredRefs> {
+        let mut spans = Vec::new();
+        // SAFETY: under HDF5's lock, queries of a valid type and of the types it returns
+        // (owned by `Hid`s).
+        let unit = sync(|| unsafe { place_refs(tid, ref_size, 0, &mut spans) })?;
+        let inside = spans
+            .iter()
+            .all(|&(at, n)| n.checked_mul(ref_size).and_then(|b| b.checked_add(at)) <= Some(unit));
+        inside.then_some(StoredRefs {
+            unit,
+            ref_size,
+            spans,
+        })
+    }
+
+    /// References in one element.
+    pub fn per_element(&self) -> usize {
+        self.spans.iter().map(|&(_, n)| n).sum()
+    }
+
+    /// The references of the whole elements in `raw`, one after another.
+    pub fn gather(&self, raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(raw.len() / self.unit.max(1) * self.per_element());
+        for element in raw.chunks_exact(self.unit.max(1)) {
+            for &(at, n) in &self.spans {
+                out.extend_from_slice(&element[at..at + n * self.ref_size]);
+            }
+        }
+        out
+    }
+}
+
+/// Adds the references of type `tid` placed at `at` to `spans`; returns the type's size in
+/// the file. In the file a variable-length string takes `ref_size` bytes, in memory a
+/// pointer: libhdf5 shifts every later compound member by the difference (`H5T__set_loc`),
+/// which is undone here member by member, in offset order.
+///
+/// # Safety
+/// `tid` must be a valid type; call under HDF5's lock.
+unsafe fn place_refs(
+    tid: hid_t,
+    ref_size: usize,
+    at: usize,
+    spans: &mut Vec<(usize, usize)>,
+) -> Option<usize> {
+    match H5Tget_class(tid) {
+        H5T_class_t::H5T_STRING if H5Tis_variable_str(tid) > 0 => {
+            spans.push((at, 1));
+            Some(ref_size)
+        }
+        H5T_class_t::H5T_VLEN | H5T_class_t::H5T_NO_CLASS => None,
+        H5T_class_t::H5T_ARRAY => {
+            let (base, dims) = array_parts(tid).ok()?;
+            let count = dims
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d as usize))?;
+            let mut inner = Vec::new();
+            let size = place_refs(base.0, ref_size, 0, &mut inner)?;
+            if !inner.is_empty() {
+                for k in 0..count {
+                    let start = at.checked_add(k.checked_mul(size)?)?;
+                    spans.extend(inner.iter().map(|&(o, n)| (start + o, n)));
+                }
+            }
+            size.checked_mul(count)
+        }
+        H5T_class_t::H5T_COMPOUND => {
+            let members = u32::try_from(H5Tget_nmembers(tid)).ok()?;
+            let mut by_offset = Vec::new();
+            for i in 0..members {
+                let member = Hid::new(H5Tget_member_type(tid, i)).ok()?;
+                by_offset.push((H5Tget_member_offset(tid, i), member));
+            }
+            by_offset.sort_by_key(|(offset, _)| *offset);
+            let mut shift: isize = 0;
+            for (offset, member) in &by_offset {
+                let in_memory = H5Tget_size(member.0);
+                let start = at.checked_add_signed(shift)?.checked_add(*offset)?;
+                let in_file = place_refs(member.0, ref_size, start, spans)?;
+                shift += in_file as isize - in_memory as isize;
+            }
+            H5Tget_size(tid).checked_add_signed(shift)
+        }
+        _ => Some(H5Tget_size(tid)),
+    }
+}
