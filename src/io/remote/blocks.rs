@@ -161,6 +161,9 @@ fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
 
+/// Bytes of cached blocks one GET may fetch again instead of being split in two.
+const MAX_GAP_BYTES: u64 = 1 << 20;
+
 /// How much longer than a fetch's limit its readers wait.
 const READER_GRACE: Duration = Duration::from_secs(1);
 
@@ -406,7 +409,7 @@ impl Blocks {
         self.pacing.read_ahead_get(usual, longest).div_ceil(size)
     }
 
-    /// One task per run of neighbouring blocks (each run at most `longest` blocks).
+    /// One task per run of near blocks (each run spanning at most `longest` blocks).
     fn start_fetches(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
@@ -414,11 +417,14 @@ impl Blocks {
         to_fetch: &[(u64, Arc<Flight>)],
         longest: u64,
     ) {
-        for run in runs(to_fetch, longest) {
-            let flights = run.iter().map(|(_, flight)| flight.clone()).collect();
-            let first = run[0].0;
-            runtime.spawn(fetch_run(self.clone(), object.clone(), first, flights));
+        for run in runs(to_fetch, longest, self.max_gap_blocks()) {
+            runtime.spawn(fetch_run(self.clone(), object.clone(), run));
         }
+    }
+
+    /// Cached blocks a GET may fetch again rather than split in two: 1 MiB of them.
+    fn max_gap_blocks(&self) -> u64 {
+        (MAX_GAP_BYTES / self.tuning.block_size).max(1)
     }
 
     /// The blocks to read ahead of a sequential reader, past those it asked for.
@@ -568,43 +574,42 @@ impl Blocks {
     }
 }
 
-/// `blocks` (sorted) cut into runs of consecutive blocks of at most `longest` each.
-fn runs<T: Clone>(blocks: &[(u64, T)], longest: u64) -> Vec<Vec<(u64, T)>> {
+/// `blocks` (sorted) cut into runs, one GET each: neighbours, or blocks at most `max_gap`
+/// apart (the blocks between are cached or on their way already: fetching them again
+/// costs less than another request, as object_store's own range coalescing judges with
+/// its 1 MiB), each run spanning at most `longest` blocks.
+fn runs<T: Clone>(blocks: &[(u64, T)], longest: u64, max_gap: u64) -> Vec<Vec<(u64, T)>> {
     let mut runs: Vec<Vec<(u64, T)>> = Vec::new();
     for (block, item) in blocks {
         match runs.last_mut() {
-            Some(run)
-                if run.last().is_some_and(|(last, _)| last + 1 == *block)
-                    && (run.len() as u64) < longest.max(1) =>
-            {
-                run.push((*block, item.clone()))
-            }
+            Some(run) if joins(run, *block, longest, max_gap) => run.push((*block, item.clone())),
             _ => runs.push(vec![(*block, item.clone())]),
         }
     }
     runs
 }
 
+fn joins<T>(run: &[(u64, T)], block: u64, longest: u64, max_gap: u64) -> bool {
+    let (first, last) = (run[0].0, run[run.len() - 1].0);
+    block > last && block - last <= max_gap + 1 && block - first < longest.max(1)
+}
+
 /// Fetches blocks `first..first + flights.len()` of `object`: from the disk cache what it
 /// has, the rest with one GET per remaining stretch, and finishes every flight, whatever
 /// happens (a dropped task finishes them as failed).
-async fn fetch_run(
-    blocks: Arc<Blocks>,
-    object: Arc<ObjectState>,
-    first: u64,
-    flights: Vec<Arc<Flight>>,
-) {
+async fn fetch_run(blocks: Arc<Blocks>, object: Arc<ObjectState>, run: Vec<(u64, Arc<Flight>)>) {
     let guard = FinishOnDrop {
         blocks: blocks.clone(),
         object_id: object.id,
-        first,
-        flights: flights.clone(),
+        run: run.clone(),
     };
     let mut missing: Vec<(u64, Arc<Flight>)> = Vec::new();
     let on_disk = if blocks.disk.is_some() && object.disk_name.is_some() {
-        let (b, o, n) = (blocks.clone(), object.clone(), flights.len() as u64);
+        let (b, o) = (blocks.clone(), object.clone());
+        let numbers: Vec<u64> = run.iter().map(|(block, _)| *block).collect();
         tokio::task::spawn_blocking(move || {
-            (first..first + n)
+            numbers
+                .into_iter()
                 .map(|block| b.load_from_disk(&o, block))
                 .collect::<Vec<_>>()
         })
@@ -613,14 +618,13 @@ async fn fetch_run(
     } else {
         Vec::new()
     };
-    for (i, flight) in flights.iter().enumerate() {
-        let block = first + i as u64;
+    for (i, (block, flight)) in run.iter().enumerate() {
         match on_disk.get(i).cloned().flatten() {
-            Some(data) => blocks.deliver(&object, block, flight, data, true).await,
-            None => missing.push((block, flight.clone())),
+            Some(data) => blocks.deliver(&object, *block, flight, data, true).await,
+            None => missing.push((*block, flight.clone())),
         }
     }
-    let gets = runs(&missing, u64::MAX)
+    let gets = runs(&missing, u64::MAX, blocks.max_gap_blocks())
         .into_iter()
         .map(|stretch| get_stretch(&blocks, &object, stretch));
     futures::future::join_all(gets).await;
@@ -700,15 +704,25 @@ async fn get_blocks(
     let mut filling: Vec<u8> = Vec::new();
     let mut current = next.next();
     let mut first_byte = None;
+    // Offset in the object of the next body byte.
+    let mut at = range.start;
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|e| Failure::Transport(describe(&e)))?;
         first_byte.get_or_insert_with(Instant::now);
         bump(&blocks.counters.get_bytes, chunk.len() as u64);
         while let Some((block, flight)) = current {
             let want = blocks.block_range(object, *block);
+            // The bytes of cached blocks between two wanted ones are dropped.
+            let gap = (want.start.saturating_sub(at) as usize).min(chunk.len());
+            let _ = chunk.split_to(gap);
+            at += gap as u64;
+            if at < want.start {
+                break;
+            }
             let need = (want.end - want.start) as usize - filling.len();
             let take = need.min(chunk.len());
             filling.extend_from_slice(&chunk.split_to(take));
+            at += take as u64;
             if take < need {
                 break;
             }
@@ -736,16 +750,15 @@ async fn get_blocks(
 struct FinishOnDrop {
     blocks: Arc<Blocks>,
     object_id: u64,
-    first: u64,
-    flights: Vec<Arc<Flight>>,
+    run: Vec<(u64, Arc<Flight>)>,
 }
 
 impl Drop for FinishOnDrop {
     fn drop(&mut self) {
-        for (i, flight) in self.flights.iter().enumerate() {
+        for (block, flight) in &self.run {
             let failure = Failure::Transport("the fetch was cancelled".into());
-            let id = (self.object_id, self.first + i as u64);
-            self.blocks.leave(id, flight, Err(failure));
+            self.blocks
+                .leave((self.object_id, *block), flight, Err(failure));
         }
     }
 }
