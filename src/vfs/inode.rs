@@ -16,8 +16,8 @@ pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
 
 #[derive(Debug)]
+/// One per entry of the tree (its inode number is its key in the table, not repeated here).
 pub struct Node {
-    pub ino: Ino,
     pub parent: Ino,
     pub key: Key,
     pub kind: NodeKind,
@@ -118,7 +118,6 @@ impl InodeTable {
     pub fn with_root(key: Key) -> InodeTable {
         let table = InodeTable::default();
         let root = Node {
-            ino: ROOT_INO,
             parent: ROOT_INO,
             key,
             kind: NodeKind::Dir(Mutex::new(None)),
@@ -154,7 +153,6 @@ impl InodeTable {
             }
         }
         let node = Node {
-            ino,
             parent: node.parent,
             key: node.key,
             kind: node.kind,

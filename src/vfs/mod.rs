@@ -89,10 +89,10 @@ impl Fs {
     }
 
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        Ok(self.attr_of(&*self.node(ino)?))
+        Ok(self.attr_of(ino, &*self.node(ino)?))
     }
 
-    fn attr_of(&self, node: &Node) -> Attr {
+    fn attr_of(&self, ino: Ino, node: &Node) -> Attr {
         let (kind, size, perm) = match &node.kind {
             NodeKind::Dir(_) => (Kind::Dir, 0, 0o555),
             NodeKind::Npy(array) => (Kind::File, array.layout.size(), 0o444),
@@ -101,7 +101,7 @@ impl Fs {
             NodeKind::Symlink(target) => (Kind::Symlink, target.len() as u64, 0o777),
         };
         Attr {
-            ino: node.ino,
+            ino,
             kind,
             size,
             perm,
@@ -113,7 +113,7 @@ impl Fs {
     }
 
     pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
-        let dir = self.dir_state(&*self.node(parent)?)?;
+        let dir = self.dir_state(parent, &*self.node(parent)?)?;
         let ino = dir.lookup(name).ok_or(Error::NotFound)?;
         self.getattr(ino)
     }
@@ -129,7 +129,7 @@ impl Fs {
         mut add: impl FnMut(DirEntry, u64) -> bool,
     ) -> Result<()> {
         let node = self.node(ino)?;
-        let dir = self.dir_state(&node)?;
+        let dir = self.dir_state(ino, &node)?;
         let dots = [(".", ino), ("..", node.parent)];
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (i, (name, dot)) in dots.iter().enumerate().skip(start) {
@@ -261,7 +261,7 @@ impl Fs {
         let dir;
         let packed = match &node.kind {
             NodeKind::Dir(_) => {
-                dir = self.dir_state(&node)?;
+                dir = self.dir_state(ino, &node)?;
                 &dir.xattrs
             }
             NodeKind::Npy(array) => {
@@ -293,7 +293,7 @@ impl Fs {
     }
 
     /// The listing of a directory node, read from the source on first use.
-    fn dir_state(&self, node: &Node) -> Result<Arc<DirState>> {
+    fn dir_state(&self, ino: Ino, node: &Node) -> Result<Arc<DirState>> {
         let NodeKind::Dir(state) = &node.kind else {
             return Err(Error::NotDir);
         };
@@ -301,12 +301,12 @@ impl Fs {
         if let Some(loaded) = state.as_ref() {
             return Ok(loaded.clone());
         }
-        let loaded = Arc::new(self.load_dir(node)?);
+        let loaded = Arc::new(self.load_dir(ino, node)?);
         *state = Some(loaded.clone());
         Ok(loaded)
     }
 
-    fn load_dir(&self, node: &Node) -> Result<DirState> {
+    fn load_dir(&self, ino: Ino, node: &Node) -> Result<DirState> {
         let listing = self.source.list(node.key)?;
         let mut xattrs = listing.xattrs;
         if !listing.skipped.is_empty() {
@@ -321,8 +321,8 @@ impl Fs {
         let mut children = Vec::with_capacity(listing.entries.len());
         for entry in listing.entries {
             let name = names.claim(escape(&entry.name));
-            let ino = self.add_child(node.ino, OsStr::new(&name), entry);
-            children.push((name, ino));
+            let child = self.add_child(ino, OsStr::new(&name), entry);
+            children.push((name, child));
         }
         DirState::new(&children, self.shared.xattrs(&xattrs))
     }
