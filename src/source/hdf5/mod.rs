@@ -23,6 +23,7 @@ mod vlen;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use hdf5::plist::file_access::{FileAccessBuilder, MetadataCacheConfig};
 use hdf5::{IndexType, IterationOrder, LinkType, LocationType};
 
 pub use attrs::element_value;
@@ -30,6 +31,23 @@ pub use external::{EXTFILE_PREFIX_ENV, ORIGIN};
 
 /// Bytes fetched at once from the start of a remote HDF5 file, before libhdf5 parses it.
 const REMOTE_HEAD_PREFETCH: u64 = 4 << 20;
+
+/// Bytes of metadata libhdf5 may cache per open file (its default: 32 MiB). Listing opens
+/// every dataset once, so a walk of a large file filled the cache to that ceiling, and its
+/// decoded object headers took about three times as much memory again (measured: 27 MB after
+/// walking 100,000 datasets, 270 bytes per entry). Evict-on-close would bound it too, but
+/// libhdf5 then refuses to open a file both as a container and through an external link.
+const METADATA_CACHE_MAX: usize = 1 << 20;
+
+/// How every HDF5 file is opened (by path, or through arrfs's driver).
+fn file_access(fapl: &mut FileAccessBuilder) -> &mut FileAccessBuilder {
+    fapl.mdc_config(&MetadataCacheConfig {
+        initial_size: METADATA_CACHE_MAX,
+        min_size: METADATA_CACHE_MAX,
+        max_size: METADATA_CACHE_MAX,
+        ..MetadataCacheConfig::default()
+    })
+}
 
 /// The format signature at the start of an HDF5 superblock.
 const SIGNATURE: &[u8] = b"\x89HDF\r\n\x1a\n";
@@ -65,9 +83,20 @@ use crate::source::{Entry, EntryKind, Key, Listing, Skipped, Source, SourceOptio
 /// How many datasets keep an open handle (and HDF5 chunk cache) between reads.
 const OPEN_DATASETS: usize = 16;
 
+/// How many datasets read lately keep their description ([`Object::Dataset`]).
+const DESCRIBED_DATASETS: usize = 256;
+
+/// What a key names. A listed dataset keeps only its path: a file of a million datasets
+/// would otherwise hold a million descriptions. It is described again when it is read.
 enum Object {
-    Group(String),
-    Dataset(Arc<DatasetInfo>),
+    Group(Box<str>),
+    /// A dataset of this very file.
+    Dataset(Box<str>),
+    /// A dataset in another file (reached by an external link): read through libhdf5.
+    ForeignDataset(Box<str>),
+    /// A dataset whose description read its values ([`DatasetInfo::sized_by_reading`]):
+    /// kept, as describing it again would read them all again.
+    Described(Arc<DatasetInfo>),
 }
 
 pub struct Hdf5Source {
@@ -75,6 +104,8 @@ pub struct Hdf5Source {
     source: Arc<SourceFile>,
     /// Key -> object; a key is an index into this list, [`ROOT`] is `/`.
     objects: RwLock<Vec<Object>>,
+    /// Descriptions of the datasets read lately.
+    described: quick_cache::sync::Cache<Key, Arc<DatasetInfo>>,
     /// Datasets read lately, kept open (with their libhdf5 chunk caches).
     open: quick_cache::sync::Cache<Key, Arc<OpenDataset>>,
     chunk_cache_bytes: usize,
@@ -159,7 +190,10 @@ impl Hdf5Source {
         codecs::register::register_all();
         let path = source.path();
         let opened = match access {
-            Hdf5Access::Path => hdf5::File::open(name).map(|file| (file, None)),
+            Hdf5Access::Path => hdf5::File::with_options()
+                .with_fapl(file_access)
+                .open(name)
+                .map(|file| (file, None)),
             Hdf5Access::Driver => vfd::open(source.clone(), name).map(|(f, r)| (f, Some(r))),
         };
         let (file, driver_reads) = opened.map_err(|e| Hdf5Error::from(e).opening(path))?;
@@ -193,6 +227,7 @@ impl Hdf5Source {
             direct,
             source,
             objects: RwLock::new(vec![Object::Group("/".into())]),
+            described: quick_cache::sync::Cache::new(DESCRIBED_DATASETS),
             open: quick_cache::sync::Cache::new(OPEN_DATASETS),
             chunk_cache_bytes: per_dataset,
             attrs_json: options.attrs_json,
@@ -224,18 +259,54 @@ impl Hdf5Source {
 
     fn group_path(&self, key: Key) -> Result<String> {
         match self.objects.read().unwrap().get(key as usize) {
-            Some(Object::Group(path)) => Ok(path.clone()),
-            Some(Object::Dataset(_)) => Err(Error::NotDir),
+            Some(Object::Group(path)) => Ok(path.to_string()),
+            Some(_) => Err(Error::NotDir),
             None => Err(Error::NotFound),
         }
     }
 
+    /// What reading dataset `key` needs: described again unless kept or read lately.
     fn dataset_info(&self, key: Key) -> Result<Arc<DatasetInfo>> {
-        match self.objects.read().unwrap().get(key as usize) {
-            Some(Object::Dataset(info)) => Ok(info.clone()),
-            Some(Object::Group(_)) => Err(Error::IsDir),
-            None => Err(Error::NotFound),
+        let (path, ours) = match self.objects.read().unwrap().get(key as usize) {
+            Some(Object::Described(info)) => return Ok(info.clone()),
+            Some(Object::Dataset(path)) => (path.clone(), true),
+            Some(Object::ForeignDataset(path)) => (path.clone(), false),
+            Some(Object::Group(_)) => return Err(Error::IsDir),
+            None => return Err(Error::NotFound),
+        };
+        self.described.get_or_insert_with(&key, || {
+            // The description must be the one listed: from the file as it was then.
+            self.source.check_unchanged()?;
+            self.describe_again(&path, ours)
+                .map(Arc::new)
+                .map_err(|e| e.at(self.path(), &path))
+        })
+    }
+
+    fn describe_again(&self, path: &str, ours: bool) -> Result<DatasetInfo, Hdf5Error> {
+        let ds = self.file.dataset(path)?;
+        self.external.check_raw_data(&ds)?;
+        self.external.check_virtual_sources(&ds)?;
+        self.describe(&ds, path, ours)
+    }
+
+    /// Dataset `ds` at `path`; `ours`: it lies in this very file ([`Self::holds`]).
+    fn describe(
+        &self,
+        ds: &hdf5::Dataset,
+        path: &str,
+        ours: bool,
+    ) -> Result<DatasetInfo, Hdf5Error> {
+        let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
+        let read_at: Option<heap::ReadAt> = ours.then_some(&read_at);
+        let mut info = DatasetInfo::describe(ds, path, read_at)?;
+        if !ours {
+            // Its offsets are in another file (reached by an external link, maybe
+            // through a group): read it through HDF5.
+            info.read_path = info.read_path.library();
         }
+        self.choose_chunk_path(&mut info);
+        Ok(info)
     }
 
     /// The open dataset, once the source is known unchanged: cached chunks and libhdf5's
@@ -298,7 +369,7 @@ impl Hdf5Source {
             .then(|| stable_hash(&[format!("{:?}", info.token).as_bytes()]));
         let mut entry = match info.loc_type {
             LocationType::Group => {
-                new.push(Object::Group(path));
+                new.push(Object::Group(path.into()));
                 Entry::new(name.to_string(), (new.len() - 1) as Key, EntryKind::Dir)
             }
             LocationType::Dataset => {
@@ -306,18 +377,15 @@ impl Hdf5Source {
                 self.external.check_raw_data(&ds)?;
                 self.external.check_virtual_sources(&ds)?;
                 let ours = link != LinkType::External && self.holds(&ds);
-                let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
-                let read_at: Option<heap::ReadAt> = ours.then_some(&read_at);
-                let mut info = DatasetInfo::describe(&ds, &path, read_at)?;
-                if !ours {
-                    // Its offsets are in another file (reached by an external link, maybe
-                    // through a group): read it through HDF5.
-                    info.read_path = info.read_path.library();
-                }
-                self.choose_chunk_path(&mut info);
+                let info = self.describe(&ds, &path, ours)?;
+                self.log_chunk_path(&info);
                 let xattrs = info.xattrs(&ds);
                 let header = info.npy_header();
-                new.push(Object::Dataset(Arc::new(info)));
+                new.push(match ours {
+                    _ if info.sized_by_reading() => Object::Described(Arc::new(info)),
+                    true => Object::Dataset(path.into()),
+                    false => Object::ForeignDataset(path.into()),
+                });
                 let key = (new.len() - 1) as Key;
                 let mut entry = Entry::new(format!("{name}.npy"), key, EntryKind::Array(header));
                 entry.xattrs = xattrs;
@@ -339,13 +407,16 @@ impl Hdf5Source {
         ffi::file_name(ds.id()).is_ok_and(|name| name == self.absolute)
     }
 
-    /// Drops the direct chunk path where it is switched off, and logs why a chunked dataset
-    /// is read through libhdf5.
+    /// Drops the direct chunk path where it is switched off.
     fn choose_chunk_path(&self, info: &mut DatasetInfo) {
         if self.fallback_forced && matches!(info.read_path, ReadPath::DirectChunks(_)) {
             let why = format!("{} is set", direct::FORCE_FALLBACK_ENV);
             info.read_path = ReadPath::Library { why: Some(why) };
         }
+    }
+
+    /// Logs why a chunked dataset is read through libhdf5 (once, when it is listed).
+    fn log_chunk_path(&self, info: &DatasetInfo) {
         if let ReadPath::Library { why: Some(why) } = &info.read_path {
             log::debug!(
                 "{}: {}: chunks read through libhdf5: {why}",
