@@ -9,7 +9,7 @@ mod shared;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use inode::{stable_hash, DirState, InodeTable, NewNode, Node, NodeKind};
@@ -84,12 +84,12 @@ impl Fs {
         }
     }
 
-    fn node(&self, ino: Ino) -> Result<Arc<Node>> {
+    fn node(&self, ino: Ino) -> Result<Node> {
         self.table.get(ino).ok_or(Error::NotFound)
     }
 
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        Ok(self.attr_of(ino, &*self.node(ino)?))
+        Ok(self.attr_of(ino, &self.node(ino)?))
     }
 
     fn attr_of(&self, ino: Ino, node: &Node) -> Attr {
@@ -113,7 +113,7 @@ impl Fs {
     }
 
     pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
-        let dir = self.dir_state(parent, &*self.node(parent)?)?;
+        let dir = self.dir_state(parent, &self.node(parent)?)?;
         let ino = dir.lookup(name).ok_or(Error::NotFound)?;
         self.getattr(ino)
     }
@@ -333,7 +333,7 @@ impl Fs {
             None => stable_hash(&[&parent.to_le_bytes(), name.as_bytes()]),
         };
         let (kind, nlink) = match entry.kind {
-            EntryKind::Dir => (NodeKind::Dir(Mutex::new(None)), 2),
+            EntryKind::Dir => (NodeKind::Dir(Arc::default()), 2),
             EntryKind::Blob { size } => (NodeKind::Blob(size), entry.nlink),
             EntryKind::Bytes(bytes) => (NodeKind::Bytes(bytes), entry.nlink),
             EntryKind::Symlink(target) => (NodeKind::Symlink(target.into()), 1),
