@@ -32,12 +32,14 @@ pub use external::{EXTFILE_PREFIX_ENV, ORIGIN};
 /// Bytes fetched at once from the start of a remote HDF5 file, before libhdf5 parses it.
 const REMOTE_HEAD_PREFETCH: u64 = 4 << 20;
 
-/// Bytes of metadata libhdf5 may cache per open file (its default: 32 MiB). Listing opens
-/// every dataset once, so a walk of a large file filled the cache to that ceiling, and its
-/// decoded object headers took about three times as much memory again (measured: 27 MB after
-/// walking 100,000 datasets, 270 bytes per entry). Evict-on-close would bound it too, but
-/// libhdf5 then refuses to open a file both as a container and through an external link.
-const METADATA_CACHE_MAX: usize = 1 << 20;
+/// Bytes of metadata libhdf5 may cache per open file (its default: 2 MiB, growing up to
+/// 32 MiB). Listing opens every dataset once, and a cached object header takes several times
+/// its size once decoded: after a walk of 100,000 scalar datasets, libhdf5 held 27 MB (270
+/// bytes per entry) with the default cache and 14 MB with a 1 MiB one; this one keeps the
+/// daemon's RSS 12 MB below that, and the walk took as long. Evict-on-close would bound it
+/// too, but libhdf5 then refuses to open a file both as a container and through an external
+/// link.
+const METADATA_CACHE_MAX: usize = 256 << 10;
 
 /// How every HDF5 file is opened (by path, or through arrfs's driver).
 fn file_access(fapl: &mut FileAccessBuilder) -> &mut FileAccessBuilder {
