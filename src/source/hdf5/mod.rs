@@ -94,6 +94,9 @@ enum Object {
     Group(Box<str>),
     /// A dataset of this very file.
     Dataset(Box<str>),
+    /// A contiguous dataset of this file whose bytes are numpy's: all reading it needs is
+    /// where they start.
+    Contiguous(u64),
     /// A dataset in another file (reached by an external link): read through libhdf5.
     ForeignDataset(Box<str>),
     /// A dataset whose description read its values ([`DatasetInfo::sized_by_reading`]):
@@ -121,6 +124,13 @@ pub struct Hdf5Source {
     absolute: std::path::PathBuf,
     /// Reads made through arrfs's driver, if libhdf5 reads the file through it.
     driver_reads: Option<Arc<vfd::DriverReads>>,
+}
+
+/// What reading a dataset needs ([`Hdf5Source::dataset_info`]).
+enum Reading {
+    /// Where a contiguous dataset's bytes start.
+    At(u64),
+    Info(Arc<DatasetInfo>),
 }
 
 /// How libhdf5 reaches an HDF5 file.
@@ -267,22 +277,25 @@ impl Hdf5Source {
         }
     }
 
-    /// What reading dataset `key` needs: described again unless kept or read lately.
-    fn dataset_info(&self, key: Key) -> Result<Arc<DatasetInfo>> {
+    /// What reading dataset `key` needs: where its bytes start if it is contiguous, else its
+    /// description (described again unless kept or read lately).
+    fn dataset_info(&self, key: Key) -> Result<Reading> {
         let (path, ours) = match self.objects.read().unwrap().get(key as usize) {
-            Some(Object::Described(info)) => return Ok(info.clone()),
+            Some(Object::Contiguous(at)) => return Ok(Reading::At(*at)),
+            Some(Object::Described(info)) => return Ok(Reading::Info(info.clone())),
             Some(Object::Dataset(path)) => (path.clone(), true),
             Some(Object::ForeignDataset(path)) => (path.clone(), false),
             Some(Object::Group(_)) => return Err(Error::IsDir),
             None => return Err(Error::NotFound),
         };
-        self.described.get_or_insert_with(&key, || {
+        let info = self.described.get_or_insert_with(&key, || {
             // The description must be the one listed: from the file as it was then.
             self.source.check_unchanged()?;
             self.describe_again(&path, ours)
                 .map(Arc::new)
                 .map_err(|e| e.at(self.path(), &path))
-        })
+        })?;
+        Ok(Reading::Info(info))
     }
 
     fn describe_again(&self, path: &str, ours: bool) -> Result<DatasetInfo, Hdf5Error> {
@@ -383,10 +396,11 @@ impl Hdf5Source {
                 self.log_chunk_path(&info);
                 let xattrs = info.xattrs(&ds);
                 let header = info.npy_header();
-                new.push(match ours {
+                new.push(match (ours, &info.read_path) {
                     _ if info.sized_by_reading() => Object::Described(Arc::new(info)),
-                    true => Object::Dataset(path.into()),
-                    false => Object::ForeignDataset(path.into()),
+                    (true, ReadPath::Contiguous { offset }) => Object::Contiguous(*offset),
+                    (true, _) => Object::Dataset(path.into()),
+                    (false, _) => Object::ForeignDataset(path.into()),
                 });
                 let key = (new.len() - 1) as Key;
                 let mut entry = Entry::new(format!("{name}.npy"), key, EntryKind::Array(header));
@@ -530,7 +544,10 @@ impl Source for Hdf5Source {
     }
 
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let info = self.dataset_info(file)?;
+        let info = match self.dataset_info(file)? {
+            Reading::At(at) => return self.source.read_at(at + offset, buf),
+            Reading::Info(info) => info,
+        };
         match &info.read_path {
             ReadPath::Contiguous { offset: at } => self.source.read_at(at + offset, buf),
             ReadPath::DirectChunks(chunks) => {
