@@ -23,7 +23,6 @@ mod vlen;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use hdf5::plist::file_access::{FileAccessBuilder, MetadataCacheConfig};
 use hdf5::{IndexType, IterationOrder, LinkType, LocationType};
 
 pub use attrs::element_value;
@@ -31,25 +30,6 @@ pub use external::{EXTFILE_PREFIX_ENV, ORIGIN};
 
 /// Bytes fetched at once from the start of a remote HDF5 file, before libhdf5 parses it.
 const REMOTE_HEAD_PREFETCH: u64 = 4 << 20;
-
-/// Bytes of metadata libhdf5 may cache per open file (its default: 2 MiB, growing up to
-/// 32 MiB). Listing opens every dataset once, and a cached object header takes several times
-/// its size once decoded: after a walk of 100,000 scalar datasets, libhdf5 held 27 MB (270
-/// bytes per entry) with the default cache and 14 MB with a 1 MiB one; this one keeps the
-/// daemon's RSS 12 MB below that, and the walk took as long. Evict-on-close would bound it
-/// too, but libhdf5 then refuses to open a file both as a container and through an external
-/// link.
-const METADATA_CACHE_MAX: usize = 256 << 10;
-
-/// How every HDF5 file is opened (by path, or through arrfs's driver).
-fn file_access(fapl: &mut FileAccessBuilder) -> &mut FileAccessBuilder {
-    fapl.mdc_config(&MetadataCacheConfig {
-        initial_size: METADATA_CACHE_MAX,
-        min_size: METADATA_CACHE_MAX,
-        max_size: METADATA_CACHE_MAX,
-        ..MetadataCacheConfig::default()
-    })
-}
 
 /// The format signature at the start of an HDF5 superblock.
 const SIGNATURE: &[u8] = b"\x89HDF\r\n\x1a\n";
@@ -202,10 +182,7 @@ impl Hdf5Source {
         codecs::register::register_all();
         let path = source.path();
         let opened = match access {
-            Hdf5Access::Path => hdf5::File::with_options()
-                .with_fapl(file_access)
-                .open(name)
-                .map(|file| (file, None)),
+            Hdf5Access::Path => hdf5::File::open(name).map(|file| (file, None)),
             Hdf5Access::Driver => vfd::open(source.clone(), name).map(|(f, r)| (f, Some(r))),
         };
         let (file, driver_reads) = opened.map_err(|e| Hdf5Error::from(e).opening(path))?;

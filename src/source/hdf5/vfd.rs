@@ -29,11 +29,10 @@ use hdf5_sys::h5f::{
     H5F_ACC_TRUNC,
 };
 use hdf5_sys::h5i::hid_t;
-use hdf5_sys::h5p::{H5Pget_driver_info, H5Pset_driver};
+use hdf5_sys::h5p::{H5Pcreate, H5Pget_driver_info, H5Pset_driver, H5P_CLS_FILE_ACCESS};
 
-use super::ffi::{h5check, sync};
+use super::ffi::{h5check, sync, Hid};
 use crate::io::SourceFile;
-use hdf5::plist::file_access::FileAccessBuilder;
 
 /// Set to `1` to open local HDF5 files through this driver instead of libhdf5's own `sec2`
 /// (to test the driver on local files; external links and external raw data, which need a
@@ -191,11 +190,12 @@ pub fn open(source: Arc<SourceFile>, name: &Path) -> hdf5::Result<(hdf5::File, A
         reads: reads.clone(),
     };
     sync(|| {
-        let fapl = super::file_access(&mut FileAccessBuilder::new()).finish()?;
+        // SAFETY: creates a property list, released on drop.
+        let fapl = Hid::new(unsafe { H5Pcreate(*H5P_CLS_FILE_ACCESS) })?;
         // SAFETY: libhdf5 copies `handle` through `fapl_copy` before this returns.
-        h5check(unsafe { H5Pset_driver(fapl.id(), driver, (&raw const handle).cast()) })?;
+        h5check(unsafe { H5Pset_driver(fapl.0, driver, (&raw const handle).cast()) })?;
         // SAFETY: a NUL-terminated name and a valid access list.
-        let id = h5check(unsafe { H5Fopen(cname.as_ptr(), H5F_ACC_RDONLY, fapl.id()) })?;
+        let id = h5check(unsafe { H5Fopen(cname.as_ptr(), H5F_ACC_RDONLY, fapl.0) })?;
         // SAFETY: `id` is a file id just returned by H5Fopen, owned by nobody else.
         let file = unsafe { hdf5::from_id::<hdf5::File>(id) }?;
         Ok((file, reads))
