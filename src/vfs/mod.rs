@@ -4,21 +4,23 @@
 
 mod inode;
 mod names;
+mod shared;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use inode::{stable_hash, DirState, InodeTable, NewNode, Node, NodeKind};
 pub use inode::{Ino, ROOT_INO};
 pub use names::escape;
 use names::UniqueNames;
+use shared::{Interner, NpyArray};
 
 use crate::error::{Error, Result};
-use crate::npy::{NpyLayout, Piece};
-use crate::source::{Entry, EntryKind, Source, ROOT};
+use crate::npy::Piece;
+use crate::source::{Entry, EntryKind, Source, Xattr, ROOT};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -49,6 +51,7 @@ pub struct DirEntry {
 pub struct Fs {
     source: Arc<dyn Source>,
     table: InodeTable,
+    shared: Interner,
     uid: u32,
     gid: u32,
     mtime: SystemTime,
@@ -69,6 +72,7 @@ impl Fs {
         Fs {
             source,
             table: InodeTable::with_root(ROOT),
+            shared: Interner::default(),
             uid,
             gid,
             mtime,
@@ -80,24 +84,24 @@ impl Fs {
         }
     }
 
-    fn node(&self, ino: Ino) -> Result<Arc<Node>> {
+    fn node(&self, ino: Ino) -> Result<Node> {
         self.table.get(ino).ok_or(Error::NotFound)
     }
 
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        Ok(self.attr_of(&*self.node(ino)?))
+        Ok(self.attr_of(ino, &self.node(ino)?))
     }
 
-    fn attr_of(&self, node: &Node) -> Attr {
+    fn attr_of(&self, ino: Ino, node: &Node) -> Attr {
         let (kind, size, perm) = match &node.kind {
             NodeKind::Dir(_) => (Kind::Dir, 0, 0o555),
-            NodeKind::Npy(layout) => (Kind::File, layout.size(), 0o444),
+            NodeKind::Npy(array) => (Kind::File, array.layout.size(), 0o444),
             NodeKind::Blob(size) => (Kind::File, *size, 0o444),
             NodeKind::Bytes(bytes) => (Kind::File, bytes.len() as u64, 0o444),
             NodeKind::Symlink(target) => (Kind::Symlink, target.len() as u64, 0o777),
         };
         Attr {
-            ino: node.ino,
+            ino,
             kind,
             size,
             perm,
@@ -109,8 +113,8 @@ impl Fs {
     }
 
     pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
-        let dir = self.dir_state(&*self.node(parent)?)?;
-        let ino = *dir.by_name.get(name).ok_or(Error::NotFound)?;
+        let dir = self.dir_state(parent, &self.node(parent)?)?;
+        let ino = dir.lookup(name).ok_or(Error::NotFound)?;
         self.getattr(ino)
     }
 
@@ -125,7 +129,7 @@ impl Fs {
         mut add: impl FnMut(DirEntry, u64) -> bool,
     ) -> Result<()> {
         let node = self.node(ino)?;
-        let dir = self.dir_state(&node)?;
+        let dir = self.dir_state(ino, &node)?;
         let dots = [(".", ino), ("..", node.parent)];
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (i, (name, dot)) in dots.iter().enumerate().skip(start) {
@@ -138,17 +142,13 @@ impl Fs {
                 return Ok(());
             }
         }
-        for (i, (name, child)) in dir
-            .children
-            .iter()
-            .enumerate()
-            .skip(start.saturating_sub(2))
-        {
+        for i in start.saturating_sub(2)..dir.len() {
             self.readdir_visits.fetch_add(1, Ordering::Relaxed);
+            let (name, child) = dir.child(i);
             let entry = DirEntry {
-                name: name.clone(),
-                ino: *child,
-                kind: self.getattr(*child)?.kind,
+                name: name.into(),
+                ino: child,
+                kind: self.getattr(child)?.kind,
             };
             if add(entry, i as u64 + 3) {
                 return Ok(());
@@ -188,7 +188,7 @@ impl Fs {
             std::thread::sleep(delay);
         }
         let result = match &node.kind {
-            NodeKind::Npy(layout) => self.read_npy(&node, layout, offset, size),
+            NodeKind::Npy(array) => self.read_npy(&node, array, offset, size),
             NodeKind::Blob(len) => self.read_blob(&node, *len, offset, size),
             NodeKind::Bytes(bytes) => Ok(slice_at(bytes, offset, size).to_vec()),
             NodeKind::Dir(_) => Err(Error::IsDir),
@@ -202,7 +202,8 @@ impl Fs {
         result
     }
 
-    fn read_npy(&self, node: &Node, layout: &NpyLayout, offset: u64, size: u32) -> Result<Vec<u8>> {
+    fn read_npy(&self, node: &Node, array: &NpyArray, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let layout = &array.layout;
         let mut out = Vec::new();
         for piece in layout.pieces(offset, u64::from(size)) {
             match piece {
@@ -253,12 +254,29 @@ impl Fs {
         Ok(out)
     }
 
-    fn xattrs(&self, ino: Ino) -> Result<Vec<(String, Vec<u8>)>> {
+    /// An array's dtype and shape first (from its header), then the source's xattrs.
+    fn xattrs(&self, ino: Ino) -> Result<Vec<Xattr>> {
         let node = self.node(ino)?;
-        match node.kind {
-            NodeKind::Dir(_) => Ok(self.dir_state(&node)?.xattrs.clone()),
-            _ => Ok(node.xattrs.clone()),
+        let mut out = Vec::new();
+        let dir;
+        let packed = match &node.kind {
+            NodeKind::Dir(_) => {
+                dir = self.dir_state(ino, &node)?;
+                &dir.xattrs
+            }
+            NodeKind::Npy(array) => {
+                let header = &array.header;
+                let shape = format!("{:?}", header.shape);
+                out.push(("user.arrfs.dtype".into(), header.dtype.descr().into_bytes()));
+                out.push(("user.arrfs.shape".into(), shape.into_bytes()));
+                &node.xattrs
+            }
+            _ => &node.xattrs,
+        };
+        for (name, value) in packed.iter() {
+            out.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
         }
+        Ok(out)
     }
 
     /// Follows `path` (relative to the root, `/`-separated) to its inode, without following
@@ -275,7 +293,7 @@ impl Fs {
     }
 
     /// The listing of a directory node, read from the source on first use.
-    fn dir_state(&self, node: &Node) -> Result<Arc<DirState>> {
+    fn dir_state(&self, ino: Ino, node: &Node) -> Result<Arc<DirState>> {
         let NodeKind::Dir(state) = &node.kind else {
             return Err(Error::NotDir);
         };
@@ -283,34 +301,30 @@ impl Fs {
         if let Some(loaded) = state.as_ref() {
             return Ok(loaded.clone());
         }
-        let loaded = Arc::new(self.load_dir(node)?);
+        let loaded = Arc::new(self.load_dir(ino, node)?);
         *state = Some(loaded.clone());
         Ok(loaded)
     }
 
-    fn load_dir(&self, node: &Node) -> Result<DirState> {
+    fn load_dir(&self, ino: Ino, node: &Node) -> Result<DirState> {
         let listing = self.source.list(node.key)?;
-        let mut dir = DirState {
-            xattrs: listing.xattrs,
-            ..DirState::default()
-        };
+        let mut xattrs = listing.xattrs;
         if !listing.skipped.is_empty() {
             let text: String = listing
                 .skipped
                 .iter()
                 .map(|skipped| format!("{}: {}\n", skipped.name, skipped.why))
                 .collect();
-            dir.xattrs
-                .push(("user.arrfs.skipped".into(), text.into_bytes()));
+            xattrs.push(("user.arrfs.skipped".into(), text.into_bytes()));
         }
         let mut names = UniqueNames::default();
+        let mut children = Vec::with_capacity(listing.entries.len());
         for entry in listing.entries {
-            let name = OsString::from(names.claim(escape(&entry.name)));
-            let ino = self.add_child(node.ino, &name, entry);
-            dir.by_name.insert(name.clone(), ino);
-            dir.children.push((name, ino));
+            let name = names.claim(escape(&entry.name));
+            let child = self.add_child(ino, OsStr::new(&name), entry);
+            children.push((name, child));
         }
-        Ok(dir)
+        DirState::new(&children, self.shared.xattrs(&xattrs))
     }
 
     fn add_child(&self, parent: Ino, name: &OsStr, entry: Entry) -> Ino {
@@ -318,31 +332,18 @@ impl Fs {
             Some(id) => stable_hash(&[b"object", &id.to_le_bytes()]),
             None => stable_hash(&[&parent.to_le_bytes(), name.as_bytes()]),
         };
-        let mut xattrs = entry.xattrs;
         let (kind, nlink) = match entry.kind {
-            EntryKind::Dir => (NodeKind::Dir(Mutex::new(None)), 2),
+            EntryKind::Dir => (NodeKind::Dir(Arc::default()), 2),
             EntryKind::Blob { size } => (NodeKind::Blob(size), entry.nlink),
             EntryKind::Bytes(bytes) => (NodeKind::Bytes(bytes), entry.nlink),
-            EntryKind::Symlink(target) => (NodeKind::Symlink(target), 1),
-            EntryKind::Array(header) => {
-                xattrs.insert(
-                    0,
-                    ("user.arrfs.dtype".into(), header.dtype.descr().into_bytes()),
-                );
-                let shape = format!("{:?}", header.shape);
-                xattrs.insert(1, ("user.arrfs.shape".into(), shape.into_bytes()));
-                let layout = NpyLayout {
-                    payload_len: header.payload_len(),
-                    header: header.encode().into(),
-                };
-                (NodeKind::Npy(layout), entry.nlink)
-            }
+            EntryKind::Symlink(target) => (NodeKind::Symlink(target.into()), 1),
+            EntryKind::Array(header) => (NodeKind::Npy(self.shared.array(header)), entry.nlink),
         };
         let node = NewNode {
             parent,
             key: entry.key,
             kind,
-            xattrs,
+            xattrs: self.shared.xattrs(&entry.xattrs),
             nlink,
         };
         self.table.insert(origin, node)

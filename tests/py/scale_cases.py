@@ -1,9 +1,11 @@
 """Fixtures for the scaling tests, written by h5py: a gzip dataset of N chunks, and the
 np.save bytes of h5py's reading of it (the oracle); a file of N small datasets in groups of
-100, each with an attribute (what listing a large file costs).
+100, each with an attribute (what listing a large file costs); a forest of N scalar
+datasets in groups of 1,000 (bench case S5: memory per entry).
 
     python scale_cases.py chunks N OUT.h5 OUT.npy
     python scale_cases.py datasets N OUT.h5
+    python scale_cases.py forest N OUT.h5
 """
 import sys
 
@@ -28,10 +30,18 @@ def datasets(n, out):
             ds.attrs["index"] = i
 
 
+def forest(n, out):
+    with h5py.File(out, "w") as f:
+        for i in range(n):
+            f[f"g{i // 1000:04d}/d{i % 1000:04d}"] = np.int32(i)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "chunks":
         chunks(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif sys.argv[1] == "datasets":
         datasets(int(sys.argv[2]), sys.argv[3])
+    elif sys.argv[1] == "forest":
+        forest(int(sys.argv[2]), sys.argv[3])
     else:
         sys.exit(f"unknown case {sys.argv[1]}")

@@ -195,6 +195,12 @@ impl DatasetInfo {
         Ok(info)
     }
 
+    /// Whether describing the dataset read its values (to size variable-length strings), so
+    /// that describing it again would cost a pass over its data.
+    pub fn sized_by_reading(&self) -> bool {
+        !matches!(self.element, ElementType::Fixed { .. })
+    }
+
     /// The `.npy` header: dtype and shape as h5py's `ds[()]` would have them.
     pub fn npy_header(&self) -> NpyHeader {
         let mut shape = self.shape.clone();

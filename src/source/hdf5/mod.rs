@@ -67,9 +67,23 @@ use crate::source::{Entry, EntryKind, Key, Listing, Skipped, Source, SourceOptio
 /// How many datasets keep an open handle (and HDF5 chunk cache) between reads.
 const OPEN_DATASETS: usize = 16;
 
+/// How many datasets read lately keep their description ([`Object::Dataset`]).
+const DESCRIBED_DATASETS: usize = 256;
+
+/// What a key names. A listed dataset keeps only its path: a file of a million datasets
+/// would otherwise hold a million descriptions. It is described again when it is read.
 enum Object {
-    Group(String),
-    Dataset(Arc<DatasetInfo>),
+    Group(Box<str>),
+    /// A dataset of this very file.
+    Dataset(Box<str>),
+    /// A contiguous dataset of this file whose bytes are numpy's: all reading it needs is
+    /// where they start.
+    Contiguous(u64),
+    /// A dataset in another file (reached by an external link): read through libhdf5.
+    ForeignDataset(Box<str>),
+    /// A dataset whose description read its values ([`DatasetInfo::sized_by_reading`]):
+    /// kept, as describing it again would read them all again.
+    Described(Arc<DatasetInfo>),
 }
 
 pub struct Hdf5Source {
@@ -77,6 +91,8 @@ pub struct Hdf5Source {
     source: Arc<SourceFile>,
     /// Key -> object; a key is an index into this list, [`ROOT`] is `/`.
     objects: RwLock<Vec<Object>>,
+    /// Descriptions of the datasets read lately.
+    described: quick_cache::sync::Cache<Key, Arc<DatasetInfo>>,
     /// Datasets read lately, kept open (with their libhdf5 chunk caches).
     open: quick_cache::sync::Cache<Key, Arc<OpenDataset>>,
     chunk_cache_bytes: usize,
@@ -90,6 +106,13 @@ pub struct Hdf5Source {
     absolute: std::path::PathBuf,
     /// Reads made through arrfs's driver, if libhdf5 reads the file through it.
     driver_reads: Option<Arc<vfd::DriverReads>>,
+}
+
+/// What reading a dataset needs ([`Hdf5Source::dataset_info`]).
+enum Reading {
+    /// Where a contiguous dataset's bytes start.
+    At(u64),
+    Info(Arc<DatasetInfo>),
 }
 
 /// How libhdf5 reaches an HDF5 file.
@@ -195,6 +218,7 @@ impl Hdf5Source {
             direct,
             source,
             objects: RwLock::new(vec![Object::Group("/".into())]),
+            described: quick_cache::sync::Cache::new(DESCRIBED_DATASETS),
             open: quick_cache::sync::Cache::new(OPEN_DATASETS),
             chunk_cache_bytes: per_dataset,
             attrs_json: options.attrs_json,
@@ -226,18 +250,57 @@ impl Hdf5Source {
 
     fn group_path(&self, key: Key) -> Result<String> {
         match self.objects.read().unwrap().get(key as usize) {
-            Some(Object::Group(path)) => Ok(path.clone()),
-            Some(Object::Dataset(_)) => Err(Error::NotDir),
+            Some(Object::Group(path)) => Ok(path.to_string()),
+            Some(_) => Err(Error::NotDir),
             None => Err(Error::NotFound),
         }
     }
 
-    fn dataset_info(&self, key: Key) -> Result<Arc<DatasetInfo>> {
-        match self.objects.read().unwrap().get(key as usize) {
-            Some(Object::Dataset(info)) => Ok(info.clone()),
-            Some(Object::Group(_)) => Err(Error::IsDir),
-            None => Err(Error::NotFound),
+    /// What reading dataset `key` needs: where its bytes start if it is contiguous, else its
+    /// description (described again unless kept or read lately).
+    fn dataset_info(&self, key: Key) -> Result<Reading> {
+        let (path, ours) = match self.objects.read().unwrap().get(key as usize) {
+            Some(Object::Contiguous(at)) => return Ok(Reading::At(*at)),
+            Some(Object::Described(info)) => return Ok(Reading::Info(info.clone())),
+            Some(Object::Dataset(path)) => (path.clone(), true),
+            Some(Object::ForeignDataset(path)) => (path.clone(), false),
+            Some(Object::Group(_)) => return Err(Error::IsDir),
+            None => return Err(Error::NotFound),
+        };
+        let info = self.described.get_or_insert_with(&key, || {
+            // The description must be the one listed: from the file as it was then.
+            self.source.check_unchanged()?;
+            self.describe_again(&path, ours)
+                .map(Arc::new)
+                .map_err(|e| e.at(self.path(), &path))
+        })?;
+        Ok(Reading::Info(info))
+    }
+
+    fn describe_again(&self, path: &str, ours: bool) -> Result<DatasetInfo, Hdf5Error> {
+        let ds = self.file.dataset(path)?;
+        self.external.check_raw_data(&ds)?;
+        self.external.check_virtual_sources(&ds)?;
+        self.describe(&ds, path, ours)
+    }
+
+    /// Dataset `ds` at `path`; `ours`: it lies in this very file ([`Self::holds`]).
+    fn describe(
+        &self,
+        ds: &hdf5::Dataset,
+        path: &str,
+        ours: bool,
+    ) -> Result<DatasetInfo, Hdf5Error> {
+        let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
+        let read_at: Option<heap::ReadAt> = ours.then_some(&read_at);
+        let mut info = DatasetInfo::describe(ds, path, read_at)?;
+        if !ours {
+            // Its offsets are in another file (reached by an external link, maybe
+            // through a group): read it through HDF5.
+            info.read_path = info.read_path.library();
         }
+        self.choose_chunk_path(&mut info);
+        Ok(info)
     }
 
     /// The open dataset, once the source is known unchanged: cached chunks and libhdf5's
@@ -300,7 +363,7 @@ impl Hdf5Source {
             .then(|| stable_hash(&[format!("{:?}", info.token).as_bytes()]));
         let mut entry = match info.loc_type {
             LocationType::Group => {
-                new.push(Object::Group(path));
+                new.push(Object::Group(path.into()));
                 Entry::new(name.to_string(), (new.len() - 1) as Key, EntryKind::Dir)
             }
             LocationType::Dataset => {
@@ -308,18 +371,18 @@ impl Hdf5Source {
                 self.external.check_raw_data(&ds)?;
                 self.external.check_virtual_sources(&ds)?;
                 let ours = link != LinkType::External && self.holds(&ds);
+                let info = self.describe(&ds, &path, ours)?;
+                self.log_chunk_path(&info);
                 let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
                 let read_at: Option<heap::ReadAt> = ours.then_some(&read_at);
-                let mut info = DatasetInfo::describe(&ds, &path, read_at)?;
-                if !ours {
-                    // Its offsets are in another file (reached by an external link, maybe
-                    // through a group): read it through HDF5.
-                    info.read_path = info.read_path.library();
-                }
-                self.choose_chunk_path(&mut info);
                 let xattrs = info.xattrs(&ds, read_at);
                 let header = info.npy_header();
-                new.push(Object::Dataset(Arc::new(info)));
+                new.push(match (ours, &info.read_path) {
+                    _ if info.sized_by_reading() => Object::Described(Arc::new(info)),
+                    (true, ReadPath::Contiguous { offset }) => Object::Contiguous(*offset),
+                    (true, _) => Object::Dataset(path.into()),
+                    (false, _) => Object::ForeignDataset(path.into()),
+                });
                 let key = (new.len() - 1) as Key;
                 let mut entry = Entry::new(format!("{name}.npy"), key, EntryKind::Array(header));
                 entry.xattrs = xattrs;
@@ -341,14 +404,17 @@ impl Hdf5Source {
         ffi::file_name(loc.id()).is_ok_and(|name| name == self.absolute)
     }
 
-    /// Drops the direct chunk path where it is switched off, and logs why a chunked dataset
-    /// is read through libhdf5.
+    /// Drops the direct chunk path where it is switched off.
     fn choose_chunk_path(&self, info: &mut DatasetInfo) {
         if self.fallback_forced && matches!(info.read_path, ReadPath::DirectChunks(_)) {
             info.read_path = ReadPath::Library {
                 why: Some(NotDirect::Forced),
             };
         }
+    }
+
+    /// Logs why a chunked dataset is read through libhdf5 (once, when it is listed).
+    fn log_chunk_path(&self, info: &DatasetInfo) {
         if let ReadPath::Library { why: Some(why) } = &info.read_path {
             log::debug!(
                 "{}: {}: chunks read through libhdf5: {why}",
@@ -464,7 +530,10 @@ impl Source for Hdf5Source {
     }
 
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let info = self.dataset_info(file)?;
+        let info = match self.dataset_info(file)? {
+            Reading::At(at) => return self.source.read_at(at + offset, buf),
+            Reading::Info(info) => info,
+        };
         match &info.read_path {
             ReadPath::Contiguous { offset: at } => self.source.read_at(at + offset, buf),
             ReadPath::DirectChunks(chunks) => {

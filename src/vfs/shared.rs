@@ -1,0 +1,193 @@
+//! Per-node values kept small. A mount of a million datasets holds a million nodes, and most
+//! of what they carry is alike (the `.npy` header of every scalar `int32`, the xattrs of every
+//! dataset without attributes): such values are stored once per mount and shared. A node's
+//! xattrs are one packed buffer rather than a vector of string pairs.
+
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use crate::npy::{NpyHeader, NpyLayout};
+use crate::source::Xattr;
+
+/// A `.npy` file's header, both as dtype and shape (for the xattrs) and encoded (for reads).
+#[derive(Debug)]
+pub struct NpyArray {
+    pub header: NpyHeader,
+    pub layout: NpyLayout,
+}
+
+/// Extended attributes packed into one buffer: for each, the name's length, the name, the
+/// value's length and the value (lengths as LEB128). None: no attributes at all.
+#[derive(Clone, Debug, Default)]
+pub struct PackedXattrs(Option<Arc<[u8]>>);
+
+impl PackedXattrs {
+    /// (name, value) pairs in the order they were packed.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut rest: &[u8] = self.0.as_deref().unwrap_or_default();
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let name = take_field(&mut rest);
+            let value = take_field(&mut rest);
+            Some((name, value))
+        })
+    }
+}
+
+fn pack(xattrs: &[Xattr]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in xattrs {
+        put_field(&mut out, name.as_bytes());
+        put_field(&mut out, value);
+    }
+    out
+}
+
+fn put_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut len = bytes.len() as u64;
+    while len >= 0x80 {
+        out.push(len as u8 | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(bytes);
+}
+
+/// The next field of a buffer [`pack`] wrote.
+fn take_field<'a>(rest: &mut &'a [u8]) -> &'a [u8] {
+    let mut len = 0usize;
+    let mut shift = 0;
+    while let Some((&byte, tail)) = rest.split_first() {
+        *rest = tail;
+        len |= usize::from(byte & 0x7f) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let (field, tail) = rest.split_at(len);
+    *rest = tail;
+    field
+}
+
+/// An interned array, found by its encoded header.
+struct ByEncoded(Arc<NpyArray>);
+
+impl Borrow<[u8]> for ByEncoded {
+    fn borrow(&self) -> &[u8] {
+        &self.0.layout.header
+    }
+}
+
+impl Hash for ByEncoded {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        <Self as Borrow<[u8]>>::borrow(self).hash(state)
+    }
+}
+
+impl PartialEq for ByEncoded {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.layout.header == other.0.layout.header
+    }
+}
+
+impl Eq for ByEncoded {}
+
+/// The values shared by the nodes of one tree. Entries are never dropped: nodes are not
+/// either.
+#[derive(Default)]
+pub struct Interner {
+    arrays: Mutex<HashSet<ByEncoded>>,
+    xattrs: Mutex<HashSet<Arc<[u8]>>>,
+}
+
+impl Interner {
+    /// The shared array whose header this is.
+    pub fn array(&self, header: NpyHeader) -> Arc<NpyArray> {
+        let encoded = header.encode();
+        let mut arrays = self.arrays.lock().unwrap();
+        if let Some(known) = arrays.get(encoded.as_slice()) {
+            // The encoding names dtype, order and shape; compared anyway, as it costs nothing.
+            if known.0.header == header {
+                return known.0.clone();
+            }
+            return Arc::new(new_array(header, encoded));
+        }
+        let array = Arc::new(new_array(header, encoded));
+        arrays.insert(ByEncoded(array.clone()));
+        array
+    }
+
+    /// `xattrs` packed, shared with every node that has the same.
+    pub fn xattrs(&self, xattrs: &[Xattr]) -> PackedXattrs {
+        if xattrs.is_empty() {
+            return PackedXattrs(None);
+        }
+        let packed = pack(xattrs);
+        let mut known = self.xattrs.lock().unwrap();
+        if let Some(shared) = known.get(packed.as_slice()) {
+            return PackedXattrs(Some(shared.clone()));
+        }
+        let shared: Arc<[u8]> = packed.into();
+        known.insert(shared.clone());
+        PackedXattrs(Some(shared))
+    }
+}
+
+fn new_array(header: NpyHeader, encoded: Vec<u8>) -> NpyArray {
+    let layout = NpyLayout {
+        payload_len: header.payload_len(),
+        header: encoded.into(),
+    };
+    NpyArray { header, layout }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::npy::{ByteOrder, Dtype};
+
+    #[test]
+    fn packed_xattrs_give_back_what_was_packed() {
+        let long = vec![7u8; 300];
+        let xattrs: Vec<Xattr> = vec![
+            ("user.a".into(), b"1".to_vec()),
+            ("user.empty".into(), Vec::new()),
+            ("user.long".into(), long.clone()),
+        ];
+        let interner = Interner::default();
+        let packed = interner.xattrs(&xattrs);
+        let back: Vec<_> = packed.iter().collect();
+        assert_eq!(
+            back,
+            [
+                (&b"user.a"[..], &b"1"[..]),
+                (b"user.empty", b""),
+                (b"user.long", &long[..])
+            ]
+        );
+        assert_eq!(interner.xattrs(&[]).iter().count(), 0);
+    }
+
+    #[test]
+    fn equal_values_are_stored_once() {
+        let interner = Interner::default();
+        let xattrs: Vec<Xattr> = vec![("user.arrfs.chunks".into(), b"none".to_vec())];
+        let (PackedXattrs(Some(a)), PackedXattrs(Some(b))) =
+            (interner.xattrs(&xattrs), interner.xattrs(&xattrs.clone()))
+        else {
+            panic!("not packed");
+        };
+        assert!(Arc::ptr_eq(&a, &b));
+        let header = || NpyHeader::new(Dtype::plain('i', ByteOrder::Little, 4), vec![]);
+        let (x, y) = (interner.array(header()), interner.array(header()));
+        assert!(Arc::ptr_eq(&x, &y));
+        let other = interner.array(NpyHeader::new(x.header.dtype.clone(), vec![3]));
+        assert!(!Arc::ptr_eq(&x, &other));
+        assert_eq!(other.layout.payload_len, 12);
+    }
+}
