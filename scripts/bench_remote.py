@@ -8,6 +8,8 @@ harness's proxy adding 20 ms to every request (tests/py/s3_server.py, tests/py/p
         and latency                                           vs h5py over fsspec's HTTP
         (moto copies the whole object for every ranged GET: ~0.4 s per GET of a 270 MiB
         object, so R2 measures moto as much as either reader; R2h shows the readers)
+    R2s R2 from the same Range server answering S3's path-style GET/HEAD, so both sides
+        speak S3 (object_store; s3fs) to a store that serves a range in O(range)
 
 S3 GETs include LISTs (a LIST is a GET). Every side runs as a fresh process (wall time, as a script meets it; arrfs's includes its
 mount). The anchor needs s3fs, whose aiobotocore pins a botocore older than the one moto's
@@ -142,9 +144,37 @@ def http_case(args, rows, big, anchor_python):
         server.close()
 
 
+def s3_range_case(args, rows, big, anchor_python):
+    """R2s: R2 from the Range HTTP server answering S3's path-style GET and HEAD
+    (`/BUCKET/KEY`; it ignores the signature), behind the same proxy: a store that serves a
+    ranged GET in time proportional to the range, as S3 does, where moto copies the whole
+    object for each. Both sides speak S3 to it (object_store; s3fs)."""
+    root = os.path.join(args.data, "s3-range-root")
+    os.makedirs(os.path.join(root, BUCKET), exist_ok=True)
+    served = os.path.join(root, BUCKET, "big.h5")
+    if not os.path.exists(served):
+        os.link(big, served)
+    server = Server("range_server.py", root)
+    proxy = Server("proxy.py", str(server.hello["port"]), "--delay-ms", str(LATENCY_MS))
+    pport = proxy.hello["port"]
+    endpoint = f"http://127.0.0.1:{pport}"
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="unused", AWS_SECRET_ACCESS_KEY="unused",
+               AWS_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true")
+    try:
+        a, a_req = counted(pport, lambda: wall([anchor_python, "-c", S3FS_OPEN + "f['x'][()]\n", "unused",
+                                                "unused", endpoint, f"{BUCKET}/big.h5"]))
+        (t, rss), t_req = counted(pport, lambda: arrfs_case(args, f"s3://{BUCKET}/big.h5", env, load))
+        rows.append(("R2s", f"np.load of {args.r2_mb} MiB gzip chunked from an S3 endpoint serving ranges "
+                     f"in O(range), +{LATENCY_MS} ms/request ({t_req}; h5py+s3fs: {a_req})", "h5py+s3fs ds[()]",
+                     a, "fresh process", t, rss))
+    finally:
+        proxy.close()
+        server.close()
+
+
 def remote_cases(args, rows, only, mount_class):
     args.mount_class = mount_class
-    every = {"R1", "R2", "R3", "R2h"}
+    every = {"R1", "R2", "R3", "R2h", "R2s"}
     wanted = every & only if only else every
     if not wanted:
         return
@@ -153,8 +183,10 @@ def remote_cases(args, rows, only, mount_class):
     big = make_big(os.path.join(args.data, f"big-gzip-{args.r2_mb}.h5"), args.r2_mb)
     if "R2h" in wanted:
         http_case(args, rows, big, anchor_python)
-        if not wanted - {"R2h"}:
-            return
+    if "R2s" in wanted:
+        s3_range_case(args, rows, big, anchor_python)
+    if not wanted - {"R2h", "R2s"}:
+        return
     s3 = Server("s3_server.py")
     port, key, secret = s3.hello["port"], s3.hello["access_key_id"], s3.hello["secret_access_key"]
     proxy = Server("proxy.py", str(port), "--delay-ms", str(LATENCY_MS))
