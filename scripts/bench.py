@@ -12,11 +12,13 @@ arrfs is mounted afresh, so the FUSE side starts with an empty kernel cache for 
 file ("first load"); "second load" then reads the same file again from the kernel cache.
 """
 import argparse
+import atexit
 import os
 import pickle
 import platform
 import random
 import signal
+import shutil
 import statistics
 import subprocess
 import sys
@@ -408,7 +410,29 @@ def codec_cases(args):
         for case, name, label in [("B1", "blosc_lz4", "blosc(lz4, shuffle)"),
                                   ("B2", "zstd", "zstd"),
                                   ("B3", "bitshuffle_lz4", "bitshuffle+lz4")]
-    ]
+    ] + [plain_floor(args, path)]
+
+
+def plain_floor(args, path):
+    """B0: the floor under B1-B3, the same 512 MiB as a plain .npy in a directory mount
+    (arrfs serves its bytes as they are: no decoding), against np.load of it from
+    /dev/shm (no FUSE either)."""
+    folder = os.path.join(args.data, "plain-floor")
+    plain = os.path.join(folder, "zstd.npy")
+    if not os.path.exists(plain):
+        os.makedirs(folder, exist_ok=True)
+        with h5py.File(path, "r") as f:
+            np.save(plain + ".tmp.npy", f["zstd"][()])
+        os.rename(plain + ".tmp.npy", plain)
+    shm = f"/dev/shm/arrfs-bench-floor-{os.getpid()}.npy"
+    atexit.register(lambda: os.path.exists(shm) and os.remove(shm))
+
+    def from_shm():
+        if not os.path.exists(shm):
+            shutil.copyfile(plain, shm)
+        np.load(shm)
+    return Case("B0", f"{args.size_mb // 2} MiB float32 as a plain .npy: the floor of B1-B3", folder,
+                "np.load from /dev/shm", from_shm, npy_load("zstd.npy"))
 
 
 def hdf5_more_cases(args):
@@ -739,7 +763,7 @@ def main():
     makers = {hdf5_cases: {"H1", "H2"}, hdf5_more_cases: {"H3", "H4", "H4b", "H5"},
               npz_cases: {"N1", "N2", "N3"}, pickle_cases: {"K1", "K2"},
               scale_cases: {"S1", "S3", "S4", "S4b", "S5", "S6"},
-              codec_cases: {"B1", "B2", "B3"}}
+              codec_cases: {"B0", "B1", "B2", "B3"}}
     for make, names in makers.items():
         if only and not only & names:
             continue  # makes no data it will not use
