@@ -34,6 +34,11 @@ MB = 1 << 20
 
 
 def warm(path):
+    """Reads `path` (every file under it, for a directory) into the page cache."""
+    if os.path.isdir(path):
+        for name in sorted(os.listdir(path)):
+            warm(os.path.join(path, name))
+        return
     with open(path, "rb") as f:
         while f.read(16 * MB):
             pass
