@@ -120,7 +120,8 @@ pub(crate) struct Tuning {
     /// Most blocks one GET for a reader fetches (a longer run is split into parallel
     /// GETs); read-ahead GETs may be longer, up to half the read-ahead (see `pacing`).
     pub max_get_blocks: u64,
-    /// Bytes read ahead of a sequential reader.
+    /// Bytes read ahead of a sequential reader (more for a slow store, see
+    /// `Blocks::read_ahead_window`).
     pub read_ahead: u64,
     /// Longest a fetch may take (waiting for a request permit included) before it fails.
     /// Readers wait a little longer, so that they see its failure and a later read starts
@@ -275,6 +276,9 @@ pub(crate) struct Blocks {
     in_flight: Mutex<HashMap<BlockId, Arc<Flight>>>,
     sequential: SequentialReads,
     pacing: GetPacing,
+    /// The read-ahead window grows up to this for a slow store: `read_ahead`, or half the
+    /// memory cache if that is more (read-ahead blocks wait in the cache for their reader).
+    widest_window: u64,
 }
 
 impl Blocks {
@@ -295,6 +299,7 @@ impl Blocks {
             in_flight: Mutex::new(HashMap::new()),
             sequential: SequentialReads::default(),
             pacing: GetPacing::default(),
+            widest_window: tuning.read_ahead.max(memory_bytes / 2),
             tuning,
         }
     }
@@ -401,12 +406,30 @@ impl Blocks {
         self.start_fetches(runtime, object, &to_fetch, self.tuning.max_get_blocks);
     }
 
-    /// Blocks per read-ahead GET: as many as the store's first-byte wait makes worth it.
+    /// The usual length of a GET, past which a long read is split into parallel GETs.
+    fn usual_get_bytes(&self) -> u64 {
+        self.tuning.max_get_blocks * self.tuning.block_size
+    }
+
+    /// Bytes per read-ahead GET: as many as the store's first-byte wait makes worth it, up
+    /// to half the widest window the memory cache allows.
+    fn read_ahead_get_bytes(&self) -> u64 {
+        let usual = self.usual_get_bytes();
+        self.pacing.read_ahead_get(usual, self.widest_window / 2)
+    }
+
     fn read_ahead_get_blocks(&self) -> u64 {
-        let size = self.tuning.block_size;
-        let usual = self.tuning.max_get_blocks * size;
-        let longest = self.tuning.read_ahead / 2;
-        self.pacing.read_ahead_get(usual, longest).div_ceil(size)
+        self.read_ahead_get_bytes().div_ceil(self.tuning.block_size)
+    }
+
+    /// The read-ahead window: `read_ahead`, or two read-ahead GETs once a slow store has
+    /// made them longer than usual (one on its way while the other is read).
+    fn read_ahead_window(&self) -> u64 {
+        let get = self.read_ahead_get_bytes();
+        if get <= self.usual_get_bytes() {
+            return self.tuning.read_ahead;
+        }
+        (2 * get).clamp(self.tuning.read_ahead, self.widest_window)
     }
 
     /// One task per run of near blocks (each run spanning at most `longest` blocks).
@@ -437,13 +460,11 @@ impl Blocks {
     ) -> Range<u64> {
         let size = self.tuning.block_size;
         let last = object.version.size.div_ceil(size);
-        match self.sequential.record_in_steps(
-            object.id,
-            offset,
-            end,
-            self.tuning.read_ahead,
-            self.tuning.read_ahead / 2,
-        ) {
+        let window = self.read_ahead_window();
+        match self
+            .sequential
+            .record_in_steps(object.id, offset, end, window, window / 2)
+        {
             Some((from, to)) => (from / size).max(wanted.end)..to.div_ceil(size).min(last),
             None => wanted.end..wanted.end,
         }

@@ -7,8 +7,10 @@
 //! for every ranged GET) the same GETs spend most of their time waiting, and a sequential
 //! reader waits with them. So a read-ahead GET is made long enough that its first-byte wait
 //! is at most a quarter of its transfer time: `4 x first-byte time x transfer rate`, between
-//! the usual GET length and the read-ahead step. The same idea as mountpoint-s3's growing
-//! prefetch requests, driven by measurement rather than by a fixed schedule.
+//! the usual GET length and a quarter of the memory cache (the read-ahead window then grows
+//! to two such GETs, up to half the cache: `Blocks::read_ahead_window`). The same idea as
+//! mountpoint-s3's growing prefetch requests, driven by measurement rather than by a fixed
+//! schedule.
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -606,18 +606,14 @@ fn read_ahead_gets_keep_their_usual_length_on_a_store_that_answers_at_once() {
 }
 
 #[test]
-fn read_ahead_gets_grow_to_the_step_when_the_first_byte_is_slow() {
-    let ranges = sequential_read_ranges(150);
-    // Past the usual 16 MiB (+1 block), up to the 32 MiB step (the last one may end at the
-    // object's end).
-    assert!(
-        ranges.iter().any(|r| r.end - r.start > 20 << 20),
-        "{ranges:?}"
-    );
-    assert!(
-        ranges.iter().all(|r| r.end - r.start <= 33 << 20),
-        "{ranges:?}"
-    );
+fn read_ahead_gets_and_window_grow_when_the_first_byte_is_slow() {
+    let slow = sequential_read_ranges(150);
+    let fast = sequential_read_ranges(0);
+    // Past the usual 16 MiB (+1 block), up to half the widest window (half the 256 MiB
+    // memory cache): 64 MiB; the last one may end at the object's end.
+    assert!(slow.iter().any(|r| r.end - r.start > 20 << 20), "{slow:?}");
+    assert!(slow.iter().all(|r| r.end - r.start <= 65 << 20), "{slow:?}");
+    assert!(slow.len() < fast.len(), "slow {slow:?}, fast {fast:?}");
 }
 
 /// GETs and bytes fetched by a sequential read of `len` bytes in 16 KiB pieces.
