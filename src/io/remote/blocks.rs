@@ -118,7 +118,7 @@ impl ObjectState {
 pub(crate) struct Tuning {
     pub block_size: u64,
     /// Most blocks one GET for a reader fetches (a longer run is split into parallel
-    /// GETs); read-ahead GETs may be longer, up to half the read-ahead (see `pacing`).
+    /// GETs); read-ahead GETs may be longer for a slow store (see `pacing`).
     pub max_get_blocks: u64,
     /// Bytes read ahead of a sequential reader (more for a slow store, see
     /// `Blocks::read_ahead_window`).
@@ -359,12 +359,14 @@ impl Blocks {
             })?;
         let size = self.tuning.block_size;
         let wanted = offset / size..end.div_ceil(size);
-        let ahead = self.read_ahead_blocks(object, offset, end, &wanted);
+        let ahead_get = self.read_ahead_get_bytes();
+        let ahead = self.read_ahead_blocks(object, offset, end, &wanted, ahead_get);
         let (pending, to_fetch) = self.claim(object, wanted.clone(), ahead);
         let first_ahead = to_fetch.partition_point(|(block, _)| *block < wanted.end);
         let (for_reader, for_later) = to_fetch.split_at(first_ahead);
         self.start_fetches(runtime, object, for_reader, self.tuning.max_get_blocks);
-        self.start_fetches(runtime, object, for_later, self.read_ahead_get_blocks());
+        let ahead_get_blocks = ahead_get.div_ceil(self.tuning.block_size);
+        self.start_fetches(runtime, object, for_later, ahead_get_blocks);
         let until = Instant::now() + self.tuning.fetch_limit + READER_GRACE;
         for (block, pending) in wanted.zip(pending) {
             let data = match pending {
@@ -418,14 +420,10 @@ impl Blocks {
         self.pacing.read_ahead_get(usual, self.widest_window / 2)
     }
 
-    fn read_ahead_get_blocks(&self) -> u64 {
-        self.read_ahead_get_bytes().div_ceil(self.tuning.block_size)
-    }
-
-    /// The read-ahead window: `read_ahead`, or two read-ahead GETs once a slow store has
-    /// made them longer than usual (one on its way while the other is read).
-    fn read_ahead_window(&self) -> u64 {
-        let get = self.read_ahead_get_bytes();
+    /// The read-ahead window for read-ahead GETs of `get` bytes: `read_ahead`, or two GETs
+    /// once a slow store has made them longer than usual (one on its way while the other
+    /// is read).
+    fn read_ahead_window(&self, get: u64) -> u64 {
         if get <= self.usual_get_bytes() {
             return self.tuning.read_ahead;
         }
@@ -450,17 +448,19 @@ impl Blocks {
         (MAX_GAP_BYTES / self.tuning.block_size).max(1)
     }
 
-    /// The blocks to read ahead of a sequential reader, past those it asked for.
+    /// The blocks to read ahead of a sequential reader, past those it asked for, in GETs
+    /// of `get` bytes.
     fn read_ahead_blocks(
         &self,
         object: &ObjectState,
         offset: u64,
         end: u64,
         wanted: &Range<u64>,
+        get: u64,
     ) -> Range<u64> {
         let size = self.tuning.block_size;
         let last = object.version.size.div_ceil(size);
-        let window = self.read_ahead_window();
+        let window = self.read_ahead_window(get);
         match self
             .sequential
             .record_in_steps(object.id, offset, end, window, window / 2)
@@ -615,9 +615,9 @@ fn joins<T>(run: &[(u64, T)], block: u64, longest: u64, max_gap: u64) -> bool {
     block > last && block - last <= max_gap + 1 && block - first < longest.max(1)
 }
 
-/// Fetches blocks `first..first + flights.len()` of `object`: from the disk cache what it
-/// has, the rest with one GET per remaining stretch, and finishes every flight, whatever
-/// happens (a dropped task finishes them as failed).
+/// Fetches the blocks of `run` (sorted, maybe with small gaps) of `object`: from the disk
+/// cache what it has, the rest with one GET per remaining stretch, and finishes every
+/// flight, whatever happens (a dropped task finishes them as failed).
 async fn fetch_run(blocks: Arc<Blocks>, object: Arc<ObjectState>, run: Vec<(u64, Arc<Flight>)>) {
     let guard = FinishOnDrop {
         blocks: blocks.clone(),
