@@ -59,10 +59,9 @@ impl From<HeapError> for Hdf5Error {
     fn from(e: HeapError) -> Self {
         let message = e.to_string();
         match e.innermost() {
-            HeapError::Read(Error::Io { source, .. }) => Hdf5Error::of_io(source, message),
-            HeapError::Read(Error::Unavailable { .. }) => Hdf5Error::Resource {
-                errno: libc::EAGAIN,
-                message,
+            HeapError::Read(read) => match passing_errno(read) {
+                Some(errno) => Hdf5Error::Resource { errno, message },
+                None => Hdf5Error::Library(message),
             },
             HeapError::Library(e) => match resource_errno(e) {
                 Some(errno) => Hdf5Error::Resource { errno, message },
@@ -125,6 +124,17 @@ impl Hdf5Error {
             Hdf5Error::Unsupported(why) => SkipReason::Unsupported(why),
             Hdf5Error::Refused(why) => SkipReason::Refused(why),
         })
+    }
+}
+
+/// The errno an error of ours that may pass ([`Error::passes`]) is known by in this
+/// module (and on libhdf5's error stack, where arrfs's driver writes it): its own for a
+/// resource shortage, EAGAIN for a store that did not answer; None for any other error.
+pub fn passing_errno(e: &Error) -> Option<i32> {
+    match e {
+        Error::Unavailable { .. } => Some(libc::EAGAIN),
+        Error::Io { source, .. } if e.is_resource() => source.raw_os_error(),
+        _ => None,
     }
 }
 

@@ -31,8 +31,8 @@ use hdf5_sys::h5f::{
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::{H5Pcreate, H5Pget_driver_info, H5Pset_driver, H5P_CLS_FILE_ACCESS};
 
-use super::btree;
 use super::ffi::{h5check, sync, Hid};
+use super::{btree, error};
 use crate::io::SourceFile;
 
 /// Set to `1` to open local HDF5 files through this driver instead of libhdf5's own `sec2`
@@ -315,17 +315,12 @@ enum DriverError {
     Read(crate::error::Error),
 }
 
-/// ` (errno = N)` for a read error that may pass: its own errno for a resource shortage,
-/// EAGAIN for a store that did not answer; nothing otherwise.
+/// ` (errno = N)` for a read error that may pass ([`error::passing_errno`]), as libhdf5's
+/// own drivers write errnos; nothing otherwise.
 fn errno_note(e: &crate::error::Error) -> String {
-    let errno = match e {
-        crate::error::Error::Unavailable { .. } => libc::EAGAIN,
-        crate::error::Error::Io { source, .. } if e.is_resource() => {
-            source.raw_os_error().unwrap_or(libc::EIO)
-        }
-        _ => return String::new(),
-    };
-    format!(" (errno = {errno})")
+    error::passing_errno(e)
+        .map(|errno| format!(" (errno = {errno})"))
+        .unwrap_or_default()
 }
 
 /// Runs a callback body; a panic becomes an HDF5 error (unwinding into C is undefined).
