@@ -3,6 +3,8 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -13,7 +15,7 @@ use fuser::{
 };
 
 use crate::error::Error;
-use crate::vfs::{Attr, Fs, Kind};
+use crate::vfs::{Attr, Fs, Ino, Kind};
 
 /// The source cannot change while mounted (a change makes reads fail), so the kernel may
 /// cache names and attributes for long.
@@ -21,15 +23,63 @@ const TTL: Duration = Duration::from_secs(3600);
 /// Largest read request we ask the kernel for.
 const MAX_REQUEST: u32 = 1 << 20;
 
+/// Small files to push into the kernel's page cache, as (inode, size).
+pub type PushBatch = Vec<(Ino, u64)>;
+/// Batches waiting for the pusher at most; more are dropped (pushing only saves time).
+const PUSHES_QUEUED: usize = 4;
+
 pub struct FuseAdapter {
-    fs: Fs,
+    fs: Arc<Fs>,
     /// The kernel can do without open/release requests for files.
     no_open: bool,
+    /// To the thread that pushes small files into the page cache ([`push_small_files`]).
+    pushes: Option<SyncSender<PushBatch>>,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Fs) -> Self {
-        FuseAdapter { fs, no_open: false }
+    /// An adapter over `fs`, and the receiving end of its page-cache pushes (for
+    /// [`push_small_files`], once the session's notifier exists).
+    pub fn new(fs: Arc<Fs>) -> (Self, Receiver<PushBatch>) {
+        let (pushes, batches) = std::sync::mpsc::sync_channel(PUSHES_QUEUED);
+        let adapter = FuseAdapter {
+            fs,
+            no_open: false,
+            pushes: Some(pushes),
+        };
+        (adapter, batches)
+    }
+
+    /// After a read from the start of a small file: hands the pusher the small files that
+    /// follow it, so that their first reads are page-cache hits.
+    fn read_around(&self, ino: Ino) {
+        let Some(pushes) = &self.pushes else { return };
+        let batch = self.fs.read_around(ino);
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(TrySendError::Disconnected(_)) = pushes.try_send(batch) {
+            log::debug!("page-cache pusher gone: small files are no longer pushed");
+        }
+    }
+}
+
+/// Pushes each batch's files into the kernel's page cache (`FUSE_NOTIFY_STORE`) until the
+/// adapter is gone. Runs on its own thread, never on a request thread: the kernel may hold
+/// a page of a pushed file locked for a read request, and the store waits for it, so a
+/// request thread pushing could wait for itself. A file that cannot be read or stored is
+/// passed over: its first read then reaches the daemon as usual, and fails there if it must.
+pub fn push_small_files(fs: &Fs, notifier: &fuser::Notifier, batches: &Receiver<PushBatch>) {
+    for batch in batches {
+        for (ino, size) in batch {
+            let Ok(size) = u32::try_from(size) else {
+                continue;
+            };
+            let Ok(data) = fs.read(ino, 0, size) else {
+                continue;
+            };
+            // ENOENT: the kernel has forgotten the inode; nothing to do.
+            let _ = notifier.store(INodeNo(ino), 0, &data);
+        }
     }
 }
 
@@ -147,7 +197,10 @@ impl Filesystem for FuseAdapter {
     ) {
         match guarded(|| self.fs.read(ino.0, offset, size)) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => return reply.error(errno(&e)),
+        }
+        if offset == 0 {
+            self.read_around(ino.0);
         }
     }
 

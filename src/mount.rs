@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
@@ -13,7 +13,7 @@ use fuser::{Config, MountOption, SessionACL};
 use crate::cli::MountArgs;
 use crate::connect::{self, CacheArgs};
 use crate::error::{Error, Result};
-use crate::fuse::FuseAdapter;
+use crate::fuse::{self, FuseAdapter};
 use crate::io::remote::RemoteOptions;
 use crate::progress::{DelayedSpinner, WALK_SPINNER_DELAY};
 use crate::source::{self, SourceOptions};
@@ -198,15 +198,18 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
     });
     drop(walk);
     let (source, mtime) = source?;
-    let fs = Fs::new(source, mtime);
+    let fs = Arc::new(Fs::new(source, mtime));
     let config = fuse_config(args, source_path)?;
     let daemon_log = open_daemon_log(args)?;
     // Resolved before mounting: once mounted, resolving it would ask this very session.
     let canonical = mountpoint
         .canonicalize()
         .map_err(|e| Error::io(mountpoint, e))?;
-    let mut session = fuser::Session::new(FuseAdapter::new(fs), mountpoint, &config)
+    let (adapter, pushes) = FuseAdapter::new(fs.clone());
+    let mut session = fuser::Session::new(adapter, mountpoint, &config)
         .map_err(|e| Error::Mount(format!("cannot mount on {}: {e}", mountpoint.display())))?;
+    let notifier = session.notifier();
+    std::thread::spawn(move || fuse::push_small_files(&fs, &notifier, &pushes));
     let connection = FuseConnection::of(&canonical);
     let mut unmounter = session.unmount_callable();
     let (tx, rx) = mpsc::channel();

@@ -118,3 +118,25 @@ fn inode_numbers_are_stable_across_remounts_and_sigint_unmounts() {
     assert!(before.len() > 40, "{before:?}");
     assert_eq!(before, after);
 }
+
+/// Reading a small file from its start pushes the small files after it into the kernel's
+/// page cache (their first read needs no round trip), and what the kernel then holds is
+/// exactly what h5py reads.
+#[test]
+fn small_files_after_a_read_are_pushed_into_the_page_cache() {
+    let dir = TempDir::new("read-around");
+    let fixture = dir.join("small.h5");
+    run_py(
+        "read_around_cases.py",
+        &[OsStr::new("write"), fixture.as_os_str()],
+    );
+    let mount = Mount::new(&fixture, &[]);
+    let args = [
+        OsStr::new("check"),
+        fixture.as_os_str(),
+        mount.point.as_os_str(),
+    ];
+    let out = run_py("read_around_cases.py", &args);
+    assert!(out.contains("pushed 64 files; 101 files checked"), "{out}");
+    mount.stop();
+}

@@ -4,6 +4,7 @@
 
 mod inode;
 mod names;
+mod read_around;
 mod shared;
 
 use std::ffi::{OsStr, OsString};
@@ -16,6 +17,8 @@ use inode::{stable_hash, DirState, InodeTable, NewNode, Node, NodeKind};
 pub use inode::{Ino, ROOT_INO};
 pub use names::escape;
 use names::UniqueNames;
+use read_around::ReadAround;
+pub use read_around::SMALL_FILE;
 use shared::{Interner, NpyArray};
 
 use crate::error::{Error, Result};
@@ -56,6 +59,7 @@ pub struct Fs {
     gid: u32,
     mtime: SystemTime,
     readdir_visits: AtomicU64,
+    read_around: ReadAround,
     /// Fault injection for the shutdown tests ([`READ_DELAY_ENV`]).
     read_delay: Option<std::time::Duration>,
 }
@@ -77,6 +81,7 @@ impl Fs {
             gid,
             mtime,
             readdir_visits: AtomicU64::new(0),
+            read_around: ReadAround::default(),
             read_delay: std::env::var(READ_DELAY_ENV)
                 .ok()
                 .and_then(|ms| ms.parse().ok())
@@ -226,6 +231,30 @@ impl Fs {
         let mut out = vec![0; (end - offset) as usize];
         self.source.read(node.key, offset, &mut out)?;
         Ok(out)
+    }
+
+    /// The small files worth pushing into the kernel's page cache now that file `ino` was
+    /// read from its start (see `read_around.rs`), as (inode, size): those that follow it
+    /// in its directory. Empty for a file that is not small itself.
+    pub fn read_around(&self, ino: Ino) -> Vec<(Ino, u64)> {
+        let Ok(node) = self.node(ino) else {
+            return Vec::new();
+        };
+        if self.attr_of(ino, &node).size > SMALL_FILE {
+            return Vec::new();
+        }
+        let Ok(parent) = self.node(node.parent) else {
+            return Vec::new();
+        };
+        let Ok(dir) = self.dir_state(node.parent, &parent) else {
+            return Vec::new();
+        };
+        let size_of = |child| {
+            let node = self.node(child).ok()?;
+            let attr = self.attr_of(child, &node);
+            (attr.kind == Kind::File).then_some(attr.size)
+        };
+        self.read_around.after_read(node.parent, &dir, ino, size_of)
     }
 
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {

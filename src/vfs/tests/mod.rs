@@ -5,6 +5,7 @@
 mod files;
 mod inodes;
 mod listing;
+mod read_around;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
