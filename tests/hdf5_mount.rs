@@ -32,6 +32,7 @@ fn every_dataset_equals_np_save_of_h5py_reading() {
     for direct in [
         "/gzip3d",
         "/lzf2d",
+        "/shuffle_i2",
         "/sparse",
         "/fletcher",
         "/masked",

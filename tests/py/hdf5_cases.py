@@ -89,7 +89,7 @@ def write(path):
         f["bool"].attrs["units"] = b"m/s"
 
 
-CHUNKED = ["lzf2d", "lzf_raw", "masked", "be_all_filters", "compound_gzip", "never_written",
+CHUNKED = ["lzf2d", "shuffle_i2", "lzf_raw", "masked", "be_all_filters", "compound_gzip", "never_written",
            "scaleoffset", "array_chunked"]
 
 
@@ -97,6 +97,9 @@ def write_chunked(f):
     """Chunked datasets for the direct chunk path (and the ones it leaves to libhdf5)."""
     f.create_dataset("lzf2d", data=rng.standard_normal((50, 37)).round(2), chunks=(16, 10),
                      compression="lzf", shuffle=True)
+    # Shuffle of 2-byte elements, with partial edge chunks.
+    f.create_dataset("shuffle_i2", data=rng.integers(-30000, 30000, (41, 33)).astype("<i2"),
+                     chunks=(16, 8), compression="gzip", shuffle=True)
     # Incompressible: LZF gives up and HDF5 stores the chunks raw, the filter marked skipped.
     f.create_dataset("lzf_raw", data=rng.integers(0, 256, 2500, dtype="u1"), chunks=(1000,),
                      compression="lzf")

@@ -217,19 +217,75 @@ fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, FilterError> {
 
 /// Undoes HDF5's shuffle: byte `b` of every element was stored together, for each `b`.
 /// Trailing bytes that do not fill an element were stored as they are.
+///
+/// Elements of 2, 4 and 8 bytes (nearly every shuffled dataset) go through byte planes
+/// zipped together, which the compiler vectorises: 1 MiB in 0.02 / 0.08 / 0.12 ms here,
+/// against 0.24-0.29 ms one byte at a time, which took a fifth of the daemon's time on
+/// gzip + shuffle chunks. Written by hand: HDF5's and Blosc's SIMD versions are not
+/// reachable as a library call, and these are a few lines each.
 fn unshuffle(data: &[u8], size: usize) -> Vec<u8> {
     let n = data.len() / size.max(1);
     if size <= 1 || n <= 1 {
         return data.to_vec();
     }
     let mut out = vec![0u8; data.len()];
-    for (b, plane) in data[..n * size].chunks_exact(n).enumerate() {
-        for (e, &byte) in plane.iter().enumerate() {
-            out[e * size + b] = byte;
-        }
+    let planes = &data[..n * size];
+    match size {
+        2 => gather2(planes, n, &mut out),
+        4 => gather4(planes, n, &mut out),
+        8 => gather8(planes, n, &mut out),
+        _ => gather_bytes(planes, size, &mut out),
     }
     out[n * size..].copy_from_slice(&data[n * size..]);
     out
+}
+
+/// The `size` byte planes of `planes` (each `n` long) as `n` elements into `out`.
+fn gather2(planes: &[u8], n: usize, out: &mut [u8]) {
+    let (p0, p1) = planes.split_at(n);
+    for (element, (&a, &b)) in out[..2 * n].chunks_exact_mut(2).zip(p0.iter().zip(p1)) {
+        element.copy_from_slice(&[a, b]);
+    }
+}
+
+fn gather4(planes: &[u8], n: usize, out: &mut [u8]) {
+    let p: Vec<&[u8]> = planes.chunks_exact(n).collect();
+    gather4_planes([p[0], p[1], p[2], p[3]], &mut out[..4 * n]);
+}
+
+fn gather4_planes(p: [&[u8]; 4], out: &mut [u8]) {
+    let pairs = p[0].iter().zip(p[1]).zip(p[2].iter().zip(p[3]));
+    for (element, ((&a, &b), (&c, &d))) in out.chunks_exact_mut(4).zip(pairs) {
+        element.copy_from_slice(&[a, b, c, d]);
+    }
+}
+
+/// Eight planes zipped at once do not vectorise; two gathers of four into small buffers,
+/// then their halves side by side, do.
+fn gather8(planes: &[u8], n: usize, out: &mut [u8]) {
+    const BLOCK: usize = 64;
+    let p: Vec<&[u8]> = planes.chunks_exact(n).collect();
+    let (mut low, mut high) = ([0u8; 4 * BLOCK], [0u8; 4 * BLOCK]);
+    for (i, block) in out[..8 * n].chunks_mut(8 * BLOCK).enumerate() {
+        let (first, m) = (i * BLOCK, block.len() / 8);
+        let part = |b: usize| &p[b][first..first + m];
+        gather4_planes([part(0), part(1), part(2), part(3)], &mut low[..4 * m]);
+        gather4_planes([part(4), part(5), part(6), part(7)], &mut high[..4 * m]);
+        let halves = low.chunks_exact(4).zip(high.chunks_exact(4));
+        for (element, (l, h)) in block.chunks_exact_mut(8).zip(halves) {
+            element[..4].copy_from_slice(l);
+            element[4..].copy_from_slice(h);
+        }
+    }
+}
+
+fn gather_bytes(planes: &[u8], size: usize, out: &mut [u8]) {
+    let n = planes.len() / size;
+    for (b, byte_plane) in planes.chunks_exact(n).enumerate() {
+        for (e, &byte) in byte_plane.iter().enumerate() {
+            out[e * size + b] = byte;
+        }
+    }
 }
 
 /// Checks and removes the trailing Fletcher-32 checksum (stored little-endian).
@@ -314,6 +370,16 @@ mod tests {
         let stored = deflate(&shuffle(&data, 4));
         let p = pipeline(vec![Filter::Shuffle { size: 4 }, Filter::Deflate]);
         assert_eq!(p.decode(stored, 0, data.len()).unwrap(), data);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn unshuffle_undoes_shuffle(
+            size in 1usize..12,
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+        ) {
+            proptest::prop_assert_eq!(unshuffle(&shuffle(&data, size), size), data);
+        }
     }
 
     #[test]
