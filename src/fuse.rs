@@ -1,17 +1,20 @@
 //! The thin FUSE adapter: translates `fuser` requests into calls on [`vfs::Fs`] and its
 //! results into replies. No filesystem logic lives here.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, KernelConfig, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
@@ -29,6 +32,9 @@ thread_local! {
     static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// `-o passthrough`: files whose bytes are a local file's are read by the kernel from it.
+pub const PASSTHROUGH_OPTION: &str = "passthrough";
+
 /// Small files to push into the kernel's page cache, as (inode, size).
 pub type PushBatch = Vec<(Ino, u64)>;
 /// Batches waiting for the pusher at most; more are dropped (pushing only saves time).
@@ -40,19 +46,70 @@ pub struct FuseAdapter {
     no_open: bool,
     /// To the thread that pushes small files into the page cache ([`push_small_files`]).
     pushes: Option<SyncSender<PushBatch>>,
+    /// FUSE passthrough asked for (`-o passthrough`) and granted by the kernel.
+    passthrough: bool,
+    /// The backing files of the files open with passthrough.
+    backing: Mutex<Backings>,
+    next_handle: AtomicU64,
+}
+
+/// The kernel's handles on backing files, one per file while any open of it lasts: the
+/// kernel refuses a second open of a file with another backing file than the first's.
+#[derive(Default)]
+struct Backings {
+    /// File -> its backing file, and how many opens use it.
+    of_file: HashMap<Ino, (BackingId, usize)>,
+    /// Open file handle -> its file.
+    file_of_handle: HashMap<u64, Ino>,
 }
 
 impl FuseAdapter {
     /// An adapter over `fs`, and the receiving end of its page-cache pushes (for
     /// [`push_small_files`], once the session's notifier exists).
-    pub fn new(fs: Arc<Fs>) -> (Self, Receiver<PushBatch>) {
+    pub fn new(fs: Arc<Fs>, passthrough: bool) -> (Self, Receiver<PushBatch>) {
         let (pushes, batches) = std::sync::mpsc::sync_channel(PUSHES_QUEUED);
         let adapter = FuseAdapter {
             fs,
             no_open: false,
             pushes: Some(pushes),
+            passthrough,
+            backing: Mutex::default(),
+            next_handle: AtomicU64::new(1),
         };
         (adapter, batches)
+    }
+
+    /// Opens file `ino` with passthrough if its bytes are a local file's; hands `reply`
+    /// back otherwise.
+    fn open_passthrough(&self, ino: Ino, reply: ReplyOpen) -> Option<ReplyOpen> {
+        let mut backings = self.backing.lock().unwrap();
+        let (id, opens) = match backings.of_file.entry(ino) {
+            Entry::Occupied(open) => open.into_mut(),
+            Entry::Vacant(first) => {
+                let file = match guarded(|| self.fs.backing_file(ino)) {
+                    Ok(Some(file)) => file,
+                    Ok(None) => return Some(reply),
+                    Err(e) => {
+                        reply.error(errno(&e));
+                        return None;
+                    }
+                };
+                match reply.open_backing(&file) {
+                    Ok(id) => first.insert((id, 0)),
+                    Err(e) => {
+                        log::warn!("passthrough refused by the kernel ({e}): read through arrfs");
+                        return Some(reply);
+                    }
+                }
+            }
+        };
+        *opens += 1;
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        // The kernel refuses passthrough opens with any flag outside its passthrough mask
+        // (FOPEN_KEEP_CACHE among them): its page cache is the backing file's then.
+        reply.opened_passthrough(FileHandle(handle), FopenFlags::empty(), id);
+        backings.file_of_handle.insert(handle, ino);
+        None
     }
 
     /// After a read from the start of a small file: hands the pusher the small files that
@@ -153,6 +210,17 @@ impl Filesystem for FuseAdapter {
             .capabilities()
             .contains(fuser::InitFlags::FUSE_NO_OPEN_SUPPORT);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
+        if self.passthrough {
+            // Backing files sit on an ordinary filesystem: one level of stacking.
+            let granted = config
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if !granted {
+                log::warn!("-o passthrough: the kernel does not offer FUSE passthrough (Linux >= 6.9): every file is read through arrfs");
+            }
+            self.passthrough = granted;
+        }
         Ok(())
     }
 
@@ -179,15 +247,47 @@ impl Filesystem for FuseAdapter {
 
     /// Files need no handle: ENOSYS tells the kernel (which advertises
     /// `FUSE_NO_OPEN_SUPPORT`) to stop sending open and release at all and to keep its page
-    /// cache across opens, saving two round trips per open of a small file. Write opens
-    /// never get here: the mount is read-only, so the kernel refuses them with EROFS.
+    /// cache across opens, saving two round trips per open of a small file. With
+    /// `-o passthrough` every open must reach us (to hand the kernel a backing file where
+    /// there is one), so there it is answered. Write opens never get here: the mount is
+    /// read-only, so the kernel refuses them with EROFS.
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        match guarded(|| self.fs.open(ino.0, write)) {
-            Ok(()) if self.no_open => reply.error(Errno::ENOSYS),
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(&e)),
+        if let Err(e) = guarded(|| self.fs.open(ino.0, write)) {
+            return reply.error(errno(&e));
         }
+        if !self.passthrough && self.no_open {
+            return reply.error(Errno::ENOSYS);
+        }
+        if !self.passthrough {
+            return reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+        }
+        if let Some(reply) = self.open_passthrough(ino.0, reply) {
+            reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+        }
+    }
+
+    /// Lets go of a passthrough file's backing file (other files have handle 0).
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut backings = self.backing.lock().unwrap();
+        if let Some(ino) = backings.file_of_handle.remove(&fh.0) {
+            if let Some((_, opens)) = backings.of_file.get_mut(&ino) {
+                *opens -= 1;
+                if *opens == 0 {
+                    backings.of_file.remove(&ino);
+                }
+            }
+        }
+        reply.ok();
     }
 
     fn read(

@@ -13,7 +13,7 @@ use fuser::{Config, MountOption, SessionACL};
 use crate::cli::MountArgs;
 use crate::connect::{self, CacheArgs};
 use crate::error::{Error, Result};
-use crate::fuse::{self, FuseAdapter};
+use crate::fuse::{self, FuseAdapter, PASSTHROUGH_OPTION};
 use crate::io::remote::RemoteOptions;
 use crate::progress::{DelayedSpinner, WALK_SPINNER_DELAY};
 use crate::source::{self, SourceOptions};
@@ -205,7 +205,8 @@ fn serve(args: &MountArgs, source_path: &Path, mountpoint: &Path) -> Result<()> 
     let canonical = mountpoint
         .canonicalize()
         .map_err(|e| Error::io(mountpoint, e))?;
-    let (adapter, pushes) = FuseAdapter::new(fs.clone());
+    let passthrough = args.options.iter().any(|o| o == PASSTHROUGH_OPTION);
+    let (adapter, pushes) = FuseAdapter::new(fs.clone(), passthrough);
     let mut session = fuser::Session::new(adapter, mountpoint, &config)
         .map_err(|e| Error::Mount(format!("cannot mount on {}: {e}", mountpoint.display())))?;
     let notifier = session.notifier();
@@ -340,7 +341,7 @@ fn fuse_config(args: &MountArgs, source_path: &Path) -> Result<Config> {
             "allow_root" => config.acl = SessionACL::RootAndOwner,
             "auto_unmount" => opts.push(MountOption::AutoUnmount),
             "default_permissions" => opts.push(MountOption::DefaultPermissions),
-            "ro" | "" => {}
+            "ro" | "" | PASSTHROUGH_OPTION => {}
             o if SourceOptions::is_source_option(o) || connect::is_remote_option(o) => {}
             o if o.starts_with("fsname=") => fsname = Some(o["fsname=".len()..].to_string()),
             "rw" => {

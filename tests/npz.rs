@@ -224,3 +224,51 @@ fn many_containers_mount_fast_and_open_lazily() {
     mount.stop();
     assert!(mounted < Duration::from_secs(2), "mount took {mounted:?}");
 }
+
+/// Bytes the process has read so far (`rchar` of /proc/PID/io: files and /dev/fuse alike).
+fn bytes_read_by(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    let line = io.lines().find(|l| l.starts_with("rchar:")).unwrap();
+    line["rchar:".len()..].trim().parse().unwrap()
+}
+
+/// What the daemon of `mount` reads while `big.npy` is read in full through it.
+fn daemon_bytes_reading_big_npy(mount: &Mount) -> u64 {
+    let before = bytes_read_by(mount.pid());
+    let bytes = std::fs::read(mount.path("big.npy")).unwrap();
+    assert!(bytes.starts_with(b"\x93NUMPY"));
+    bytes_read_by(mount.pid()) - before
+}
+
+/// With `-o passthrough` the kernel reads plain `.npy` files from the source files
+/// themselves (FUSE passthrough): every file of the tree still equals what numpy and the
+/// other libraries read (the others through arrfs, with their opens answered), and
+/// reading the 9.6 MB `big.npy` makes the daemon read almost nothing, where without the
+/// option it reads all of it. Fails loudly on a kernel without passthrough.
+#[test]
+fn passthrough_serves_plain_npy_files_from_the_kernel() {
+    let dir = good_fixtures("npz-passthrough");
+    let tree = dir.join("tree");
+    let size = std::fs::metadata(tree.join("big.npy")).unwrap().len();
+    let mount = Mount::new(&tree, &["-o", "passthrough"]);
+    let args = [
+        OsStr::new("check"),
+        tree.as_os_str(),
+        mount.point.as_os_str(),
+    ];
+    let out = run_py("npz_cases.py", &args);
+    assert!(out.contains("files checked"), "{out}");
+    let by_kernel = daemon_bytes_reading_big_npy(&mount);
+    let log = mount.stop();
+    for refusal in ["passthrough refused", "does not offer FUSE passthrough"] {
+        assert!(!log.contains(refusal), "{log}");
+    }
+    let plain = Mount::new(&tree, &[]);
+    let through_arrfs = daemon_bytes_reading_big_npy(&plain);
+    plain.stop();
+    assert!(through_arrfs >= size, "{through_arrfs} < {size}");
+    assert!(
+        by_kernel < size / 10,
+        "daemon read {by_kernel} of {size} bytes"
+    );
+}

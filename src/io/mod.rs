@@ -114,6 +114,17 @@ impl SourceFile {
         }
     }
 
+    /// A handle of its own on the local file, after checking that the file is unchanged;
+    /// None for a remote object.
+    pub fn local_handle(&self) -> Result<Option<std::fs::File>> {
+        let Backing::Local { file, .. } = &self.backing else {
+            return Ok(None);
+        };
+        self.check_unchanged()?;
+        let handle = file.try_clone().map_err(|e| Error::io(&self.path, e))?;
+        Ok(Some(handle))
+    }
+
     /// Exactly `buf.len()` bytes at `offset`, after checking that the file is unchanged.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         match &self.backing {

@@ -259,6 +259,11 @@ impl Source for DirSource {
         let (index, inner) = split(file).ok_or(Error::IsDir)?;
         self.source(index)?.read(inner, offset, buf)
     }
+
+    fn backing_file(&self, file: Key) -> Result<Option<std::fs::File>> {
+        let (index, inner) = split(file).ok_or(Error::IsDir)?;
+        self.source(index)?.backing_file(inner)
+    }
 }
 
 #[cfg(test)]

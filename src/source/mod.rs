@@ -129,6 +129,13 @@ pub trait Source: Send + Sync {
     /// Fills `buf` with payload bytes from `offset` of file `file`. Callers never read past
     /// the end; a short count is an error in the source.
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// A local file whose bytes are exactly those of file `file`, offset for offset, for
+    /// the kernel to read itself (FUSE passthrough, `-o passthrough`), checked unchanged
+    /// now. None, the default, for every file arrfs makes or translates.
+    fn backing_file(&self, _file: Key) -> Result<Option<std::fs::File>> {
+        Ok(None)
+    }
 }
 
 /// The container formats, told apart by their first bytes.

@@ -259,6 +259,21 @@ impl Fs {
         Ok(want)
     }
 
+    /// A local file the kernel may read file `ino` from directly (FUSE passthrough): the
+    /// source's backing file of a file whose bytes are the backing file's, of the very size
+    /// shown. None for any other file, and on any doubt.
+    pub fn backing_file(&self, ino: Ino) -> Result<Option<std::fs::File>> {
+        let node = self.node(ino)?;
+        let NodeKind::Blob(size) = node.kind else {
+            return Ok(None);
+        };
+        let Some(file) = self.source.backing_file(node.key)? else {
+            return Ok(None);
+        };
+        let same_size = file.metadata().is_ok_and(|m| m.len() == size);
+        Ok(same_size.then_some(file))
+    }
+
     /// The small files worth pushing into the kernel's page cache now that file `ino` was
     /// read from its start (see `read_around.rs`), as (inode, size): those that follow it
     /// in its directory. Empty for a file that is not small itself.

@@ -83,6 +83,7 @@ def write(out):
     np.savez(f"{tree}/sub/b.npz", z=data["text"])
     write_h5(f"{tree}/sub/c.h5")
     np.save(f"{tree}/sub/deeper/d.npy", data["fortran"])
+    np.save(f"{tree}/big.npy", data["big"])
     with gzip.open(f"{tree}/e.npy.gz", "wb") as f:
         f.write(npy(data["scalar"]))
     with open(f"{tree}/stray.txt", "w") as f:
