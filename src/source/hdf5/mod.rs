@@ -16,6 +16,7 @@ mod ffi;
 mod filters;
 mod heap;
 mod ohdr;
+mod plain;
 pub mod probe;
 mod records;
 mod types;
@@ -62,7 +63,7 @@ use error::Hdf5Error;
 
 use crate::error::{Error, Result};
 use crate::io::{stable_hash, Location, SourceFile};
-use crate::source::{Entry, EntryKind, Key, Listing, Skipped, Source, SourceOptions};
+use crate::source::{Entry, EntryKind, Key, Listing, Skipped, Source, SourceOptions, ROOT};
 
 /// How many datasets keep an open handle (and HDF5 chunk cache) between reads.
 const OPEN_DATASETS: usize = 16;
@@ -466,6 +467,181 @@ impl Hdf5Source {
     }
 }
 
+impl Hdf5Source {
+    /// The listing of group `dir`. `plain`: datasets whose object header we read ourselves
+    /// are described from it ([`plain`]); the others, and all with `plain` false, by
+    /// libhdf5.
+    fn list_objects(&self, dir: Key, plain: bool) -> Result<GroupListing> {
+        let gpath = self.group_path(dir)?;
+        let group = self
+            .file
+            .group(&gpath)
+            .map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
+        let links =
+            ffi::links(group.id()).map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
+        let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
+        let holds = self.holds(&group);
+        let group_read_at: Option<heap::ReadAt> = holds.then_some(&read_at);
+        let mut listing = Listing {
+            xattrs: attrs::xattrs_of(&group, group_read_at),
+            ..Listing::default()
+        };
+        if self.attrs_json {
+            listing.entries.extend(attrs::sidecar(
+                ".attrs.json".into(),
+                &group,
+                false,
+                group_read_at,
+            ));
+        }
+        // Sidecars of datasets list their attributes through libhdf5.
+        let plain_file = (plain && holds && !self.attrs_json)
+            .then(|| self.plain_file(&group))
+            .flatten();
+        let window = plain::HeaderWindow::new(&read_at, self.source.len());
+        let mut new = Vec::new();
+        // Indices of the entries whose key is an index into `new`.
+        let mut owners = Vec::new();
+        let mut described_plain = 0;
+        for link in links {
+            let objects = new.len();
+            let plain_entry = plain_file.and_then(|file| {
+                let addr = link.address?;
+                let read = |offset, buf: &mut [u8]| window.read(offset, buf);
+                let found = plain::describe(&read, addr, file)?;
+                Some(self.plain_entry(&gpath, &link.name, found, &mut new))
+            });
+            let entry = match plain_entry {
+                Some(entry) => {
+                    described_plain += 1;
+                    Ok(entry)
+                }
+                None => self.entry_of(&group, &gpath, &link.name, link.kind, &mut new),
+            };
+            match entry {
+                Ok(entry) => {
+                    if new.len() > objects {
+                        owners.push(listing.entries.len());
+                    }
+                    let sidecar = self.dataset_sidecar(&group, &link.name, &entry);
+                    listing.entries.push(entry);
+                    listing.entries.extend(sidecar);
+                }
+                Err(e) => {
+                    let what = join(&gpath, &link.name);
+                    let why = e.skip_reason(self.path(), &what)?;
+                    log::debug!("{}: {what} left out: {why}", self.path().display());
+                    listing.skipped.push(Skipped::new(link.name, why));
+                }
+            }
+        }
+        Ok(GroupListing {
+            listing,
+            new,
+            owners,
+            described_plain,
+        })
+    }
+
+    /// What describing the object headers of `group`'s file ourselves needs, if it can be
+    /// had.
+    fn plain_file(&self, group: &hdf5::Group) -> Option<plain::PlainFile> {
+        let layout = ffi::file_layout(group.id())?;
+        let eoa = ffi::relative_eoa(group.id(), layout.base)?;
+        Some(plain::PlainFile { layout, eoa })
+    }
+
+    /// The entry of dataset `name` of group `gpath`, described from its object header.
+    fn plain_entry(
+        &self,
+        gpath: &str,
+        name: &str,
+        found: plain::PlainDataset,
+        new: &mut Vec<Object>,
+    ) -> Entry {
+        let info = DatasetInfo::plain(&join(gpath, name), found);
+        let ReadPath::Contiguous { offset } = info.read_path else {
+            unreachable!("a plain dataset is contiguous");
+        };
+        new.push(Object::Contiguous(offset));
+        let key = (new.len() - 1) as Key;
+        let mut entry = Entry::new(
+            format!("{name}.npy"),
+            key,
+            EntryKind::Array(info.npy_header()),
+        );
+        entry.xattrs = info.layout_xattrs();
+        entry
+    }
+
+    /// Lists every group both ways (datasets described from their object header where we
+    /// can, and all by libhdf5) and returns how many plain datasets were compared and every
+    /// difference found: entries (names, headers, xattrs, links, identities), objects
+    /// (offsets) and skipped children must be the same. For tests.
+    pub fn compare_plain_listings(&self) -> Result<(usize, Vec<String>)> {
+        let mut dirs = vec![ROOT];
+        let mut entered = std::collections::HashSet::new();
+        let (mut plain_count, mut differences) = (0, Vec::new());
+        while let Some(dir) = dirs.pop() {
+            let gpath = self.group_path(dir)?;
+            let (Ok(fast), Ok(slow)) =
+                (self.list_objects(dir, true), self.list_objects(dir, false))
+            else {
+                continue;
+            };
+            plain_count += fast.described_plain;
+            let label = |l: &GroupListing| {
+                let objects: Vec<String> = l.new.iter().map(Object::label).collect();
+                format!("{:?}\n{objects:?}\n{:?}", l.listing, l.owners)
+            };
+            let (a, b) = (label(&fast), label(&slow));
+            if a != b {
+                differences.push(format!("{gpath}:\n  plain:   {a}\n  libhdf5: {b}"));
+            }
+            let GroupListing {
+                listing,
+                new,
+                owners,
+                ..
+            } = slow;
+            let first = self.register_all(new);
+            for i in owners {
+                let entry = &listing.entries[i];
+                let fresh = entry.identity.is_none_or(|id| entered.insert(id));
+                if matches!(entry.kind, EntryKind::Dir) && fresh {
+                    dirs.push(entry.key + first);
+                }
+            }
+        }
+        Ok((plain_count, differences))
+    }
+}
+
+/// One group's listing before its objects are registered.
+struct GroupListing {
+    listing: Listing,
+    /// The objects the entries' keys are to name: a key is an index into them until they
+    /// are registered.
+    new: Vec<Object>,
+    /// The indices of the entries whose key is such an index.
+    owners: Vec<usize>,
+    /// How many datasets were described from their object header.
+    described_plain: usize,
+}
+
+impl Object {
+    /// What the object is, for [`Hdf5Source::compare_plain_listings`].
+    fn label(&self) -> String {
+        match self {
+            Object::Group(path) => format!("group {path}"),
+            Object::Dataset(path) => format!("dataset {path}"),
+            Object::Contiguous(at) => format!("contiguous at {at}"),
+            Object::ForeignDataset(path) => format!("foreign dataset {path}"),
+            Object::Described(info) => format!("described {info:?}"),
+        }
+    }
+}
+
 impl Drop for Hdf5Source {
     fn drop(&mut self) {
         if let Some(reads) = self.driver_reads() {
@@ -481,47 +657,12 @@ impl Drop for Hdf5Source {
 
 impl Source for Hdf5Source {
     fn list(&self, dir: Key) -> Result<Listing> {
-        let gpath = self.group_path(dir)?;
-        let group = self
-            .file
-            .group(&gpath)
-            .map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
-        let links = group
-            .links(IndexType::Name, IterationOrder::Increasing)
-            .map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
-        let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
-        let read_at: Option<heap::ReadAt> = self.holds(&group).then_some(&read_at);
-        let mut listing = Listing {
-            xattrs: attrs::xattrs_of(&group, read_at),
-            ..Listing::default()
-        };
-        if self.attrs_json {
-            listing
-                .entries
-                .extend(attrs::sidecar(".attrs.json".into(), &group, false, read_at));
-        }
-        let mut new = Vec::new();
-        // Indices of the entries whose key is an index into `new`.
-        let mut owners = Vec::new();
-        for (name, link) in links {
-            let objects = new.len();
-            match self.entry_of(&group, &gpath, &name, link.link_type, &mut new) {
-                Ok(entry) => {
-                    if new.len() > objects {
-                        owners.push(listing.entries.len());
-                    }
-                    let sidecar = self.dataset_sidecar(&group, &name, &entry);
-                    listing.entries.push(entry);
-                    listing.entries.extend(sidecar);
-                }
-                Err(e) => {
-                    let what = join(&gpath, &name);
-                    let why = e.skip_reason(self.path(), &what)?;
-                    log::debug!("{}: {what} left out: {why}", self.path().display());
-                    listing.skipped.push(Skipped::new(name, why));
-                }
-            }
-        }
+        let GroupListing {
+            mut listing,
+            new,
+            owners,
+            ..
+        } = self.list_objects(dir, true)?;
         let first = self.register_all(new);
         for i in owners {
             listing.entries[i].key += first;

@@ -114,6 +114,93 @@ impl Messages {
     }
 }
 
+/// One message of a version 1 object header.
+pub struct Message {
+    pub kind: u16,
+    pub flags: u8,
+    pub data: Vec<u8>,
+}
+
+/// A version 1 object header read strictly: every block consumed exactly, every message
+/// 8-byte aligned, as many messages (continuations and null messages included) as its
+/// prefix declares. Anything else, including a version 2 header, gives None: the caller
+/// then asks libhdf5, which decides.
+pub struct HeaderV1 {
+    /// How many hard links point at the object.
+    pub refcount: u32,
+    /// Its messages, continuation messages left out.
+    pub messages: Vec<Message>,
+}
+
+impl HeaderV1 {
+    pub fn read(read_at: ReadAt, addr: u64, layout: FileLayout) -> Option<HeaderV1> {
+        let prefix = read_block(read_at, addr, layout, 16).ok()?;
+        if prefix[0] != 1 || prefix[1] != 0 {
+            return None;
+        }
+        let declared = usize::from(u16::from_le_bytes([prefix[2], prefix[3]]));
+        let refcount = u32::from_le_bytes(prefix[4..8].try_into().ok()?);
+        let size = u64::from(u32::from_le_bytes(prefix[8..12].try_into().ok()?));
+        if size > MAX_BLOCK_BYTES {
+            return None;
+        }
+        let first = read_block(read_at, addr.checked_add(16)?, layout, size).ok()?;
+        let mut messages = Vec::new();
+        let mut walked = walk_v1_strict(&first, &mut messages)?;
+        let mut pending = take_continuations_v1(&mut messages, layout);
+        let mut blocks = 1;
+        while let Some((at, length)) = pending.pop() {
+            blocks += 1;
+            if blocks > MAX_BLOCKS || length > MAX_BLOCK_BYTES || walked > declared {
+                return None;
+            }
+            let block = read_block(read_at, at, layout, length).ok()?;
+            let mut found = Vec::new();
+            walked += walk_v1_strict(&block, &mut found)?;
+            pending.extend(take_continuations_v1(&mut found, layout));
+            messages.extend(found);
+        }
+        (walked == declared).then_some(HeaderV1 { refcount, messages })
+    }
+}
+
+/// Version 1 messages of one block, which they must fill exactly; returns how many.
+fn walk_v1_strict(mut block: &[u8], out: &mut Vec<Message>) -> Option<usize> {
+    let mut count = 0;
+    while !block.is_empty() {
+        let head = block.get(..8)?;
+        let kind = u16::from_le_bytes([head[0], head[1]]);
+        let size = usize::from(u16::from_le_bytes([head[2], head[3]]));
+        if size % 8 != 0 {
+            return None;
+        }
+        let data = block.get(8..8 + size)?;
+        out.push(Message {
+            kind,
+            flags: head[4],
+            data: data.to_vec(),
+        });
+        block = &block[8 + size..];
+        count += 1;
+    }
+    Some(count)
+}
+
+/// [`take_continuations`] for [`Message`]s; a continuation message too short to hold its
+/// address and length is kept, for the caller to refuse as a message it does not know.
+fn take_continuations_v1(messages: &mut Vec<Message>, layout: FileLayout) -> Vec<(u64, u64)> {
+    let (a, s) = (layout.sizeof_addr, layout.sizeof_size);
+    let mut found = Vec::new();
+    messages.retain(|m| {
+        if m.kind != CONTINUATION || m.data.len() < a + s {
+            return true;
+        }
+        found.push((le(&m.data[..a]), le(&m.data[a..a + s])));
+        false
+    });
+    found
+}
+
 /// The value bytes of attribute message `data` if it is attribute `name`.
 fn attribute_value<'a>(data: &'a [u8], name: &str) -> Option<&'a [u8]> {
     let field = |at: usize| -> Option<usize> {
