@@ -499,9 +499,10 @@ impl Hdf5Source {
             .then(|| self.plain_file(&group))
             .flatten();
         let window = plain::HeaderWindow::new(&read_at, self.source.len());
-        let mut new = Vec::new();
+        listing.entries.reserve(links.len());
+        let mut new = Vec::with_capacity(links.len());
         // Indices of the entries whose key is an index into `new`.
-        let mut owners = Vec::new();
+        let mut owners = Vec::with_capacity(links.len());
         let mut described_plain = 0;
         for link in links {
             let objects = new.len();
