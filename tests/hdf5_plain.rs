@@ -15,20 +15,29 @@ use common::{run_py, TempDir};
 
 const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
 
-/// Lists `path` both ways; returns how many datasets were described from their header.
-fn compare(path: &Path) -> usize {
+/// Lists `path` both ways; returns how many datasets were described from their header
+/// and how many groups' links were read from their symbol table.
+fn compare(path: &Path) -> (usize, usize) {
     let source = Hdf5Source::open(path, &SourceOptions::default())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let (plain, differences) = source
+    let found = source
         .compare_plain_listings()
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(
-        differences.is_empty(),
+        found.differences.is_empty(),
         "{}: listings differ:\n{}",
         path.display(),
-        differences.join("\n")
+        found.differences.join("\n")
     );
-    plain
+    (found.datasets, found.symbol_tables)
+}
+
+/// Sums of [`compare`] over `files`.
+fn compare_all(files: &[PathBuf]) -> (usize, usize) {
+    files
+        .iter()
+        .map(|p| compare(p))
+        .fold((0, 0), |(d, g), (d2, g2)| (d + d2, g + g2))
 }
 
 /// Every HDF5 file under `dir` (by its signature, after a user block of up to 2 KiB).
@@ -61,12 +70,22 @@ fn plain_datasets_are_described_as_libhdf5_describes_them() {
         &[OsStr::new("write"), dir.path().as_os_str()],
     );
     let count = |name: &str| compare(&dir.join(name));
-    // 22 plain types (not complex, bool or strings) in 4 shapes, at least.
-    assert!(count("plain.h5") >= 88);
-    assert!(count("userblock.h5") >= 88);
-    // Version 2 object headers (libver='latest') are left to libhdf5.
-    assert_eq!(count("latest.h5"), 0);
-    assert_eq!(count("many.h5"), 2000);
+    // 22 plain types (not complex, bool or strings) in 4 shapes, at least; the root group
+    // (`near` holds a soft link: libhdf5 lists it).
+    let (datasets, groups) = count("plain.h5");
+    assert!(
+        datasets >= 88 && groups == 1,
+        "{datasets} datasets, {groups} groups"
+    );
+    let (datasets, groups) = count("userblock.h5");
+    assert!(
+        datasets >= 88 && groups == 1,
+        "{datasets} datasets, {groups} groups"
+    );
+    // Version 2 object headers and new-style groups (libver='latest'): left to libhdf5.
+    assert_eq!(count("latest.h5"), (0, 0));
+    // Enough links for a B-tree of several levels.
+    assert_eq!(count("many.h5"), (2000, 1));
 }
 
 #[test]
@@ -74,11 +93,11 @@ fn the_fixtures_of_the_other_hdf5_tests_agree_too() {
     let dir = TempDir::new("plain-fixtures");
     let file = dir.join("cases.h5");
     run_py("hdf5_cases.py", &[OsStr::new("write"), file.as_os_str()]);
-    let plain: usize = hdf5_files(dir.path()).iter().map(|p| compare(p)).sum();
-    println!("{plain} fixture datasets described from their header");
+    let (plain, groups) = compare_all(&hdf5_files(dir.path()));
+    println!("fixtures: {plain} datasets described from their header, {groups} symbol tables");
     assert!(
-        plain >= 20,
-        "only {plain} datasets described from their header"
+        plain >= 20 && groups >= 5,
+        "{plain} datasets, {groups} groups"
     );
 }
 
@@ -90,11 +109,11 @@ fn the_third_party_corpus_agrees_too() {
     let files = hdf5_files(&corpus);
     // The packages ship these files today; far fewer means the corpus was not found.
     assert!(files.len() >= 50, "{} HDF5 files", files.len());
-    let plain: usize = files.iter().map(|p| compare(p)).sum();
+    let (plain, groups) = compare_all(&files);
     // Most corpus datasets carry attributes (PyTables) or newer headers: left to libhdf5.
-    println!("{plain} corpus datasets described from their header");
+    println!("corpus: {plain} datasets described from their header, {groups} symbol tables");
     assert!(
-        plain >= 10,
-        "only {plain} datasets described from their header"
+        plain >= 10 && groups >= 20,
+        "{plain} datasets, {groups} groups"
     );
 }

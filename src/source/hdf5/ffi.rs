@@ -318,3 +318,22 @@ pub fn links(group: hid_t) -> hdf5::Result<Vec<Link>> {
     })?;
     Ok(found.links)
 }
+
+/// The "group internal/leaf node K" of the file that holds `obj` (its superblock's B-tree
+/// node sizes for old-style groups).
+pub fn symbol_k(obj: hid_t) -> Option<super::stab::SymbolK> {
+    // SAFETY: under HDF5's lock, plain queries of ids owned by `Hid`s, writing only into
+    // locals.
+    sync(|| unsafe {
+        let file = Hid::new(H5Iget_file_id(obj)).ok()?;
+        let fcpl = Hid::new(H5Fget_create_plist(file.0)).ok()?;
+        let (mut internal, mut leaf) = (0, 0);
+        h5check(hdf5_sys::h5p::H5Pget_sym_k(
+            fcpl.0,
+            &mut internal,
+            &mut leaf,
+        ))
+        .ok()?;
+        (internal > 0 && leaf > 0).then_some(super::stab::SymbolK { internal, leaf })
+    })
+}

@@ -19,6 +19,7 @@ mod ohdr;
 mod plain;
 pub mod probe;
 mod records;
+mod stab;
 mod types;
 pub mod vfd;
 mod vlen;
@@ -477,8 +478,6 @@ impl Hdf5Source {
             .file
             .group(&gpath)
             .map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
-        let links =
-            ffi::links(group.id()).map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
         let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
         let holds = self.holds(&group);
         let group_read_at: Option<heap::ReadAt> = holds.then_some(&read_at);
@@ -499,6 +498,15 @@ impl Hdf5Source {
             .then(|| self.plain_file(&group))
             .flatten();
         let window = plain::HeaderWindow::new(&read_at, self.source.len());
+        let read_window = |offset, buf: &mut [u8]| window.read(offset, buf);
+        let ours = plain_file.and_then(|file| self.symbol_table(&group, &read_window, file));
+        let links_read_ourselves = ours.is_some();
+        let links = match ours {
+            Some(links) => links,
+            None => {
+                ffi::links(group.id()).map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?
+            }
+        };
         listing.entries.reserve(links.len());
         let mut new = Vec::with_capacity(links.len());
         // Indices of the entries whose key is an index into `new`.
@@ -508,8 +516,7 @@ impl Hdf5Source {
             let objects = new.len();
             let plain_entry = plain_file.and_then(|file| {
                 let addr = link.address?;
-                let read = |offset, buf: &mut [u8]| window.read(offset, buf);
-                let found = plain::describe(&read, addr, file)?;
+                let found = plain::describe(&read_window, addr, file)?;
                 Some(self.plain_entry(&gpath, &link.name, found, &mut new))
             });
             let entry = match plain_entry {
@@ -541,7 +548,21 @@ impl Hdf5Source {
             new,
             owners,
             described_plain,
+            links_read_ourselves,
         })
+    }
+
+    /// The links of old-style group `group`, read from its symbol table ourselves
+    /// ([`stab`]), or None: then libhdf5 lists them.
+    fn symbol_table(
+        &self,
+        group: &hdf5::Group,
+        read_at: heap::ReadAt,
+        file: plain::PlainFile,
+    ) -> Option<Vec<ffi::Link>> {
+        let addr = ffi::header_address(group.id())?;
+        let k = ffi::symbol_k(group.id())?;
+        stab::links(read_at, addr, file.layout, k)
     }
 
     /// What describing the object headers of `group`'s file ourselves needs, if it can be
@@ -575,14 +596,15 @@ impl Hdf5Source {
         entry
     }
 
-    /// Lists every group both ways (datasets described from their object header where we
-    /// can, and all by libhdf5) and returns how many plain datasets were compared and every
-    /// difference found: entries (names, headers, xattrs, links, identities), objects
-    /// (offsets) and skipped children must be the same. For tests.
-    pub fn compare_plain_listings(&self) -> Result<(usize, Vec<String>)> {
+    /// Lists every group both ways (links read from symbol tables and datasets described
+    /// from their object header where we can, and all by libhdf5) and returns how many
+    /// plain datasets and symbol tables were compared and every difference found: entries
+    /// (names, headers, xattrs, links, identities), objects (offsets) and skipped children
+    /// must be the same. For tests.
+    pub fn compare_plain_listings(&self) -> Result<PlainComparison> {
         let mut dirs = vec![ROOT];
         let mut entered = std::collections::HashSet::new();
-        let (mut plain_count, mut differences) = (0, Vec::new());
+        let mut found = PlainComparison::default();
         while let Some(dir) = dirs.pop() {
             let gpath = self.group_path(dir)?;
             let (Ok(fast), Ok(slow)) =
@@ -590,14 +612,17 @@ impl Hdf5Source {
             else {
                 continue;
             };
-            plain_count += fast.described_plain;
+            found.datasets += fast.described_plain;
+            found.symbol_tables += usize::from(fast.links_read_ourselves);
             let label = |l: &GroupListing| {
                 let objects: Vec<String> = l.new.iter().map(Object::label).collect();
                 format!("{:?}\n{objects:?}\n{:?}", l.listing, l.owners)
             };
             let (a, b) = (label(&fast), label(&slow));
             if a != b {
-                differences.push(format!("{gpath}:\n  plain:   {a}\n  libhdf5: {b}"));
+                found
+                    .differences
+                    .push(format!("{gpath}:\n  plain:   {a}\n  libhdf5: {b}"));
             }
             let GroupListing {
                 listing,
@@ -614,8 +639,18 @@ impl Hdf5Source {
                 }
             }
         }
-        Ok((plain_count, differences))
+        Ok(found)
     }
+}
+
+/// What [`Hdf5Source::compare_plain_listings`] compared, and the differences it found.
+#[derive(Debug, Default)]
+pub struct PlainComparison {
+    /// Datasets described from their object header.
+    pub datasets: usize,
+    /// Groups whose links were read from their symbol table.
+    pub symbol_tables: usize,
+    pub differences: Vec<String>,
 }
 
 /// One group's listing before its objects are registered.
@@ -628,6 +663,8 @@ struct GroupListing {
     owners: Vec<usize>,
     /// How many datasets were described from their object header.
     described_plain: usize,
+    /// Whether the group's links were read from its symbol table ([`stab`]).
+    links_read_ourselves: bool,
 }
 
 impl Object {
