@@ -196,11 +196,10 @@ impl Hdf5Source {
             options.external_links_any,
             access == Hdf5Access::Path,
         );
-        // Opening the root group reads the superblock and root object header: a truncated
-        // or corrupt file fails here, at mount, rather than on first `ls`.
-        file.group("/")
-            .and_then(|g| g.links(IndexType::Name, IterationOrder::Increasing))
-            .map_err(|e| Hdf5Error::from(e).opening(path))?;
+        // Opening the root group and reading its links reads the superblock, the root
+        // object header and its link index: a truncated or corrupt file fails here, at
+        // mount, rather than on first `ls`.
+        root_readable(&file, &source).map_err(|e| Hdf5Error::from(e).opening(path))?;
         let per_dataset = (options.cache_size as usize / OPEN_DATASETS).clamp(1 << 20, 64 << 20);
         let fallback_forced = direct::fallback_forced();
         if fallback_forced {
@@ -734,6 +733,28 @@ impl Source for Hdf5Source {
             }
         }
     }
+}
+
+/// Whether the root group of `file` (read from `source`) opens and its links can be read:
+/// by [`stab`] if it is an old-style group (a group of 100,000 links costs libhdf5 some
+/// 60 ms to iterate, and the mount would pay it again in the crash-check child), else by
+/// libhdf5.
+fn root_readable(file: &hdf5::File, source: &SourceFile) -> hdf5::Result<()> {
+    let root = file.group("/")?;
+    let id = root.id();
+    if let (Some(addr), Some(layout), Some(k)) = (
+        ffi::header_address(id),
+        ffi::file_layout(id),
+        ffi::symbol_k(id),
+    ) {
+        let read_at = |offset, buf: &mut [u8]| source.read_at(offset, buf);
+        let window = plain::HeaderWindow::new(&read_at, source.len());
+        if stab::links(&|offset, buf| window.read(offset, buf), addr, layout, k).is_some() {
+            return Ok(());
+        }
+    }
+    root.links(IndexType::Name, IterationOrder::Increasing)
+        .map(drop)
 }
 
 fn join(group: &str, name: &str) -> String {
