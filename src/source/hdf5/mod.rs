@@ -496,9 +496,10 @@ impl Hdf5Source {
         let plain_file = (plain && holds && !self.attrs_json)
             .then(|| self.plain_file(&group))
             .flatten();
-        let window = plain::HeaderWindow::new(&read_at, self.source.len());
-        let read_window = |offset, buf: &mut [u8]| window.read(offset, buf);
-        let ours = plain_file.and_then(|file| self.symbol_table(&group, &read_window, file));
+        // Symbol nodes and object headers lie in different places: a window each.
+        let nodes = plain::HeaderWindow::new(&read_at, self.source.len());
+        let read_nodes = |offset, buf: &mut [u8]| nodes.read(offset, buf);
+        let ours = plain_file.and_then(|file| self.symbol_table(&group, &read_nodes, file));
         let links_read_ourselves = ours.is_some();
         let links = match ours {
             Some(links) => links,
@@ -506,6 +507,8 @@ impl Hdf5Source {
                 ffi::links(group.id()).map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?
             }
         };
+        let headers = plain::HeaderWindow::new(&read_at, self.source.len());
+        let read_window = |offset, buf: &mut [u8]| headers.read(offset, buf);
         listing.entries.reserve(links.len());
         let mut new = Vec::with_capacity(links.len());
         // Indices of the entries whose key is an index into `new`.
@@ -748,8 +751,8 @@ fn root_readable(file: &hdf5::File, source: &SourceFile) -> hdf5::Result<()> {
         ffi::symbol_k(id),
     ) {
         let read_at = |offset, buf: &mut [u8]| source.read_at(offset, buf);
-        let window = plain::HeaderWindow::new(&read_at, source.len());
-        if stab::links(&|offset, buf| window.read(offset, buf), addr, layout, k).is_some() {
+        let nodes = plain::HeaderWindow::new(&read_at, source.len());
+        if stab::links(&|offset, buf| nodes.read(offset, buf), addr, layout, k).is_some() {
             return Ok(());
         }
     }

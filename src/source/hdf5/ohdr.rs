@@ -114,11 +114,12 @@ impl Messages {
     }
 }
 
-/// One message of a version 1 object header.
+/// One message of a version 1 object header: its data is `HeaderV1::data`.
 pub struct Message {
     pub kind: u16,
     pub flags: u8,
-    pub data: Vec<u8>,
+    at: usize,
+    len: usize,
 }
 
 /// A version 1 object header read strictly: every block consumed exactly, every message
@@ -130,11 +131,14 @@ pub struct HeaderV1 {
     pub refcount: u32,
     /// Its messages, continuation messages left out.
     pub messages: Vec<Message>,
+    /// The messages' data, one after the other (one allocation for all).
+    bytes: Vec<u8>,
 }
 
 impl HeaderV1 {
     pub fn read(read_at: ReadAt, addr: u64, layout: FileLayout) -> Option<HeaderV1> {
-        let prefix = read_block(read_at, addr, layout, 16).ok()?;
+        let mut prefix = [0u8; 16];
+        read_at(addr.checked_add(layout.base)?, &mut prefix).ok()?;
         if prefix[0] != 1 || prefix[1] != 0 {
             return None;
         }
@@ -144,61 +148,74 @@ impl HeaderV1 {
         if size > MAX_BLOCK_BYTES {
             return None;
         }
-        let first = read_block(read_at, addr.checked_add(16)?, layout, size).ok()?;
-        let mut messages = Vec::new();
-        let mut walked = walk_v1_strict(&first, &mut messages)?;
-        let mut pending = take_continuations_v1(&mut messages, layout);
+        let mut header = HeaderV1 {
+            refcount,
+            messages: Vec::with_capacity(declared.min(64)),
+            bytes: Vec::with_capacity(size as usize),
+        };
+        let mut block = read_block(read_at, addr.checked_add(16)?, layout, size).ok()?;
+        let mut walked = header.walk(&block)?;
+        let mut pending = header.take_continuations(layout);
         let mut blocks = 1;
         while let Some((at, length)) = pending.pop() {
             blocks += 1;
             if blocks > MAX_BLOCKS || length > MAX_BLOCK_BYTES || walked > declared {
                 return None;
             }
-            let block = read_block(read_at, at, layout, length).ok()?;
-            let mut found = Vec::new();
-            walked += walk_v1_strict(&block, &mut found)?;
-            pending.extend(take_continuations_v1(&mut found, layout));
-            messages.extend(found);
+            block = read_block(read_at, at, layout, length).ok()?;
+            walked += header.walk(&block)?;
+            pending.extend(header.take_continuations(layout));
         }
-        (walked == declared).then_some(HeaderV1 { refcount, messages })
+        (walked == declared).then_some(header)
     }
-}
 
-/// Version 1 messages of one block, which they must fill exactly; returns how many.
-fn walk_v1_strict(mut block: &[u8], out: &mut Vec<Message>) -> Option<usize> {
-    let mut count = 0;
-    while !block.is_empty() {
-        let head = block.get(..8)?;
-        let kind = u16::from_le_bytes([head[0], head[1]]);
-        let size = usize::from(u16::from_le_bytes([head[2], head[3]]));
-        if size % 8 != 0 {
-            return None;
+    /// The data of message `m`.
+    pub fn data(&self, m: &Message) -> &[u8] {
+        &self.bytes[m.at..m.at + m.len]
+    }
+
+    /// Adds the version 1 messages of one block, which they must fill exactly; returns how
+    /// many.
+    fn walk(&mut self, mut block: &[u8]) -> Option<usize> {
+        let mut count = 0;
+        while !block.is_empty() {
+            let head = block.get(..8)?;
+            let kind = u16::from_le_bytes([head[0], head[1]]);
+            let len = usize::from(u16::from_le_bytes([head[2], head[3]]));
+            if len % 8 != 0 {
+                return None;
+            }
+            let data = block.get(8..8 + len)?;
+            self.messages.push(Message {
+                kind,
+                flags: head[4],
+                at: self.bytes.len(),
+                len,
+            });
+            self.bytes.extend_from_slice(data);
+            block = &block[8 + len..];
+            count += 1;
         }
-        let data = block.get(8..8 + size)?;
-        out.push(Message {
-            kind,
-            flags: head[4],
-            data: data.to_vec(),
+        Some(count)
+    }
+
+    /// Removes the continuation messages; returns (address, length) of each. One too
+    /// short to hold its address and length is kept, for the caller to refuse as a message
+    /// it does not know.
+    fn take_continuations(&mut self, layout: FileLayout) -> Vec<(u64, u64)> {
+        let (a, s) = (layout.sizeof_addr, layout.sizeof_size);
+        let mut found = Vec::new();
+        let bytes = &self.bytes;
+        self.messages.retain(|m| {
+            if m.kind != CONTINUATION || m.len < a + s {
+                return true;
+            }
+            let data = &bytes[m.at..m.at + m.len];
+            found.push((le(&data[..a]), le(&data[a..a + s])));
+            false
         });
-        block = &block[8 + size..];
-        count += 1;
+        found
     }
-    Some(count)
-}
-
-/// [`take_continuations`] for [`Message`]s; a continuation message too short to hold its
-/// address and length is kept, for the caller to refuse as a message it does not know.
-fn take_continuations_v1(messages: &mut Vec<Message>, layout: FileLayout) -> Vec<(u64, u64)> {
-    let (a, s) = (layout.sizeof_addr, layout.sizeof_size);
-    let mut found = Vec::new();
-    messages.retain(|m| {
-        if m.kind != CONTINUATION || m.data.len() < a + s {
-            return true;
-        }
-        found.push((le(&m.data[..a]), le(&m.data[a..a + s])));
-        false
-    });
-    found
 }
 
 /// The value bytes of attribute message `data` if it is attribute `name`.

@@ -72,21 +72,21 @@ pub fn describe(read_at: ReadAt, addr: u64, file: PlainFile) -> Option<PlainData
             return None;
         }
     }
-    let shape = dataspace(&one(DATASPACE)?.data, file.layout.sizeof_size)?;
-    let dtype = datatype(&one(DATATYPE)?.data)?;
+    let shape = dataspace(header.data(one(DATASPACE)?), file.layout.sizeof_size)?;
+    let dtype = datatype(header.data(one(DATATYPE)?))?;
     let size = dtype.itemsize() as u64;
     for m in header
         .messages
         .iter()
         .filter(|m| matches!(m.kind, FILL | FILL_OLD))
     {
-        fill_is_plain(m, size)?;
+        fill_is_plain(m.kind, header.data(m), size)?;
     }
     let bytes = shape
         .iter()
         .try_fold(size, |n, &d| n.checked_mul(d))
         .filter(|&n| n > 0)?;
-    let addr = contiguous_address(&one(LAYOUT)?.data, file.layout, bytes)?;
+    let addr = contiguous_address(header.data(one(LAYOUT)?), file.layout, bytes)?;
     let end = addr.checked_add(bytes)?;
     if end > file.eoa {
         return None;
@@ -172,10 +172,9 @@ fn datatype(data: &[u8]) -> Option<Dtype> {
 
 /// Whether a fill value message is one libhdf5 takes as it is: no value, or a value of the
 /// dataset's element size.
-fn fill_is_plain(m: &Message, size: u64) -> Option<()> {
-    let data = &m.data;
+fn fill_is_plain(kind: u16, data: &[u8], size: u64) -> Option<()> {
     let value_size = |at: usize| data.get(at..at + 4).map(le);
-    let stored = match (m.kind, *data.first()?) {
+    let stored = match (kind, *data.first()?) {
         (FILL_OLD, _) => Some(value_size(0)?),
         // Versions 1 and 2: allocation time, write time, whether a value is defined, then
         // the value's size (version 2: only if defined).
@@ -219,8 +218,10 @@ fn le(bytes: &[u8]) -> u64 {
     bytes.iter().rev().fold(0, |n, &b| (n << 8) | u64::from(b))
 }
 
-/// Reads of one listing's object headers, served from windows of the file: the headers of
-/// a group's datasets usually lie close together, and one `pread` then serves many.
+/// Reads of one listing's metadata, served from a window of the file: the headers of a
+/// group's datasets usually lie close together, and one `pread` then serves many. Reads
+/// that jump between two regions (symbol nodes, then object headers) each want a window of
+/// their own.
 pub struct HeaderWindow<'a> {
     read_at: ReadAt<'a>,
     len: u64,

@@ -48,8 +48,9 @@ pub fn links(read_at: ReadAt, addr: u64, layout: FileLayout, k: SymbolK) -> Opti
         return None;
     }
     let a = layout.sizeof_addr;
-    let btree = le(table.data.get(..a)?);
-    let heap = local_heap(read_at, le(table.data.get(a..2 * a)?), layout)?;
+    let table = header.data(table);
+    let btree = le(table.get(..a)?);
+    let heap = local_heap(read_at, le(table.get(a..2 * a)?), layout)?;
     let mut walk = Walk {
         read_at,
         layout,
