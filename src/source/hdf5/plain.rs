@@ -82,6 +82,13 @@ pub fn describe(read_at: ReadAt, addr: u64, file: PlainFile) -> Option<PlainData
     {
         fill_is_plain(m.kind, header.data(m), size)?;
     }
+    let mut times = header
+        .messages
+        .iter()
+        .filter(|m| matches!(m.kind, MTIME | MTIME_OLD));
+    if !times.all(|m| mtime_is_plain(m.kind, header.data(m))) {
+        return None;
+    }
     let bytes = shape
         .iter()
         .try_fold(size, |n, &d| n.checked_mul(d))
@@ -171,25 +178,40 @@ fn datatype(data: &[u8]) -> Option<Dtype> {
 }
 
 /// Whether a fill value message is one libhdf5 takes as it is: no value, or a value of the
-/// dataset's element size.
+/// dataset's element size that the message holds.
 fn fill_is_plain(kind: u16, data: &[u8], size: u64) -> Option<()> {
-    let value_size = |at: usize| data.get(at..at + 4).map(le);
-    let stored = match (kind, *data.first()?) {
-        (FILL_OLD, _) => Some(value_size(0)?),
+    // Where the value's size is, if a value follows.
+    let size_at = match (kind, *data.first()?) {
+        (FILL_OLD, _) => Some(0),
         // Versions 1 and 2: allocation time, write time, whether a value is defined, then
         // the value's size (version 2: only if defined).
-        (_, 1) => Some(value_size(4)?),
+        (_, 1) => Some(4),
         (_, 2) if *data.get(3)? == 0 => None,
-        (_, 2) => Some(value_size(4)?),
-        // Version 3: flags; bit 5 says a value follows, bit 4 that it is undefined.
-        (_, 3) if *data.get(1)? & 0xC0 != 0 => return None,
-        (_, 3) if *data.get(1)? & 0x20 != 0 => Some(value_size(2)?),
-        (_, 3) => None,
+        (_, 2) => Some(4),
+        // Version 3: flags; bit 4 says the value is undefined, bit 5 that one follows.
+        (_, 3) => match *data.get(1)? >> 4 {
+            0 | 1 => None,
+            2 => Some(2),
+            _ => return None,
+        },
         _ => return None,
     };
-    match stored {
-        Some(n) if n != 0 && n != size => None,
-        _ => Some(()),
+    let Some(at) = size_at else {
+        return Some(());
+    };
+    let stored = data.get(at..at + 4).map(le)?;
+    let held = data.len() as u64 >= at as u64 + 4 + stored;
+    (stored == 0 || (stored == size && held)).then_some(())
+}
+
+/// Whether a modification time message is one libhdf5 decodes: version 1 with its
+/// seconds, or the old form of 14 digits (`YYYYMMDDhhmmss`).
+fn mtime_is_plain(kind: u16, data: &[u8]) -> bool {
+    match kind {
+        MTIME => data.len() >= 8 && data[0] == 1,
+        _ => data
+            .get(..14)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit)),
     }
 }
 
@@ -298,6 +320,25 @@ mod tests {
         assert_eq!(dataspace(&unlimited, 8), None);
         assert_eq!(dataspace(&[2, 0, 0, 0], 8), Some(vec![]));
         assert_eq!(dataspace(&[2, 0, 0, 2], 8), None);
+    }
+
+    #[test]
+    fn fill_values_and_times_libhdf5_would_refuse_are_left_to_it() {
+        // Version 2, defined, 8 bytes: held, or cut short.
+        let mut fill = vec![2, 2, 2, 1, 8, 0, 0, 0];
+        assert_eq!(fill_is_plain(FILL, &fill, 8), None);
+        fill.extend(1.5f64.to_le_bytes());
+        assert_eq!(fill_is_plain(FILL, &fill, 8), Some(()));
+        assert_eq!(fill_is_plain(FILL, &fill, 4), None);
+        // Version 3: undefined; a value; both at once; reserved bits.
+        assert_eq!(fill_is_plain(FILL, &[3, 0x10], 8), Some(()));
+        assert_eq!(fill_is_plain(FILL, &[3, 0x20, 0, 0, 0, 0], 8), Some(()));
+        assert_eq!(fill_is_plain(FILL, &[3, 0x30, 0, 0, 0, 0], 8), None);
+        assert_eq!(fill_is_plain(FILL, &[3, 0x40], 8), None);
+        assert!(mtime_is_plain(MTIME, &[1, 0, 0, 0, 9, 9, 9, 9]));
+        assert!(!mtime_is_plain(MTIME, &[2, 0, 0, 0, 9, 9, 9, 9]));
+        assert!(mtime_is_plain(MTIME_OLD, b"20261126233000\0\0"));
+        assert!(!mtime_is_plain(MTIME_OLD, b"2026112623300x\0\0"));
     }
 
     #[test]
