@@ -16,6 +16,9 @@ pub enum Error {
     NotSymlink,
     #[error("no such attribute")]
     NoXattr,
+    /// An extended attribute outside the `user.` namespace, the only one arrfs has.
+    #[error("attribute namespace not supported")]
+    XattrNamespace,
     #[error("read-only file system")]
     ReadOnly,
     #[error("{}: {source}", path.display())]
@@ -85,6 +88,7 @@ impl Error {
             Error::IsDir => libc::EISDIR,
             Error::NotSymlink => libc::EINVAL,
             Error::NoXattr => libc::ENODATA,
+            Error::XattrNamespace => libc::EOPNOTSUPP,
             Error::ReadOnly => libc::EROFS,
             Error::Usage(_) | Error::Mount(_) => libc::EINVAL,
             Error::Io { source, .. } => match source.raw_os_error() {

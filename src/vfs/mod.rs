@@ -64,6 +64,9 @@ pub struct Fs {
     read_delay: Option<std::time::Duration>,
 }
 
+/// The one extended attribute namespace of every node (sources name theirs `user.*`).
+const USER_NAMESPACE: &[u8] = b"user.";
+
 /// Set to a number of milliseconds to make every file read wait that long first: how the
 /// tests get a read that is still in flight when the mount is told to stop.
 pub const READ_DELAY_ENV: &str = "ARRFS_FAULT_READ_DELAY_MS";
@@ -305,8 +308,16 @@ impl Fs {
         }
     }
 
-    /// The value of extended attribute `name`.
+    /// The value of extended attribute `name`. Sources give only `user.` attributes: a
+    /// name in another namespace is not supported (EOPNOTSUPP, as the kernel answers for a
+    /// namespace a filesystem has no handler for) rather than absent. `ls -l` asks every
+    /// file for its SELinux label and its ACL, and stops asking a device after the first
+    /// EOPNOTSUPP: 200,000 round trips fewer for a directory of 100,000 files.
     pub fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
+        if !name.as_bytes().starts_with(USER_NAMESPACE) {
+            self.node(ino)?;
+            return Err(Error::XattrNamespace);
+        }
         self.xattrs(ino)?
             .into_iter()
             .find(|(n, _)| n.as_bytes() == name.as_bytes())

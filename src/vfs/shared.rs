@@ -74,51 +74,48 @@ fn take_field<'a>(rest: &mut &'a [u8]) -> &'a [u8] {
     field
 }
 
-/// An interned array, found by its encoded header.
-struct ByEncoded(Arc<NpyArray>);
+/// An interned array, found by its header (dtype, shape, order): equal headers encode
+/// alike, and comparing them costs less than encoding one for every entry listed.
+struct ByHeader(Arc<NpyArray>);
 
-impl Borrow<[u8]> for ByEncoded {
-    fn borrow(&self) -> &[u8] {
-        &self.0.layout.header
+impl Borrow<NpyHeader> for ByHeader {
+    fn borrow(&self) -> &NpyHeader {
+        &self.0.header
     }
 }
 
-impl Hash for ByEncoded {
+impl Hash for ByHeader {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        <Self as Borrow<[u8]>>::borrow(self).hash(state)
+        self.0.header.hash(state)
     }
 }
 
-impl PartialEq for ByEncoded {
+impl PartialEq for ByHeader {
     fn eq(&self, other: &Self) -> bool {
-        self.0.layout.header == other.0.layout.header
+        self.0.header == other.0.header
     }
 }
 
-impl Eq for ByEncoded {}
+impl Eq for ByHeader {}
 
 /// The values shared by the nodes of one tree. Entries are never dropped: nodes are not
 /// either.
 #[derive(Default)]
 pub struct Interner {
-    arrays: Mutex<HashSet<ByEncoded>>,
+    arrays: Mutex<HashSet<ByHeader>>,
     xattrs: Mutex<HashSet<Arc<[u8]>>>,
 }
 
 impl Interner {
     /// The shared array whose header this is.
     pub fn array(&self, header: NpyHeader) -> Arc<NpyArray> {
-        let encoded = header.encode();
         let mut arrays = self.arrays.lock().unwrap();
-        if let Some(known) = arrays.get(encoded.as_slice()) {
-            // The encoding names dtype, order and shape; compared anyway, as it costs nothing.
-            if known.0.header == header {
-                return known.0.clone();
-            }
-            return Arc::new(new_array(header, encoded));
+        if let Some(known) = arrays.get(&header) {
+            return known.0.clone();
         }
+        let encoded = header.encode();
         let array = Arc::new(new_array(header, encoded));
-        arrays.insert(ByEncoded(array.clone()));
+        arrays.insert(ByHeader(array.clone()));
         array
     }
 

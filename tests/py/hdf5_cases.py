@@ -367,6 +367,17 @@ def check_tree(path, mnt, files):
     for name in ["refs", "vlen_ints", "null"]:
         assert f"{name}: " in skipped, skipped
     assert "external_missing: " in xattr(f"{mnt}/links", "user.arrfs.skipped")
+    # Only `user.` attributes exist: others are not supported (so `ls -l` stops asking for
+    # SELinux labels and ACLs), a missing `user.` one is absent.
+    for p, name, code in [(f"{mnt}/bool.npy", "security.selinux", errno.EOPNOTSUPP),
+                          (mnt, "system.posix_acl_access", errno.EOPNOTSUPP),
+                          (f"{mnt}/bool.npy", "user.h5.missing", errno.ENODATA)]:
+        try:
+            xattr(p, name)
+        except OSError as e:
+            assert e.errno == code, (name, e)
+        else:
+            raise AssertionError(f"{name} has a value")
     # Read-only everywhere.
     for attempt in [lambda: open(f"{mnt}/bool.npy", "r+b"), lambda: open(f"{mnt}/new.npy", "wb"),
                     lambda: os.mkdir(f"{mnt}/d"), lambda: os.unlink(f"{mnt}/bool.npy"),

@@ -24,6 +24,7 @@ use super::ffi::{file_layout, h5check, header_address, pointer_bytes, read_hyper
 use super::filters::{stored_filters, FilterError, FilterPipeline, StoredFilter};
 use super::heap::{HeapError, ReadAt, VlenRefs};
 use super::ohdr::Messages;
+use super::plain::PlainDataset;
 use super::records::{
     pack_records, read_records, record_dtype, record_mem_type, string_width, Cell, MemberKind,
     RecordMember,
@@ -253,8 +254,36 @@ impl DatasetInfo {
         self.unit / self.element.strings_per_element().max(1)
     }
 
+    /// A dataset described from its object header ([`PlainDataset`]): what [`Self::describe`]
+    /// gives for it.
+    pub fn plain(path: &str, plain: PlainDataset) -> DatasetInfo {
+        DatasetInfo {
+            path: path.to_string(),
+            unit: plain.dtype.itemsize(),
+            shape: plain.shape,
+            element: ElementType::Fixed {
+                dtype: plain.dtype,
+                dims: Vec::new(),
+            },
+            read_path: ReadPath::Contiguous {
+                offset: plain.offset,
+            },
+            chunks: None,
+            chunk_index: None,
+            filters: Vec::new(),
+            converts: false,
+        }
+    }
+
     /// The dataset's xattrs; `read_at` as for [`xattrs_of`].
     pub fn xattrs(&self, ds: &hdf5::Dataset, read_at: Option<ReadAt>) -> Vec<Xattr> {
+        let mut out = self.layout_xattrs();
+        out.extend(xattrs_of(ds, read_at));
+        out
+    }
+
+    /// The xattrs arrfs adds (chunks, filters, chunk index), not the dataset's attributes.
+    pub fn layout_xattrs(&self) -> Vec<Xattr> {
         let chunks = match &self.chunks {
             Some(dims) => format!("{dims:?}"),
             None => "none".to_string(),
@@ -269,7 +298,6 @@ impl DatasetInfo {
         if let Some(index) = self.chunk_index {
             out.push(("user.arrfs.chunk_index".to_string(), index.into()));
         }
-        out.extend(xattrs_of(ds, read_at));
         out
     }
 

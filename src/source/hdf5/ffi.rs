@@ -194,6 +194,9 @@ pub unsafe fn external_files(dcpl: hid_t) -> Vec<std::path::PathBuf> {
 }
 
 extern "C" {
+    // H5Fpublic.h, not bound by hdf5-sys: the end of allocated space, absolute (the user
+    // block included).
+    fn H5Fget_eoa(file_id: hid_t, eoa: *mut haddr_t) -> herr_t;
     // H5VLnative.h (HDF5 1.12 and later), not bound by hdf5-sys: the address a token of the
     // native file format holds.
     fn H5VLnative_token_to_addr(loc_id: hid_t, token: H5O_token_t, addr: *mut haddr_t) -> herr_t;
@@ -230,5 +233,107 @@ pub fn file_layout(obj: hid_t) -> Option<FileLayout> {
             sizeof_addr,
             sizeof_size,
         })
+    })
+}
+
+/// The end of allocated space of the file that holds `obj`, relative to its base (`base`,
+/// the user block), as libhdf5 checks raw data addresses against it. None if the driver
+/// cannot tell (only drivers fit for SWMR answer).
+pub fn relative_eoa(obj: hid_t, base: u64) -> Option<u64> {
+    // SAFETY: under HDF5's lock, a query of a file id owned by a `Hid`, writing only into
+    // a local.
+    sync(|| unsafe {
+        let file = Hid::new(H5Iget_file_id(obj)).ok()?;
+        let mut eoa: haddr_t = HADDR_UNDEF;
+        h5check(H5Fget_eoa(file.0, &mut eoa)).ok()?;
+        (eoa != HADDR_UNDEF)
+            .then(|| eoa.checked_sub(base))
+            .flatten()
+    })
+}
+
+/// One link of a group, as [`links`] gives it.
+pub struct Link {
+    /// Its name, as hdf5-metno gives names (invalid UTF-8 replaced).
+    pub name: String,
+    pub kind: hdf5::LinkType,
+    /// The object header address a hard link with a UTF-8 name points at (relative to the
+    /// file's base); None for other links.
+    pub address: Option<u64>,
+}
+
+/// The links of group `group` in increasing name order, as `Group::links` lists them, with
+/// the address a hard link points at (which `Group::links` does not give).
+pub fn links(group: hid_t) -> hdf5::Result<Vec<Link>> {
+    use hdf5_sys::h5::{H5_index_t, H5_iter_order_t};
+    use hdf5_sys::h5l::{H5L_info2_t, H5L_type_t, H5Literate2};
+
+    struct Found {
+        links: Vec<Link>,
+    }
+    unsafe extern "C" fn each(
+        group: hid_t,
+        name: *const c_char,
+        info: *const H5L_info2_t,
+        data: *mut c_void,
+    ) -> herr_t {
+        // SAFETY: libhdf5 passes the name and info of one link, valid during this call, and
+        // `data` is the `Found` given to H5Literate2 below, borrowed by no one else.
+        let (found, name, info) =
+            unsafe { (&mut *data.cast::<Found>(), CStr::from_ptr(name), &*info) };
+        let text = name.to_string_lossy();
+        let utf8 = matches!(text, std::borrow::Cow::Borrowed(_));
+        let address = (info.type_ == H5L_type_t::H5L_TYPE_HARD && utf8)
+            .then(|| {
+                let mut u = info.u;
+                // SAFETY: a hard link's info holds a token; the copy `u` is ours to read.
+                let token = unsafe { *u.token() };
+                let mut addr: haddr_t = HADDR_UNDEF;
+                // SAFETY: a token of the group's own (native) file; writes only `addr`.
+                let ok = unsafe { H5VLnative_token_to_addr(group, token, &mut addr) } >= 0;
+                (ok && addr != HADDR_UNDEF).then_some(addr)
+            })
+            .flatten();
+        found.links.push(Link {
+            name: text.into_owned(),
+            kind: info.type_.into(),
+            address,
+        });
+        0
+    }
+    let mut found = Found { links: Vec::new() };
+    sync(|| {
+        let mut index = 0;
+        // SAFETY: `each` matches H5L_iterate2_t and `found` outlives the iteration.
+        h5check(unsafe {
+            H5Literate2(
+                group,
+                H5_index_t::H5_INDEX_NAME,
+                H5_iter_order_t::H5_ITER_INC,
+                &mut index,
+                Some(each),
+                (&mut found as *mut Found).cast(),
+            )
+        })
+    })?;
+    Ok(found.links)
+}
+
+/// The "group internal/leaf node K" of the file that holds `obj` (its superblock's B-tree
+/// node sizes for old-style groups).
+pub fn symbol_k(obj: hid_t) -> Option<super::stab::SymbolK> {
+    // SAFETY: under HDF5's lock, plain queries of ids owned by `Hid`s, writing only into
+    // locals.
+    sync(|| unsafe {
+        let file = Hid::new(H5Iget_file_id(obj)).ok()?;
+        let fcpl = Hid::new(H5Fget_create_plist(file.0)).ok()?;
+        let (mut internal, mut leaf) = (0, 0);
+        h5check(hdf5_sys::h5p::H5Pget_sym_k(
+            fcpl.0,
+            &mut internal,
+            &mut leaf,
+        ))
+        .ok()?;
+        (internal > 0 && leaf > 0).then_some(super::stab::SymbolK { internal, leaf })
     })
 }

@@ -16,8 +16,10 @@ mod ffi;
 mod filters;
 mod heap;
 mod ohdr;
+mod plain;
 pub mod probe;
 mod records;
+mod stab;
 mod types;
 pub mod vfd;
 mod vlen;
@@ -62,7 +64,7 @@ use error::Hdf5Error;
 
 use crate::error::{Error, Result};
 use crate::io::{stable_hash, Location, SourceFile};
-use crate::source::{Entry, EntryKind, Key, Listing, Skipped, Source, SourceOptions};
+use crate::source::{Entry, EntryKind, Key, Listing, Skipped, Source, SourceOptions, ROOT};
 
 /// How many datasets keep an open handle (and HDF5 chunk cache) between reads.
 const OPEN_DATASETS: usize = 16;
@@ -194,11 +196,10 @@ impl Hdf5Source {
             options.external_links_any,
             access == Hdf5Access::Path,
         );
-        // Opening the root group reads the superblock and root object header: a truncated
-        // or corrupt file fails here, at mount, rather than on first `ls`.
-        file.group("/")
-            .and_then(|g| g.links(IndexType::Name, IterationOrder::Increasing))
-            .map_err(|e| Hdf5Error::from(e).opening(path))?;
+        // Opening the root group and reading its links reads the superblock, the root
+        // object header and its link index: a truncated or corrupt file fails here, at
+        // mount, rather than on first `ls`.
+        root_readable(&file, &source).map_err(|e| Hdf5Error::from(e).opening(path))?;
         let per_dataset = (options.cache_size as usize / OPEN_DATASETS).clamp(1 << 20, 64 << 20);
         let fallback_forced = direct::fallback_forced();
         if fallback_forced {
@@ -466,6 +467,221 @@ impl Hdf5Source {
     }
 }
 
+impl Hdf5Source {
+    /// The listing of group `dir`. `plain`: datasets whose object header we read ourselves
+    /// are described from it ([`plain`]); the others, and all with `plain` false, by
+    /// libhdf5.
+    fn list_objects(&self, dir: Key, plain: bool) -> Result<GroupListing> {
+        let gpath = self.group_path(dir)?;
+        let group = self
+            .file
+            .group(&gpath)
+            .map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
+        let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
+        let holds = self.holds(&group);
+        let group_read_at: Option<heap::ReadAt> = holds.then_some(&read_at);
+        let mut listing = Listing {
+            xattrs: attrs::xattrs_of(&group, group_read_at),
+            ..Listing::default()
+        };
+        if self.attrs_json {
+            listing.entries.extend(attrs::sidecar(
+                ".attrs.json".into(),
+                &group,
+                false,
+                group_read_at,
+            ));
+        }
+        // Sidecars of datasets list their attributes through libhdf5.
+        let plain_file = (plain && holds && !self.attrs_json)
+            .then(|| self.plain_file(&group))
+            .flatten();
+        // Symbol nodes and object headers lie in different places: a window each.
+        let nodes = plain::HeaderWindow::new(&read_at, self.source.len());
+        let read_nodes = |offset, buf: &mut [u8]| nodes.read(offset, buf);
+        let ours = plain_file.and_then(|file| self.symbol_table(&group, &read_nodes, file));
+        let links_read_ourselves = ours.is_some();
+        let links = match ours {
+            Some(links) => links,
+            None => {
+                ffi::links(group.id()).map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?
+            }
+        };
+        let headers = plain::HeaderWindow::new(&read_at, self.source.len());
+        let read_window = |offset, buf: &mut [u8]| headers.read(offset, buf);
+        listing.entries.reserve(links.len());
+        let mut new = Vec::with_capacity(links.len());
+        // Indices of the entries whose key is an index into `new`.
+        let mut owners = Vec::with_capacity(links.len());
+        let mut described_plain = 0;
+        for link in links {
+            let objects = new.len();
+            let plain_entry = plain_file.and_then(|file| {
+                let addr = link.address?;
+                let found = plain::describe(&read_window, addr, file)?;
+                Some(self.plain_entry(&gpath, &link.name, found, &mut new))
+            });
+            let entry = match plain_entry {
+                Some(entry) => {
+                    described_plain += 1;
+                    Ok(entry)
+                }
+                None => self.entry_of(&group, &gpath, &link.name, link.kind, &mut new),
+            };
+            match entry {
+                Ok(entry) => {
+                    if new.len() > objects {
+                        owners.push(listing.entries.len());
+                    }
+                    let sidecar = self.dataset_sidecar(&group, &link.name, &entry);
+                    listing.entries.push(entry);
+                    listing.entries.extend(sidecar);
+                }
+                Err(e) => {
+                    let what = join(&gpath, &link.name);
+                    let why = e.skip_reason(self.path(), &what)?;
+                    log::debug!("{}: {what} left out: {why}", self.path().display());
+                    listing.skipped.push(Skipped::new(link.name, why));
+                }
+            }
+        }
+        Ok(GroupListing {
+            listing,
+            new,
+            owners,
+            described_plain,
+            links_read_ourselves,
+        })
+    }
+
+    /// The links of old-style group `group`, read from its symbol table ourselves
+    /// ([`stab`]), or None: then libhdf5 lists them.
+    fn symbol_table(
+        &self,
+        group: &hdf5::Group,
+        read_at: heap::ReadAt,
+        file: plain::PlainFile,
+    ) -> Option<Vec<ffi::Link>> {
+        let addr = ffi::header_address(group.id())?;
+        let k = ffi::symbol_k(group.id())?;
+        stab::links(read_at, addr, file.layout, k)
+    }
+
+    /// What describing the object headers of `group`'s file ourselves needs, if it can be
+    /// had.
+    fn plain_file(&self, group: &hdf5::Group) -> Option<plain::PlainFile> {
+        let layout = ffi::file_layout(group.id())?;
+        let eoa = ffi::relative_eoa(group.id(), layout.base)?;
+        Some(plain::PlainFile { layout, eoa })
+    }
+
+    /// The entry of dataset `name` of group `gpath`, described from its object header.
+    fn plain_entry(
+        &self,
+        gpath: &str,
+        name: &str,
+        found: plain::PlainDataset,
+        new: &mut Vec<Object>,
+    ) -> Entry {
+        let info = DatasetInfo::plain(&join(gpath, name), found);
+        let ReadPath::Contiguous { offset } = info.read_path else {
+            unreachable!("a plain dataset is contiguous");
+        };
+        new.push(Object::Contiguous(offset));
+        let key = (new.len() - 1) as Key;
+        let mut entry = Entry::new(
+            format!("{name}.npy"),
+            key,
+            EntryKind::Array(info.npy_header()),
+        );
+        entry.xattrs = info.layout_xattrs();
+        entry
+    }
+
+    /// Lists every group both ways (links read from symbol tables and datasets described
+    /// from their object header where we can, and all by libhdf5) and returns how many
+    /// plain datasets and symbol tables were compared and every difference found: entries
+    /// (names, headers, xattrs, links, identities), objects (offsets) and skipped children
+    /// must be the same. For tests.
+    pub fn compare_plain_listings(&self) -> Result<PlainComparison> {
+        let mut dirs = vec![ROOT];
+        let mut entered = std::collections::HashSet::new();
+        let mut found = PlainComparison::default();
+        while let Some(dir) = dirs.pop() {
+            let gpath = self.group_path(dir)?;
+            let (Ok(fast), Ok(slow)) =
+                (self.list_objects(dir, true), self.list_objects(dir, false))
+            else {
+                continue;
+            };
+            found.datasets += fast.described_plain;
+            found.symbol_tables += usize::from(fast.links_read_ourselves);
+            let label = |l: &GroupListing| {
+                let objects: Vec<String> = l.new.iter().map(Object::label).collect();
+                format!("{:?}\n{objects:?}\n{:?}", l.listing, l.owners)
+            };
+            let (a, b) = (label(&fast), label(&slow));
+            if a != b {
+                found
+                    .differences
+                    .push(format!("{gpath}:\n  plain:   {a}\n  libhdf5: {b}"));
+            }
+            let GroupListing {
+                listing,
+                new,
+                owners,
+                ..
+            } = slow;
+            let first = self.register_all(new);
+            for i in owners {
+                let entry = &listing.entries[i];
+                let fresh = entry.identity.is_none_or(|id| entered.insert(id));
+                if matches!(entry.kind, EntryKind::Dir) && fresh {
+                    dirs.push(entry.key + first);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// What [`Hdf5Source::compare_plain_listings`] compared, and the differences it found.
+#[derive(Debug, Default)]
+pub struct PlainComparison {
+    /// Datasets described from their object header.
+    pub datasets: usize,
+    /// Groups whose links were read from their symbol table.
+    pub symbol_tables: usize,
+    pub differences: Vec<String>,
+}
+
+/// One group's listing before its objects are registered.
+struct GroupListing {
+    listing: Listing,
+    /// The objects the entries' keys are to name: a key is an index into them until they
+    /// are registered.
+    new: Vec<Object>,
+    /// The indices of the entries whose key is such an index.
+    owners: Vec<usize>,
+    /// How many datasets were described from their object header.
+    described_plain: usize,
+    /// Whether the group's links were read from its symbol table ([`stab`]).
+    links_read_ourselves: bool,
+}
+
+impl Object {
+    /// What the object is, for [`Hdf5Source::compare_plain_listings`].
+    fn label(&self) -> String {
+        match self {
+            Object::Group(path) => format!("group {path}"),
+            Object::Dataset(path) => format!("dataset {path}"),
+            Object::Contiguous(at) => format!("contiguous at {at}"),
+            Object::ForeignDataset(path) => format!("foreign dataset {path}"),
+            Object::Described(info) => format!("described {info:?}"),
+        }
+    }
+}
+
 impl Drop for Hdf5Source {
     fn drop(&mut self) {
         if let Some(reads) = self.driver_reads() {
@@ -481,47 +697,12 @@ impl Drop for Hdf5Source {
 
 impl Source for Hdf5Source {
     fn list(&self, dir: Key) -> Result<Listing> {
-        let gpath = self.group_path(dir)?;
-        let group = self
-            .file
-            .group(&gpath)
-            .map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
-        let links = group
-            .links(IndexType::Name, IterationOrder::Increasing)
-            .map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?;
-        let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
-        let read_at: Option<heap::ReadAt> = self.holds(&group).then_some(&read_at);
-        let mut listing = Listing {
-            xattrs: attrs::xattrs_of(&group, read_at),
-            ..Listing::default()
-        };
-        if self.attrs_json {
-            listing
-                .entries
-                .extend(attrs::sidecar(".attrs.json".into(), &group, false, read_at));
-        }
-        let mut new = Vec::new();
-        // Indices of the entries whose key is an index into `new`.
-        let mut owners = Vec::new();
-        for (name, link) in links {
-            let objects = new.len();
-            match self.entry_of(&group, &gpath, &name, link.link_type, &mut new) {
-                Ok(entry) => {
-                    if new.len() > objects {
-                        owners.push(listing.entries.len());
-                    }
-                    let sidecar = self.dataset_sidecar(&group, &name, &entry);
-                    listing.entries.push(entry);
-                    listing.entries.extend(sidecar);
-                }
-                Err(e) => {
-                    let what = join(&gpath, &name);
-                    let why = e.skip_reason(self.path(), &what)?;
-                    log::debug!("{}: {what} left out: {why}", self.path().display());
-                    listing.skipped.push(Skipped::new(name, why));
-                }
-            }
-        }
+        let GroupListing {
+            mut listing,
+            new,
+            owners,
+            ..
+        } = self.list_objects(dir, true)?;
         let first = self.register_all(new);
         for i in owners {
             listing.entries[i].key += first;
@@ -555,6 +736,28 @@ impl Source for Hdf5Source {
             }
         }
     }
+}
+
+/// Whether the root group of `file` (read from `source`) opens and its links can be read:
+/// by [`stab`] if it is an old-style group (a group of 100,000 links costs libhdf5 some
+/// 60 ms to iterate, and the mount would pay it again in the crash-check child), else by
+/// libhdf5.
+fn root_readable(file: &hdf5::File, source: &SourceFile) -> hdf5::Result<()> {
+    let root = file.group("/")?;
+    let id = root.id();
+    if let (Some(addr), Some(layout), Some(k)) = (
+        ffi::header_address(id),
+        ffi::file_layout(id),
+        ffi::symbol_k(id),
+    ) {
+        let read_at = |offset, buf: &mut [u8]| source.read_at(offset, buf);
+        let nodes = plain::HeaderWindow::new(&read_at, source.len());
+        if stab::links(&|offset, buf| nodes.read(offset, buf), addr, layout, k).is_some() {
+            return Ok(());
+        }
+    }
+    root.links(IndexType::Name, IterationOrder::Increasing)
+        .map(drop)
 }
 
 fn join(group: &str, name: &str) -> String {

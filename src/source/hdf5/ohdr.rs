@@ -114,6 +114,110 @@ impl Messages {
     }
 }
 
+/// One message of a version 1 object header: its data is `HeaderV1::data`.
+pub struct Message {
+    pub kind: u16,
+    pub flags: u8,
+    at: usize,
+    len: usize,
+}
+
+/// A version 1 object header read strictly: every block consumed exactly, every message
+/// 8-byte aligned, as many messages (continuations and null messages included) as its
+/// prefix declares. Anything else, including a version 2 header, gives None: the caller
+/// then asks libhdf5, which decides.
+pub struct HeaderV1 {
+    /// How many hard links point at the object.
+    pub refcount: u32,
+    /// Its messages, continuation messages left out.
+    pub messages: Vec<Message>,
+    /// The messages' data, one after the other (one allocation for all).
+    bytes: Vec<u8>,
+}
+
+impl HeaderV1 {
+    pub fn read(read_at: ReadAt, addr: u64, layout: FileLayout) -> Option<HeaderV1> {
+        let mut prefix = [0u8; 16];
+        read_at(addr.checked_add(layout.base)?, &mut prefix).ok()?;
+        if prefix[0] != 1 || prefix[1] != 0 {
+            return None;
+        }
+        let declared = usize::from(u16::from_le_bytes([prefix[2], prefix[3]]));
+        let refcount = u32::from_le_bytes(prefix[4..8].try_into().ok()?);
+        let size = u64::from(u32::from_le_bytes(prefix[8..12].try_into().ok()?));
+        if size > MAX_BLOCK_BYTES {
+            return None;
+        }
+        let mut header = HeaderV1 {
+            refcount,
+            messages: Vec::with_capacity(declared.min(64)),
+            bytes: Vec::with_capacity(size as usize),
+        };
+        let mut block = read_block(read_at, addr.checked_add(16)?, layout, size).ok()?;
+        let mut walked = header.walk(&block)?;
+        let mut pending = header.take_continuations(layout);
+        let mut blocks = 1;
+        while let Some((at, length)) = pending.pop() {
+            blocks += 1;
+            if blocks > MAX_BLOCKS || length > MAX_BLOCK_BYTES || walked > declared {
+                return None;
+            }
+            block = read_block(read_at, at, layout, length).ok()?;
+            walked += header.walk(&block)?;
+            pending.extend(header.take_continuations(layout));
+        }
+        (walked == declared).then_some(header)
+    }
+
+    /// The data of message `m`.
+    pub fn data(&self, m: &Message) -> &[u8] {
+        &self.bytes[m.at..m.at + m.len]
+    }
+
+    /// Adds the version 1 messages of one block, which they must fill exactly; returns how
+    /// many.
+    fn walk(&mut self, mut block: &[u8]) -> Option<usize> {
+        let mut count = 0;
+        while !block.is_empty() {
+            let head = block.get(..8)?;
+            let kind = u16::from_le_bytes([head[0], head[1]]);
+            let len = usize::from(u16::from_le_bytes([head[2], head[3]]));
+            if len % 8 != 0 {
+                return None;
+            }
+            let data = block.get(8..8 + len)?;
+            self.messages.push(Message {
+                kind,
+                flags: head[4],
+                at: self.bytes.len(),
+                len,
+            });
+            self.bytes.extend_from_slice(data);
+            block = &block[8 + len..];
+            count += 1;
+        }
+        Some(count)
+    }
+
+    /// Removes the continuation messages; returns (address, length) of each. One too
+    /// short to hold its address and length is kept, for the caller to refuse as a message
+    /// it does not know.
+    fn take_continuations(&mut self, layout: FileLayout) -> Vec<(u64, u64)> {
+        let (a, s) = (layout.sizeof_addr, layout.sizeof_size);
+        let mut found = Vec::new();
+        let bytes = &self.bytes;
+        self.messages.retain(|m| {
+            if m.kind != CONTINUATION || m.len < a + s {
+                return true;
+            }
+            let data = &bytes[m.at..m.at + m.len];
+            found.push((le(&data[..a]), le(&data[a..a + s])));
+            false
+        });
+        found
+    }
+}
+
 /// The value bytes of attribute message `data` if it is attribute `name`.
 fn attribute_value<'a>(data: &'a [u8], name: &str) -> Option<&'a [u8]> {
     let field = |at: usize| -> Option<usize> {

@@ -178,6 +178,11 @@ fn arrays_get_dtype_and_shape_xattrs_before_the_sources_own() {
     let err = xattr(&fs, x, "user.h5.missing").unwrap_err();
     assert!(matches!(err, Error::NoXattr), "{err:?}");
     assert_eq!(err.errno(), libc::ENODATA);
+    // Only `user.` attributes exist: `ls -l` stops asking for labels and ACLs on EOPNOTSUPP.
+    for name in ["security.selinux", "system.posix_acl_access", "trusted.x"] {
+        let err = xattr(&fs, x, name).unwrap_err();
+        assert_eq!(err.errno(), libc::EOPNOTSUPP, "{name}: {err:?}");
+    }
 }
 
 #[test]
