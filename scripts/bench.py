@@ -79,8 +79,10 @@ class Case:
     """One comparison: `anchor()` and `arrfs(mnt)` are timed; `rows` collects results."""
 
     def __init__(self, name, what, source, anchor_name, anchor, arrfs, second_load=False, mode="first load",
-                 anchor_runs=None):
+                 anchor_runs=None, options=()):
         self.name, self.what, self.source, self.mode = name, what, source, mode
+        # Extra arguments of the mount (e.g. ("-o", "passthrough")).
+        self.options = options
         # A slow anchor may be timed fewer times than arrfs.
         self.anchor_runs = anchor_runs
         self.anchor_name, self.anchor, self.arrfs = anchor_name, anchor, arrfs
@@ -95,7 +97,7 @@ def run_case(case, args, rows):
             anchor_t.append(timed(case.anchor))
         warm(case.source)
         started = time.perf_counter()
-        mount = Mount(args.arrfs, case.source, os.path.join(args.data, "mnt"))
+        mount = Mount(args.arrfs, case.source, os.path.join(args.data, "mnt"), extra=case.options)
         mounted = time.perf_counter() - started
         try:
             first_t.append(timed(lambda: case.arrfs(mount.point)) + (mounted if "mount" in case.mode else 0))
@@ -415,7 +417,7 @@ def codec_cases(args):
         for case, name, label in [("B1", "blosc_lz4", "blosc(lz4, shuffle)"),
                                   ("B2", "zstd", "zstd"),
                                   ("B3", "bitshuffle_lz4", "bitshuffle+lz4")]
-    ] + [plain_floor(args, path)]
+    ] + plain_floor(args, path)
 
 
 def plain_floor(args, path):
@@ -436,8 +438,11 @@ def plain_floor(args, path):
         if not os.path.exists(shm):
             shutil.copyfile(plain, shm)
         np.load(shm)
-    return Case("B0", f"{args.size_mb // 2} MiB float32 as a plain .npy: the floor of B1-B3", folder,
-                "np.load from /dev/shm", from_shm, npy_load("zstd.npy"))
+    what = f"{args.size_mb // 2} MiB float32 as a plain .npy"
+    return [Case("B0", f"{what}: the floor of B1-B3", folder, "np.load from /dev/shm", from_shm,
+                 npy_load("zstd.npy")),
+            Case("B0p", f"{what}, -o passthrough", folder, "np.load from /dev/shm", from_shm,
+                 npy_load("zstd.npy"), options=("-o", "passthrough"))]
 
 
 def hdf5_more_cases(args):
@@ -768,7 +773,7 @@ def main():
     makers = {hdf5_cases: {"H1", "H2"}, hdf5_more_cases: {"H3", "H4", "H4b", "H5"},
               npz_cases: {"N1", "N2", "N3"}, pickle_cases: {"K1", "K2"},
               scale_cases: {"S1", "S3", "S4", "S4b", "S5", "S6"},
-              codec_cases: {"B0", "B1", "B2", "B3"}}
+              codec_cases: {"B0", "B0p", "B1", "B2", "B3"}}
     for make, names in makers.items():
         if only and not only & names:
             continue  # makes no data it will not use
