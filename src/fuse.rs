@@ -26,12 +26,6 @@ const TTL: Duration = Duration::from_secs(3600);
 /// Largest read request we ask the kernel for.
 const MAX_REQUEST: u32 = 1 << 20;
 
-thread_local! {
-    /// Each request thread reads into one buffer, kept from request to request: a fresh
-    /// one would be zeroed (or faulted in) for every read.
-    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// `-o passthrough`: files whose bytes are a local file's are read by the kernel from it.
 pub const PASSTHROUGH_OPTION: &str = "passthrough";
 
@@ -301,19 +295,11 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        let read = READ_BUFFER.with_borrow_mut(|buffer| {
-            match guarded(|| self.fs.read_into(ino.0, offset, size, buffer)) {
-                Ok(len) => {
-                    reply.data(&buffer[..len]);
-                    true
-                }
-                Err(e) => {
-                    reply.error(errno(&e));
-                    false
-                }
-            }
-        });
-        if read && offset == 0 {
+        match guarded(|| self.fs.read(ino.0, offset, size)) {
+            Ok(data) => reply.data(&data),
+            Err(e) => return reply.error(errno(&e)),
+        }
+        if offset == 0 {
             self.read_around(ino.0);
         }
     }

@@ -127,7 +127,9 @@ pub trait Source: Send + Sync {
     fn list(&self, dir: Key) -> Result<Listing>;
 
     /// Fills `buf` with payload bytes from `offset` of file `file`. Callers never read past
-    /// the end; a short count is an error in the source.
+    /// the end; a short count is an error in the source. `buf` arrives zeroed: bytes a
+    /// source leaves unwritten (the padding between compound members) stay zero, as in
+    /// the arrays numpy makes.
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()>;
 
     /// A local file whose bytes are exactly those of file `file`, offset for offset, for
