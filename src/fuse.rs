@@ -5,7 +5,6 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -39,23 +38,17 @@ pub struct FuseAdapter {
     /// The kernel can do without open/release requests for files.
     no_open: bool,
     /// To the thread that pushes small files into the page cache ([`push_small_files`]).
-    pushes: Option<SyncSender<PushBatch>>,
+    pushes: SyncSender<PushBatch>,
     /// FUSE passthrough asked for (`-o passthrough`) and granted by the kernel.
     passthrough: bool,
-    /// The backing files of the files open with passthrough.
-    backing: Mutex<Backings>,
-    next_handle: AtomicU64,
+    /// The kernel's handles on backing files, one per file while any open of it lasts (the
+    /// kernel refuses a second open of a file with another backing file than the first's),
+    /// and how many opens use each.
+    backing: Mutex<HashMap<Ino, (BackingId, usize)>>,
 }
 
-/// The kernel's handles on backing files, one per file while any open of it lasts: the
-/// kernel refuses a second open of a file with another backing file than the first's.
-#[derive(Default)]
-struct Backings {
-    /// File -> its backing file, and how many opens use it.
-    of_file: HashMap<Ino, (BackingId, usize)>,
-    /// Open file handle -> its file.
-    file_of_handle: HashMap<u64, Ino>,
-}
+/// The file handle of opens with passthrough; every other open has handle 0.
+const PASSTHROUGH_HANDLE: FileHandle = FileHandle(1);
 
 impl FuseAdapter {
     /// An adapter over `fs`, and the receiving end of its page-cache pushes (for
@@ -65,10 +58,9 @@ impl FuseAdapter {
         let adapter = FuseAdapter {
             fs,
             no_open: false,
-            pushes: Some(pushes),
+            pushes,
             passthrough,
             backing: Mutex::default(),
-            next_handle: AtomicU64::new(1),
         };
         (adapter, batches)
     }
@@ -77,7 +69,7 @@ impl FuseAdapter {
     /// back otherwise.
     fn open_passthrough(&self, ino: Ino, reply: ReplyOpen) -> Option<ReplyOpen> {
         let mut backings = self.backing.lock().unwrap();
-        let (id, opens) = match backings.of_file.entry(ino) {
+        let (id, opens) = match backings.entry(ino) {
             Entry::Occupied(open) => open.into_mut(),
             Entry::Vacant(first) => {
                 let file = match guarded(|| self.fs.backing_file(ino)) {
@@ -98,23 +90,20 @@ impl FuseAdapter {
             }
         };
         *opens += 1;
-        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         // The kernel refuses passthrough opens with any flag outside its passthrough mask
         // (FOPEN_KEEP_CACHE among them): its page cache is the backing file's then.
-        reply.opened_passthrough(FileHandle(handle), FopenFlags::empty(), id);
-        backings.file_of_handle.insert(handle, ino);
+        reply.opened_passthrough(PASSTHROUGH_HANDLE, FopenFlags::empty(), id);
         None
     }
 
     /// After a read from the start of a small file: hands the pusher the small files that
     /// follow it, so that their first reads are page-cache hits.
     fn read_around(&self, ino: Ino) {
-        let Some(pushes) = &self.pushes else { return };
         let batch = self.fs.read_around(ino);
         if batch.is_empty() {
             return;
         }
-        if let Err(TrySendError::Disconnected(_)) = pushes.try_send(batch) {
+        if let Err(TrySendError::Disconnected(_)) = self.pushes.try_send(batch) {
             log::debug!("page-cache pusher gone: small files are no longer pushed");
         }
     }
@@ -261,11 +250,11 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    /// Lets go of a passthrough file's backing file (other files have handle 0).
+    /// Lets go of a passthrough file's backing file once its last open is released.
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
@@ -273,11 +262,11 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let mut backings = self.backing.lock().unwrap();
-        if let Some(ino) = backings.file_of_handle.remove(&fh.0) {
-            if let Some((_, opens)) = backings.of_file.get_mut(&ino) {
-                *opens -= 1;
-                if *opens == 0 {
-                    backings.of_file.remove(&ino);
+        if fh == PASSTHROUGH_HANDLE {
+            if let Entry::Occupied(mut open) = backings.entry(ino.0) {
+                open.get_mut().1 -= 1;
+                if open.get().1 == 0 {
+                    open.remove();
                 }
             }
         }

@@ -17,8 +17,7 @@ use inode::{stable_hash, DirState, InodeTable, NewNode, Node, NodeKind};
 pub use inode::{Ino, ROOT_INO};
 pub use names::escape;
 use names::UniqueNames;
-use read_around::ReadAround;
-pub use read_around::SMALL_FILE;
+use read_around::{ReadAround, SMALL_FILE};
 use shared::{Interner, NpyArray};
 
 use crate::error::{Error, Result};
