@@ -40,30 +40,29 @@ pub struct CacheArgs {
     pub disk_size: Option<u64>,
 }
 
-/// Hands a mount's remote options to the HDF5 probe child it starts (one line each:
+/// Hands a mount's remote options to the worker processes it starts (one line each:
 /// the `-o` options, then `cache_dir=` and `disk_cache_size=`). Secrets are not among
-/// them: credentials reach the child through the environment it inherits.
-const PROBE_OPTIONS_ENV: &str = "ARRFS_PROBE_REMOTE_OPTIONS";
-/// Memory the probe child's block cache may use.
-const PROBE_MEMORY_CACHE: u64 = 64 << 20;
+/// them: credentials reach the worker through the environment it inherits.
+const WORKER_OPTIONS_ENV: &str = "ARRFS_WORKER_REMOTE_OPTIONS";
 
-/// The remote options this process was given, for [`probe_env`].
+/// The remote options this process was given, for [`remote_env`].
 static GIVEN: OnceLock<Vec<String>> = OnceLock::new();
 
-/// The environment a probe child needs to reach the same store the same way.
-pub fn probe_env() -> Vec<(&'static str, String)> {
+/// The environment a worker process needs to reach the same store the same way.
+pub fn remote_env() -> Vec<(&'static str, String)> {
     GIVEN
         .get()
-        .map(|lines| vec![(PROBE_OPTIONS_ENV, lines.join("\n"))])
+        .map(|lines| vec![(WORKER_OPTIONS_ENV, lines.join("\n"))])
         .unwrap_or_default()
 }
 
-/// In the probe child: SOURCE as a [`Location`], connected with the parent's options.
-pub fn locate_in_probe(source: &Path) -> Result<Location> {
-    let given = std::env::var(PROBE_OPTIONS_ENV).unwrap_or_default();
+/// In a worker process: SOURCE as a [`Location`], connected with the daemon's options and
+/// a block cache of `memory` bytes.
+pub fn locate_in_worker(source: &Path, memory: u64) -> Result<Location> {
+    let given = std::env::var(WORKER_OPTIONS_ENV).unwrap_or_default();
     let mut opts = Vec::new();
     let mut cache = CacheArgs {
-        memory: PROBE_MEMORY_CACHE,
+        memory,
         ..CacheArgs::default()
     };
     for line in given.lines() {

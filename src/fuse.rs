@@ -134,11 +134,7 @@ pub fn push_small_files(fs: &Fs, notifier: &fuser::Notifier, batches: &Receiver<
 /// request go on.
 fn guarded<T>(call: impl FnOnce() -> crate::Result<T>) -> crate::Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic".into());
+        let what = crate::logging::panic_message(&*panic);
         log::error!("request failed with a panic (a bug; please report it): {what}");
         Err(Error::Internal(what))
     })

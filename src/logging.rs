@@ -34,6 +34,51 @@ pub fn init(verbose: u8) {
     }
 }
 
+/// Environment of a worker process ([`crate::source::worker`]): the daemon's log filter,
+/// then `,syslog` if its lines go to syslog, so the worker logs where the daemon does.
+pub const WORKER_LOG_ENV: &str = "ARRFS_WORKER_LOG";
+
+/// [`WORKER_LOG_ENV`] for a worker of this process.
+pub fn worker_env() -> String {
+    let filter = log::max_level().to_string().to_lowercase();
+    if TO_SYSLOG.load(Ordering::Acquire) {
+        format!("{filter},syslog")
+    } else {
+        filter
+    }
+}
+
+/// In a worker: logs as its daemon does ([`worker_env`]).
+pub fn init_worker() {
+    let given = std::env::var(WORKER_LOG_ENV).unwrap_or_default();
+    let (filter, syslog) = match given.strip_suffix(",syslog") {
+        Some(filter) => (filter.to_string(), true),
+        None => (given, false),
+    };
+    let filter = if filter.is_empty() { "warn".into() } else { filter };
+    let stderr = env_logger::Builder::new()
+        .parse_filters(&format!("arrfs={filter}"))
+        .format_timestamp_millis()
+        .build();
+    let max_level = stderr.filter();
+    let logger = LOGGER.get_or_init(|| Logger { stderr });
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(max_level);
+    }
+    if syslog {
+        to_syslog();
+    }
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
 /// Sends every later line to syslog instead of stderr.
 pub fn to_syslog() {
     // SAFETY: the ident is a static C string, as openlog requires (it keeps the pointer).

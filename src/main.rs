@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         arrfs::source::hdf5::EXTFILE_PREFIX_ENV,
         arrfs::source::hdf5::ORIGIN,
     );
-    if let Some(code) = arrfs::source::hdf5::probe::run_if_requested() {
+    if let Some(code) = arrfs::source::worker::run_if_requested() {
         return code;
     }
     let cli = Cli::parse();
@@ -92,6 +92,7 @@ fn run(cli: &Cli) -> Result<()> {
 fn tree_options(attrs_json: bool, opts: &[String]) -> Result<(SourceOptions, RemoteOptions)> {
     let mut options = SourceOptions {
         attrs_json,
+        hdf5_worker: true,
         ..SourceOptions::default()
     };
     let remote = arrfs::connect::remote_options(

@@ -159,7 +159,7 @@ fn source_options(args: &MountArgs) -> Result<SourceOptions> {
     let mut options = SourceOptions {
         cache_size: args.cache_size,
         attrs_json: args.attrs_json,
-        check_hdf5: true,
+        hdf5_worker: true,
         ..SourceOptions::default()
     };
     for opt in &args.options {

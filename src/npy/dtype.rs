@@ -2,7 +2,7 @@
 
 use super::pyrepr::{str_repr, tuple_repr};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ByteOrder {
     Little,
     Big,
@@ -21,7 +21,7 @@ impl ByteOrder {
 }
 
 /// A numpy dtype: a plain type (`<f8`, `|S5`, `<U3`, ...) or a structured one.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Dtype {
     /// `kind` is numpy's kind letter: b i u f c S U V. `size` is the item size in bytes.
     Plain {
@@ -35,7 +35,7 @@ pub enum Dtype {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Field {
     pub name: String,
     pub offset: usize,

@@ -9,7 +9,7 @@ const ARRAY_ALIGN: usize = 64;
 const GROWTH_AXIS_MAX_DIGITS: usize = 21;
 
 /// What a `.npy` header says: dtype, shape and memory order.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct NpyHeader {
     pub dtype: Dtype,
     pub shape: Vec<u64>,

@@ -11,6 +11,7 @@ pub mod safetensors;
 pub mod single;
 pub mod tensors;
 pub mod torch;
+pub mod worker;
 
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ pub const ROOT: Key = 0;
 pub type Xattr = (String, Vec<u8>);
 
 /// What a directory holds.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Listing {
     pub entries: Vec<Entry>,
     /// Extended attributes of the directory itself.
@@ -37,7 +38,7 @@ pub struct Listing {
 }
 
 /// A child left out of a listing: its name and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Skipped {
     pub name: String,
     pub why: SkipReason,
@@ -55,7 +56,7 @@ impl Skipped {
 /// Why a child is left out. Never a resource error (out of file descriptors or memory,
 /// interrupted): that passes with load, so it fails the listing instead of being remembered
 /// as a property of the container ([`SkipReason::of_error`]).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum SkipReason {
     /// Valid in its format, but not an array arrfs serves (its type, layout or kind).
     #[error("{0}")]
@@ -82,7 +83,7 @@ impl SkipReason {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     /// The final name, suffix included (`x.npy`); the tree escapes what a path cannot hold.
     pub name: String,
@@ -94,7 +95,7 @@ pub struct Entry {
     pub nlink: u32,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum EntryKind {
     Dir,
     /// A `.npy` whose header the tree writes; [`Source::read`] serves the payload bytes.
@@ -137,6 +138,12 @@ pub trait Source: Send + Sync {
     /// now. None, the default, for every file arrfs makes or translates.
     fn backing_file(&self, _file: Key) -> Result<Option<std::fs::File>> {
         Ok(None)
+    }
+
+    /// The source's own name for `key` (an HDF5 object's path), for log lines; None, the
+    /// default, where the tree's path says it all.
+    fn name_of(&self, _key: Key) -> Option<String> {
+        None
     }
 }
 
@@ -220,6 +227,7 @@ pub fn open_container(
     store: &Arc<SeekPointStore>,
 ) -> Result<Arc<dyn Source>> {
     Ok(match format {
+        Format::Hdf5 if options.hdf5_worker => Arc::new(worker::open(location, options)?),
         Format::Hdf5 => Arc::new(hdf5::Hdf5Source::open_location(location, options)?),
         Format::Zip => open_zip(location, options, store)?,
         Format::Npy => Arc::new(single::NpyFileSource::open(location)?),
@@ -259,10 +267,12 @@ pub struct SourceOptions {
     pub cache_size: u64,
     /// Add `x.attrs.json` / `.attrs.json` sidecars with every attribute, typed.
     pub attrs_json: bool,
-    /// Walk each HDF5 file's metadata in a child process before opening it ([`hdf5::probe`]).
-    pub check_hdf5: bool,
-    /// `-o hdf5_check_timeout=SECONDS`: longest one step of that walk may take.
-    pub hdf5_check_step: std::time::Duration,
+    /// Run libhdf5 for each HDF5 file in a worker process ([`worker`]), so a crash or a
+    /// hang inside it fails requests, not the mount; off with `-o no_hdf5_check`.
+    pub hdf5_worker: bool,
+    /// `-o hdf5_check_timeout=SECONDS`: longest one call of a worker (opening the file,
+    /// one listing, one read) may take.
+    pub hdf5_call_limit: std::time::Duration,
     /// `-o split_names=SEP`: tensor names of checkpoints split into directories at SEP.
     pub split_names: Option<String>,
     /// `-o widen=f32`: bfloat16 and float8 tensors served as `<f4` ([`crate::npy::widen`]).
@@ -277,10 +287,11 @@ pub struct SourceOptions {
     pub root: Option<std::path::PathBuf>,
 }
 
-/// `-o no_hdf5_check`: open HDF5 files without walking them in a child process first.
+/// `-o no_hdf5_check`: run libhdf5 in the daemon itself, with no worker process (for
+/// trusted files; a crash in libhdf5 then ends the mount).
 const NO_HDF5_CHECK: &str = "no_hdf5_check";
-/// `-o hdf5_check_timeout=SECONDS`: one step of the HDF5 check (opening the file, listing
-/// one group) slower than this is a hang.
+/// `-o hdf5_check_timeout=SECONDS`: one call of an HDF5 worker (opening the file, one
+/// listing, one read) slower than this is a hang.
 pub const STEP_LIMIT_OPTION: &str = "hdf5_check_timeout=";
 /// `-o split_names=SEP`: checkpoint tensor names become directories at SEP.
 const SPLIT_NAMES: &str = "split_names=";
@@ -306,13 +317,13 @@ impl SourceOptions {
     /// Applies one `-o` option; an option that is not a source option is a usage error.
     pub fn apply(&mut self, opt: &str) -> Result<()> {
         if opt == NO_HDF5_CHECK {
-            self.check_hdf5 = false;
+            self.hdf5_worker = false;
         } else if opt == EXTERNAL_LINKS_ANY {
             self.external_links_any = true;
         } else if opt == VERIFY_OPEN {
             self.verify_on_open = true;
         } else if let Some(seconds) = opt.strip_prefix(STEP_LIMIT_OPTION) {
-            self.hdf5_check_step = seconds
+            self.hdf5_call_limit = seconds
                 .parse::<f64>()
                 .ok()
                 .filter(|s| s.is_finite() && *s > 0.0)
@@ -343,8 +354,8 @@ impl Default for SourceOptions {
         SourceOptions {
             cache_size: 256 << 20,
             attrs_json: false,
-            check_hdf5: false,
-            hdf5_check_step: hdf5::probe::DEFAULT_STEP_LIMIT,
+            hdf5_worker: false,
+            hdf5_call_limit: worker::DEFAULT_CALL_LIMIT,
             split_names: None,
             widen: false,
             external_links_any: false,

@@ -355,9 +355,29 @@ pub fn files_under(dir: &Path) -> Vec<(String, PathBuf)> {
     files
 }
 
-/// Peak resident memory of a process, from /proc/PID/status.
+/// Peak resident memory of a mount: of its daemon `pid` and of the worker processes it
+/// runs libhdf5 in (its children), from /proc/PID/status, summed.
 pub fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    let own = process_vm_hwm_kib(pid);
+    own + children_of(pid).into_iter().map(process_vm_hwm_kib).sum::<u64>()
+}
+
+fn process_vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"));
+    line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The live children of process `pid` (of all its threads).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        let listed = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        children.extend(listed.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    children
 }

@@ -17,7 +17,6 @@ mod filters;
 mod heap;
 mod ohdr;
 mod plain;
-pub mod probe;
 mod records;
 mod stab;
 mod types;
@@ -129,25 +128,12 @@ pub enum Hdf5Access {
 }
 
 impl Hdf5Source {
-    /// Opens `path`, after walking its metadata in a child process ([`probe`]) unless
-    /// `-o no_hdf5_check` turned that off.
-    pub fn open_checked(path: &Path, options: &SourceOptions) -> Result<Hdf5Source> {
-        if options.check_hdf5 {
-            probe::check_hdf5(path, options.hdf5_check_step)?;
-        }
-        Hdf5Source::open(path, options)
-    }
-
-    /// Opens a local file by path ([`Self::open_checked`]), a remote object through arrfs's
-    /// driver.
+    /// Opens a local file by path ([`Self::open`]), a remote object through arrfs's driver.
     pub fn open_location(location: &Location, options: &SourceOptions) -> Result<Hdf5Source> {
         if let Some(path) = location.local_path() {
-            return Hdf5Source::open_checked(path, options);
+            return Hdf5Source::open(path, options);
         }
         let name = location.display();
-        if options.check_hdf5 {
-            probe::check_hdf5(&name, options.hdf5_check_step)?;
-        }
         let source = Arc::new(SourceFile::open(location)?);
         // libhdf5 reads the superblock, the root group and the first B-tree nodes in many
         // small reads near the start: one large fetch first saves their round trips.
@@ -708,6 +694,17 @@ impl Source for Hdf5Source {
             listing.entries[i].key += first;
         }
         Ok(listing)
+    }
+
+    /// The object's path in the file (None for a contiguous dataset, kept by address only).
+    fn name_of(&self, key: Key) -> Option<String> {
+        Some(match self.objects.read().unwrap().get(key as usize)? {
+            Object::Group(path) | Object::Dataset(path) | Object::ForeignDataset(path) => {
+                path.to_string()
+            }
+            Object::Described(info) => info.path.clone(),
+            Object::Contiguous(_) => return None,
+        })
     }
 
     fn read(&self, file: Key, offset: u64, buf: &mut [u8]) -> Result<()> {

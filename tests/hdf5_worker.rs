@@ -1,4 +1,4 @@
-//! The HDF5 check (src/probe.rs): a file that crashes libhdf5 while its metadata is read is
+//! The HDF5 worker (src/source/worker): a file that crashes libhdf5 when it is opened is
 //! refused at mount with one clear line, and in a directory mount it is left out while the
 //! rest stays readable; the daemon never dies.
 //!
@@ -21,18 +21,22 @@ fn crasher() -> PathBuf {
 
 #[test]
 fn the_fixture_still_crashes_libhdf5() {
-    let out = arrfs().arg("ls").arg("-R").arg(crasher()).output().unwrap();
+    let out = arrfs()
+        .args(["ls", "-R", "-o", "no_hdf5_check"])
+        .arg(crasher())
+        .output()
+        .unwrap();
     assert_eq!(
         out.status.signal(),
         Some(libc::SIGSEGV),
-        "the fixture no longer crashes libhdf5 ({}): the check tests below prove nothing",
+        "the fixture no longer crashes libhdf5 ({}): the worker tests below prove nothing",
         out.status
     );
 }
 
 #[test]
 fn a_crashing_file_is_refused_at_mount_with_one_line() {
-    let dir = TempDir::new("probe-refused");
+    let dir = TempDir::new("worker-refused");
     let mnt = dir.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     for args in [&["-f"][..], &[]] {
@@ -41,11 +45,10 @@ fn a_crashing_file_is_refused_at_mount_with_one_line() {
     }
 }
 
-/// The check child inherits `ARRFS_HDF5_VFD=1` and walks the file through arrfs's HDF5
-/// driver, as the daemon would read it.
+/// The worker inherits `ARRFS_HDF5_VFD=1` and reads the file through arrfs's HDF5 driver.
 #[test]
 fn a_crashing_file_read_through_the_hdf5_driver_is_refused_too() {
-    let dir = TempDir::new("probe-refused-vfd");
+    let dir = TempDir::new("worker-refused-vfd");
     let mnt = dir.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let env = [("ARRFS_HDF5_VFD", "1")];
@@ -54,9 +57,9 @@ fn a_crashing_file_read_through_the_hdf5_driver_is_refused_too() {
     assert!(stderr.contains("libhdf5 crashed"), "{stderr}");
 }
 
-/// What the check protects from: libhdf5 crashes as soon as the tree is listed.
+/// What the worker protects from: libhdf5 crashes as soon as the tree is listed.
 #[test]
-fn without_the_check_the_daemon_dies() {
+fn without_the_worker_the_daemon_dies() {
     let mut mount = Mount::new(&crasher(), &["-o", "no_hdf5_check"]);
     let listed = walk(&mount.point);
     let status = mount.exit_status();
@@ -80,7 +83,7 @@ fn walk(root: &std::path::Path) -> std::io::Result<()> {
 
 #[test]
 fn in_a_directory_the_crashing_file_is_left_out_and_the_rest_reads() {
-    let dir = TempDir::new("probe-dir");
+    let dir = TempDir::new("worker-dir");
     let src = dir.join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::copy(crasher(), src.join("bad.h5")).unwrap();

@@ -1,12 +1,12 @@
-//! The HDF5 check child (src/source/hdf5/probe.rs) never outlives the daemon, and a check
-//! step that does not end refuses the file within the per-step limit.
+//! The HDF5 worker process (src/source/worker) never outlives the daemon, and opening a file
+//! that does not end refuses the file within the per-call limit.
 //!
 //! The slow case is real: an h5py file served over HTTP through tests/py/proxy.py, which
-//! lets the daemon's HEAD through and stalls the check child's (each process opens the
-//! object itself), so the child waits on the store for as long as the proxy holds it.
+//! lets the daemon's HEAD through and stalls the worker's (each process opens the
+//! object itself), so the worker waits on the store for as long as the proxy holds it.
 //!
 //! This binary makes itself a child subreaper (orphans of its children become its own) to
-//! learn how the check child ended; its own binary, so no other test's orphans land here.
+//! learn how the worker ended; its own binary, so no other test's orphans land here.
 
 mod common;
 
@@ -18,7 +18,7 @@ use common::servers::{Proxy, RangeServer};
 use common::{arrfs, run_py, TempDir};
 
 /// A served h5py file behind a proxy that will stall from the second HEAD on (the first is
-/// the daemon's, the second the check child's).
+/// the daemon's, the second the worker's).
 struct Stalled {
     tmp: TempDir,
     _server: RangeServer,
@@ -53,14 +53,14 @@ impl Drop for Stalled {
 }
 
 #[test]
-fn a_check_step_that_does_not_end_refuses_the_file_within_the_step_limit() {
-    let store = stalled_store("probe-step-limit");
+fn an_open_that_does_not_end_refuses_the_file_within_the_call_limit() {
+    let store = stalled_store("worker-step-limit");
     let mnt = store.tmp.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let args = ["-f", "-o", "hdf5_check_timeout=2"];
     let line = common::assert_mount_fails(&store.url, &mnt, &args, "ok.h5");
     assert!(
-        line.contains("one step") && line.contains("hdf5_check_timeout"),
+        line.contains("within 2 s") && line.contains("hdf5_check_timeout"),
         "{line}"
     );
     assert!(
@@ -70,11 +70,11 @@ fn a_check_step_that_does_not_end_refuses_the_file_within_the_step_limit() {
 }
 
 #[test]
-fn the_check_child_dies_with_the_daemon() {
+fn the_worker_dies_with_the_daemon() {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only changes a setting of this process.
     let set = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
-    let store = stalled_store("probe-dies-with-daemon");
+    let store = stalled_store("worker-dies-with-daemon");
     let mnt = store.tmp.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let mut daemon = arrfs()
@@ -86,7 +86,7 @@ fn the_check_child_dies_with_the_daemon() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let probe = wait_for_stalled_probe(&mut daemon, &store.proxy);
+    let worker = wait_for_stalled_worker(&mut daemon, &store.proxy);
     daemon.kill().unwrap();
     daemon.wait().unwrap();
     // The orphaned child is now ours to reap: it must have been killed, not have gone on
@@ -94,23 +94,23 @@ fn the_check_child_dies_with_the_daemon() {
     // client's timeouts, or 0 once the proxy lets go).
     let mut status = 0;
     // SAFETY: waitpid on a process this one reaps (subreaper), into a local int.
-    let reaped = unsafe { libc::waitpid(probe, &mut status, 0) };
-    assert_eq!(reaped, probe, "{}", std::io::Error::last_os_error());
+    let reaped = unsafe { libc::waitpid(worker, &mut status, 0) };
+    assert_eq!(reaped, worker, "{}", std::io::Error::last_os_error());
     assert!(
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
-        "the check child outlived the daemon and ended with status {status:#x}"
+        "the worker outlived the daemon and ended with status {status:#x}"
     );
 }
 
-/// The pid of `daemon`'s `arrfs __probe` child, once its request is held by the proxy.
-fn wait_for_stalled_probe(daemon: &mut std::process::Child, proxy: &Proxy) -> libc::pid_t {
+/// The pid of `daemon`'s `arrfs __worker` child, once its request is held by the proxy.
+fn wait_for_stalled_worker(daemon: &mut std::process::Child, proxy: &Proxy) -> libc::pid_t {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = daemon.try_wait().unwrap() {
-            panic!("arrfs ended ({status}) before its check child was seen");
+            panic!("arrfs ended ({status}) before its worker was seen");
         }
-        assert!(Instant::now() < deadline, "no stalled check child appeared");
-        let child = probe_child_of(daemon.id());
+        assert!(Instant::now() < deadline, "no stalled worker appeared");
+        let child = worker_child_of(daemon.id());
         if let Some(pid) = child.filter(|_| proxy.stats().heads >= 2) {
             return pid;
         }
@@ -118,8 +118,8 @@ fn wait_for_stalled_probe(daemon: &mut std::process::Child, proxy: &Proxy) -> li
     }
 }
 
-/// A process whose parent is `parent` and whose command line holds `__probe`.
-fn probe_child_of(parent: u32) -> Option<libc::pid_t> {
+/// A process whose parent is `parent` and whose command line holds `__worker`.
+fn worker_child_of(parent: u32) -> Option<libc::pid_t> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<libc::pid_t>() else {
             continue;
@@ -132,8 +132,8 @@ fn probe_child_of(parent: u32) -> Option<libc::pid_t> {
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
             .and_then(|p| p.parse::<u32>().ok());
         let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
-        let is_probe = cmdline.split(|b| *b == 0).any(|arg| arg == b"__probe");
-        if ppid == Some(parent) && is_probe {
+        let is_worker = cmdline.split(|b| *b == 0).any(|arg| arg == b"__worker");
+        if ppid == Some(parent) && is_worker {
             return Some(pid);
         }
     }

@@ -1,0 +1,242 @@
+//! What the daemon and a worker say to each other over their socket: length-prefixed frames
+//! (`u32` length, little-endian, then postcard), each a request or an answer tagged with the
+//! id of the request it belongs to. Payload bytes of reads do not cross here: the worker
+//! writes them into a shared slot ([`super::slots`]).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::source::{Key, Listing};
+
+/// The largest frame either side accepts: a listing of a few million entries.
+const MAX_FRAME: usize = 1 << 30;
+
+/// Id of the worker's first frame, sent once its source is open (or failed to open).
+pub const HELLO: u64 = 0;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    List {
+        dir: Key,
+    },
+    /// Read `len` bytes of `file` from `offset` into shared slot `slot`.
+    Read {
+        file: Key,
+        offset: u64,
+        len: u32,
+        slot: u32,
+    },
+    /// The source's name for `key`, for log lines.
+    Name {
+        key: Key,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Answer {
+    /// The source is open ([`HELLO`]).
+    Ready,
+    Listing(Listing),
+    /// The read's bytes are in its slot.
+    Read,
+    Name(Option<String>),
+    Failed(WireError),
+}
+
+/// [`Error`] as it crosses the boundary: an I/O error keeps its OS error number (so a
+/// resource shortage stays one), the rest keep their variant and text.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum WireError {
+    NotFound,
+    NotDir,
+    IsDir,
+    Io {
+        path: PathBuf,
+        errno: Option<i32>,
+        message: String,
+    },
+    Format {
+        path: PathBuf,
+        cause: String,
+    },
+    Read {
+        path: PathBuf,
+        what: String,
+        cause: String,
+    },
+    SourceChanged {
+        path: PathBuf,
+    },
+    Remote {
+        url: String,
+        cause: String,
+    },
+    Unavailable {
+        url: String,
+        cause: String,
+    },
+    Other(String),
+}
+
+impl From<&Error> for WireError {
+    fn from(e: &Error) -> Self {
+        match e {
+            Error::NotFound => WireError::NotFound,
+            Error::NotDir => WireError::NotDir,
+            Error::IsDir => WireError::IsDir,
+            Error::Io { path, source } => WireError::Io {
+                path: path.clone(),
+                errno: source.raw_os_error(),
+                message: source.to_string(),
+            },
+            Error::Format { path, cause } => WireError::Format {
+                path: path.clone(),
+                cause: cause.clone(),
+            },
+            Error::Read { path, what, cause } => WireError::Read {
+                path: path.clone(),
+                what: what.clone(),
+                cause: cause.clone(),
+            },
+            Error::SourceChanged { path } => WireError::SourceChanged { path: path.clone() },
+            Error::Remote { url, cause } => WireError::Remote {
+                url: url.clone(),
+                cause: cause.clone(),
+            },
+            Error::Unavailable { url, cause } => WireError::Unavailable {
+                url: url.clone(),
+                cause: cause.clone(),
+            },
+            other => WireError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::NotFound => Error::NotFound,
+            WireError::NotDir => Error::NotDir,
+            WireError::IsDir => Error::IsDir,
+            WireError::Io {
+                path,
+                errno,
+                message,
+            } => {
+                let source = match errno {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::other(message),
+                };
+                Error::Io { path, source }
+            }
+            WireError::Format { path, cause } => Error::Format { path, cause },
+            WireError::Read { path, what, cause } => Error::Read { path, what, cause },
+            WireError::SourceChanged { path } => Error::SourceChanged { path },
+            WireError::Remote { url, cause } => Error::Remote { url, cause },
+            WireError::Unavailable { url, cause } => Error::Unavailable { url, cause },
+            WireError::Other(message) => Error::Internal(message),
+        }
+    }
+}
+
+/// Writes one frame: `id` and `message`.
+pub fn send<T: Serialize>(out: &mut impl Write, id: u64, message: &T) -> std::io::Result<()> {
+    let body = postcard::to_stdvec(&(id, message)).map_err(std::io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&body);
+    out.write_all(&frame)
+}
+
+/// Reads one frame; None at a clean end of the stream.
+pub fn receive<T: for<'de> Deserialize<'de>>(
+    input: &mut impl Read,
+) -> std::io::Result<Option<(u64, T)>> {
+    let mut len = [0; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!("frame of {len} bytes")));
+    }
+    let mut body = vec![0; len];
+    input.read_exact(&mut body)?;
+    postcard::from_bytes(&body)
+        .map(Some)
+        .map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::npy::{ByteOrder, Dtype, NpyHeader};
+    use crate::source::{Entry, EntryKind, SkipReason, Skipped};
+
+    #[test]
+    fn a_listing_crosses_unchanged() {
+        let mut entry = Entry::new(
+            "x.npy".into(),
+            7,
+            EntryKind::Array(NpyHeader::new(
+                Dtype::plain('f', ByteOrder::Little, 4),
+                vec![3, 4],
+            )),
+        );
+        entry.xattrs.push(("user.h5.units".into(), b"m".to_vec()));
+        entry.identity = Some(99);
+        entry.nlink = 2;
+        let listing = Listing {
+            entries: vec![
+                entry,
+                Entry::new("s".into(), 8, EntryKind::Symlink("../x.npy".into())),
+                Entry::new("b".into(), 9, EntryKind::Bytes(b"{}".as_slice().into())),
+            ],
+            xattrs: vec![("user.a".into(), vec![1, 2])],
+            skipped: vec![Skipped::new("y", SkipReason::Broken("bad".into()))],
+        };
+        let mut frame = Vec::new();
+        send(&mut frame, 5, &Answer::Listing(listing.clone())).unwrap();
+        let (id, answer): (u64, Answer) = receive(&mut frame.as_slice()).unwrap().unwrap();
+        assert_eq!(id, 5);
+        let Answer::Listing(back) = answer else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(format!("{back:?}"), format!("{listing:?}"));
+    }
+
+    #[test]
+    fn errors_keep_their_errno() {
+        let errors = [
+            Error::NotFound,
+            Error::io("f", std::io::Error::from_raw_os_error(libc::EMFILE)),
+            Error::format("f", "bad"),
+            Error::read("f", "/x", "worse"),
+            Error::Unavailable {
+                url: "s3://b/k".into(),
+                cause: "timeout".into(),
+            },
+        ];
+        for e in errors {
+            let back = Error::from(WireError::from(&e));
+            assert_eq!(back.errno(), e.errno(), "{e}");
+            assert_eq!(back.passes(), e.passes(), "{e}");
+            assert_eq!(back.to_string(), e.to_string());
+        }
+    }
+
+    #[test]
+    fn a_cut_stream_is_an_error_and_an_empty_one_the_end() {
+        let mut frame = Vec::new();
+        send(&mut frame, 1, &Request::List { dir: 0 }).unwrap();
+        let cut = &frame[..frame.len() - 1];
+        assert!(receive::<Request>(&mut &cut[..]).is_err());
+        assert!(receive::<Request>(&mut &[][..]).unwrap().is_none());
+    }
+}
