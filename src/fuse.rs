@@ -140,7 +140,12 @@ fn guarded<T>(call: impl FnOnce() -> crate::Result<T>) -> crate::Result<T> {
     })
 }
 
+/// The errno a request fails with. A data error (the container is broken, a worker died,
+/// the store failed) is logged here, once per failed request: the reader sees only EIO.
 fn errno(e: &Error) -> Errno {
+    if e.is_data_error() {
+        log::error!("{e}");
+    }
     Errno::from_i32(e.errno())
 }
 

@@ -55,7 +55,11 @@ pub fn init_worker() {
         Some(filter) => (filter.to_string(), true),
         None => (given, false),
     };
-    let filter = if filter.is_empty() { "warn".into() } else { filter };
+    let filter = if filter.is_empty() {
+        "warn".into()
+    } else {
+        filter
+    };
     let stderr = env_logger::Builder::new()
         .parse_filters(&format!("arrfs={filter}"))
         .format_timestamp_millis()

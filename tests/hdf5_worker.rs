@@ -114,3 +114,131 @@ fn xattr(path: &std::path::Path, name: &str) -> String {
     common::assert_success("getfattr", &out);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The environment that makes workers crash or hang on one object (src/source/worker/serve.rs).
+const FAULT_ENV: &str = "ARRFS_TEST_WORKER_FAULT";
+
+/// a.h5 and b.h5 (tests/py/worker_cases.py) in `dir`/src.
+fn worker_cases(dir: &TempDir) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir(&src).unwrap();
+    common::run_py(
+        "worker_cases.py",
+        &[std::ffi::OsStr::new("write"), src.as_os_str()],
+    );
+    src
+}
+
+/// Each of `rels` under the mount equals h5py's reading of it.
+fn check_against_h5py(src: &std::path::Path, mount: &Mount, rels: &[&str]) {
+    let mut args = vec![
+        "check".to_string(),
+        src.display().to_string(),
+        mount.point.display().to_string(),
+    ];
+    args.extend(rels.iter().map(|r| r.to_string()));
+    common::run_py("worker_cases.py", &args);
+}
+
+fn assert_eio(path: &std::path::Path) {
+    let read = std::fs::read(path);
+    assert_eq!(
+        read.as_ref().err().and_then(|e| e.raw_os_error()),
+        Some(libc::EIO),
+        "{}: {:?}",
+        path.display(),
+        read.map(|b| b.len())
+    );
+}
+
+/// A worker that crashes reading a dataset fails that read with EIO, and later reads of that
+/// dataset at once; a new worker serves the rest of the file, with the keys the tree already
+/// holds meaning the same datasets (each later read equals h5py's). After crashes on three
+/// datasets the file is marked bad; the other file and the daemon never notice.
+#[test]
+fn a_worker_crash_fails_that_read_and_the_rest_reads_on() {
+    let dir = TempDir::new("worker-crash-read");
+    let src = worker_cases(&dir);
+    let fault = "crash-reading:/g/boom,/h/v,/k/u";
+    let mut mount = Mount::with_env(&src, &[], &[(FAULT_ENV, fault)]);
+    walk(&mount.point).unwrap();
+    check_against_h5py(&src, &mount, &["a.h5/g/y.npy"]);
+    assert_eio(&mount.path("a.h5/g/boom.npy"));
+    assert_eio(&mount.path("a.h5/g/boom.npy"));
+    check_against_h5py(&src, &mount, &["a.h5/h/z.npy"]);
+    assert_eio(&mount.path("a.h5/h/v.npy"));
+    assert_eio(&mount.path("a.h5/k/u.npy"));
+    // Third death: a.h5 is marked bad, even its datasets that have not crashed.
+    assert_eio(&mount.path("a.h5/k/s.npy"));
+    check_against_h5py(&src, &mount, &["b.h5/g/w.npy", "b.h5/h/t.npy"]);
+    assert!(mount.exit_status().is_none(), "the daemon died");
+    let log = mount.stop();
+    assert!(
+        log.contains("a.h5: /g/boom: libhdf5 crashed (signal 11) reading"),
+        "{log}"
+    );
+    assert!(log.contains("a.h5: /h/v: libhdf5 crashed"), "{log}");
+    assert!(log.contains("marked bad after 3"), "{log}");
+}
+
+/// A worker that crashes or hangs listing one group fails that listing with EIO (a hang
+/// within the call limit); the file's other groups list and read on.
+#[test]
+fn a_worker_crash_or_hang_in_a_listing_fails_that_directory_only() {
+    for (fault, cause) in [
+        ("crash-listing:/h", "libhdf5 crashed (signal 11) listing"),
+        ("hang-listing:/h", "did not finish listing within 2 s"),
+    ] {
+        let dir = TempDir::new("worker-listing");
+        let src = worker_cases(&dir);
+        let a = src.join("a.h5");
+        let mount = Mount::with_env(&a, &["-o", "hdf5_check_timeout=2"], &[(FAULT_ENV, fault)]);
+        for _ in 0..2 {
+            let listed = std::fs::read_dir(mount.path("h"))
+                .and_then(|d| d.collect::<std::io::Result<Vec<_>>>());
+            assert_eq!(
+                listed.as_ref().err().and_then(|e| e.raw_os_error()),
+                Some(libc::EIO),
+                "{fault}: {listed:?}"
+            );
+        }
+        let k = std::fs::read_dir(mount.path("k")).unwrap().count();
+        assert_eq!(k, 2, "{fault}");
+        let mut args = vec![
+            "check".to_string(),
+            src.display().to_string(),
+            mount.point.display().to_string(),
+        ];
+        args.extend(["g/y.npy", "k/u.npy"].map(|r| format!("a.h5/{r}")));
+        // The mount is of a.h5 itself: its files are at the top, named as in a.h5.
+        let flat = TempDir::new("worker-listing-view");
+        std::os::unix::fs::symlink(&mount.point, flat.join("a.h5")).unwrap();
+        args[2] = flat.path().display().to_string();
+        common::run_py("worker_cases.py", &args);
+        let log = mount.stop();
+        assert!(
+            log.contains("a.h5: /h: ") && log.contains(cause),
+            "{fault}: {log}"
+        );
+    }
+}
+
+/// `arrfs ls -R` of a file whose worker crashes listing one group: one line, exit 1.
+#[test]
+fn ls_of_a_file_that_crashes_its_worker_says_so_in_one_line() {
+    let dir = TempDir::new("worker-ls");
+    let src = worker_cases(&dir);
+    let out = arrfs()
+        .args(["ls", "-R"])
+        .arg(src.join("a.h5"))
+        .env(FAULT_ENV, "crash-listing:/h")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("libhdf5 crashed (signal 11) listing"),
+        "{stderr}"
+    );
+}

@@ -194,19 +194,13 @@ impl Fs {
         if let Some(delay) = self.read_delay {
             std::thread::sleep(delay);
         }
-        let result = match &node.kind {
+        match &node.kind {
             NodeKind::Npy(array) => self.read_npy(&node, array, offset, size),
             NodeKind::Blob(len) => self.read_blob(&node, *len, offset, size),
             NodeKind::Bytes(bytes) => Ok(slice_at(bytes, offset, size).to_vec()),
             NodeKind::Dir(_) => Err(Error::IsDir),
             NodeKind::Symlink(_) => Err(Error::NotFound),
-        };
-        if let Err(e) = &result {
-            if e.is_data_error() {
-                log::error!("read of {} bytes at {offset} failed: {e}", size);
-            }
         }
-        result
     }
 
     fn read_npy(&self, node: &Node, array: &NpyArray, offset: u64, size: u32) -> Result<Vec<u8>> {

@@ -359,7 +359,10 @@ pub fn files_under(dir: &Path) -> Vec<(String, PathBuf)> {
 /// runs libhdf5 in (its children), from /proc/PID/status, summed.
 pub fn vm_hwm_kib(pid: u32) -> u64 {
     let own = process_vm_hwm_kib(pid);
-    own + children_of(pid).into_iter().map(process_vm_hwm_kib).sum::<u64>()
+    own + children_of(pid)
+        .into_iter()
+        .map(process_vm_hwm_kib)
+        .sum::<u64>()
 }
 
 fn process_vm_hwm_kib(pid: u32) -> u64 {
@@ -377,7 +380,11 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     let mut children = Vec::new();
     for task in tasks.flatten() {
         let listed = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        children.extend(listed.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        children.extend(
+            listed
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
     }
     children
 }

@@ -7,8 +7,9 @@
 //! answer, is killed; the requests it held fail with EIO and a log line naming the file,
 //! the object and the cause; the next request starts a new worker, which lists again what
 //! the dead one had listed, in the same order, so every key means what it meant
-//! ([`Listed`]). A file whose workers die [`DEATHS_BEFORE_BAD`] times is marked bad: every
-//! later request fails at once. The mount and every other file stay up throughout.
+//! ([`Listed`]). An object a worker crashed on fails at once when asked again; a file whose
+//! workers die [`DEATHS_BEFORE_BAD`] times is marked bad: every later request fails at
+//! once. The mount and every other file stay up throughout.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -17,7 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -59,9 +60,10 @@ pub struct IsolatedSource {
     deaths: AtomicU32,
     /// Why the file is marked bad, once it is.
     bad: Mutex<Option<String>>,
+    /// Objects a worker crashed on (name, cause): asked again, they fail at once rather than
+    /// crash the next worker. A hang is not remembered: a stalled store comes back.
+    crashed_on: Mutex<HashMap<Key, (String, String)>>,
     listed: Mutex<Vec<Listed>>,
-    /// Whether [`open`] has returned it.
-    opened: AtomicBool,
     /// The root's listing, made when the file was opened, until the tree asks for it.
     first_root: Mutex<Option<Listing>>,
     /// Held through each listing: listings run one at a time, so [`IsolatedSource::listed`]
@@ -105,9 +107,9 @@ pub fn open(location: &Location, options: &SourceOptions) -> Result<IsolatedSour
         current: Mutex::new(None),
         deaths: AtomicU32::new(0),
         bad: Mutex::new(None),
+        crashed_on: Mutex::default(),
         listed: Mutex::default(),
         first_root: Mutex::new(None),
-        opened: AtomicBool::new(false),
         listing_turn: Mutex::new(()),
     };
     let worker = source.start("opening the file")?;
@@ -116,13 +118,13 @@ pub fn open(location: &Location, options: &SourceOptions) -> Result<IsolatedSour
     // is refused when it is opened (at mount), not mounted empty.
     let root = source.list(ROOT)?;
     *source.first_root.lock().unwrap() = Some(root);
-    source.opened.store(true, Ordering::Release);
     Ok(source)
 }
 
 /// The worker's command line after [`WORKER_ARG`] (parsed by `serve::parse`).
 fn worker_args(name: &std::path::Path, options: &SourceOptions) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec!["--cache-size".into(), options.cache_size.to_string().into()];
+    let mut args: Vec<OsString> =
+        vec!["--cache-size".into(), options.cache_size.to_string().into()];
     if options.attrs_json {
         args.push("--attrs-json".into());
     }
@@ -207,9 +209,9 @@ impl IsolatedSource {
             };
             if !again {
                 worker.end();
-                return Err(self.mark_bad(
-                    "its listing came out different in a new libhdf5 worker".into(),
-                ));
+                return Err(
+                    self.mark_bad("its listing came out different in a new libhdf5 worker".into())
+                );
             }
         }
         Ok(())
@@ -221,8 +223,11 @@ impl IsolatedSource {
         answer.recv_timeout(self.limit).map_err(fault_of)
     }
 
-    /// `request` of the current worker; `what` names its object (a key) in errors.
+    /// `request` (about object `key`) of the current worker.
     fn request(&self, request: Request, key: Key) -> Result<Answer> {
+        if let Some((what, cause)) = self.crashed_on.lock().unwrap().get(&key) {
+            return Err(Error::read(&self.name, what, cause));
+        }
         let worker = self.worker()?;
         let doing = match &request {
             Request::List { .. } => "listing",
@@ -232,14 +237,14 @@ impl IsolatedSource {
             Ok(Answer::Failed(e)) => Err(e.into()),
             Ok(answer) => Ok(answer),
             Err(fault) => {
+                let crashed = matches!(fault, Fault::Gone);
                 let cause = self.failed_current(&worker, fault, doing);
-                let e = Error::read(&self.name, self.name_of_key(key), cause);
-                // The tree logs failed reads; a failed listing after the open (which
-                // reports its own error) is logged here.
-                if doing == "listing" && self.opened.load(Ordering::Acquire) {
-                    log::error!("{e}");
+                let what = self.name_of_key(key);
+                if crashed {
+                    let remembered = (what.clone(), cause.clone());
+                    self.crashed_on.lock().unwrap().insert(key, remembered);
                 }
-                Err(e)
+                Err(Error::read(&self.name, what, cause))
             }
         }
     }
@@ -284,23 +289,27 @@ impl IsolatedSource {
     }
 
     fn mark_bad(&self, why: String) -> Error {
-        log::error!("{}: {why}: every later read of it fails", self.name.display());
+        log::error!(
+            "{}: {why}: every later read of it fails",
+            self.name.display()
+        );
         *self.bad.lock().unwrap() = Some(why.clone());
         Error::format(&self.name, why)
     }
 
     /// The source's name for `key` (from a new worker), or the key itself.
     fn name_of_key(&self, key: Key) -> String {
-        let named = self.worker().ok().and_then(|worker| {
-            match self.ask(&worker, Request::Name { key }) {
-                Ok(Answer::Name(name)) => name,
-                Ok(_) => None,
-                Err(fault) => {
-                    self.failed_current(&worker, fault, "naming an object");
-                    None
-                }
-            }
-        });
+        let named =
+            self.worker()
+                .ok()
+                .and_then(|worker| match self.ask(&worker, Request::Name { key }) {
+                    Ok(Answer::Name(name)) => name,
+                    Ok(_) => None,
+                    Err(fault) => {
+                        self.failed_current(&worker, fault, "naming an object");
+                        None
+                    }
+                });
         named.unwrap_or_else(|| format!("object {key}"))
     }
 }
@@ -314,7 +323,9 @@ impl Source for IsolatedSource {
             }
         }
         let Answer::Listing(listing) = self.request(Request::List { dir }, dir)? else {
-            return Err(Error::Internal("worker answered a listing with something else".into()));
+            return Err(Error::Internal(
+                "worker answered a listing with something else".into(),
+            ));
         };
         self.listed.lock().unwrap().push(Listed {
             dir,

@@ -98,7 +98,8 @@ fn serve(args: &[String], socket: UnixStream, shm: File) -> Result<()> {
     let (tx, rx) = mpsc::channel::<(u64, Request)>();
     let rx = Arc::new(Mutex::new(rx));
     for _ in 0..THREADS {
-        let (source, slots, output, rx) = (source.clone(), slots.clone(), output.clone(), rx.clone());
+        let (source, slots, output, rx) =
+            (source.clone(), slots.clone(), output.clone(), rx.clone());
         std::thread::spawn(move || work(&*source, &slots, &output, &rx));
     }
     while let Some((id, request)) = wire::receive::<Request>(&mut input).map_err(io)? {
@@ -133,6 +134,7 @@ fn work(
 }
 
 fn handle(source: &dyn Source, slots: &Slots, request: Request) -> Answer {
+    injected_fault(source, &request);
     let done = match request {
         Request::List { dir } => source.list(dir).map(Answer::Listing),
         Request::Name { key } => Ok(Answer::Name(source.name_of(key))),
@@ -155,6 +157,46 @@ fn handle(source: &dyn Source, slots: &Slots, request: Request) -> Answer {
         }
     };
     done.unwrap_or_else(|e| Answer::Failed(WireError::from(&e)))
+}
+
+/// `ARRFS_TEST_WORKER_FAULT=crash-reading:OBJECT[,OBJECT...]` (or `crash-listing:`,
+/// `hang-reading:`, `hang-listing:`): the worker crashes with SIGSEGV, or hangs, when asked
+/// for one of the OBJECTs (the source's name for it, e.g. an HDF5 path). For the tests of what the daemon does when a
+/// worker dies or hangs on one object of a file, with the rest of the file fine.
+const FAULT_ENV: &str = "ARRFS_TEST_WORKER_FAULT";
+
+fn injected_fault(source: &dyn Source, request: &Request) {
+    static FAULT: std::sync::LazyLock<Option<(String, String)>> = std::sync::LazyLock::new(|| {
+        let given = std::env::var(FAULT_ENV).ok()?;
+        let (kind, object) = given.split_once(':')?;
+        Some((kind.to_string(), object.to_string()))
+    });
+    let Some((kind, object)) = FAULT.as_ref() else {
+        return;
+    };
+    let (doing, key) = match request {
+        Request::List { dir } => ("listing", *dir),
+        Request::Read { file, .. } => ("reading", *file),
+        Request::Name { .. } => return,
+    };
+    let Some(name) = source.name_of(key) else {
+        return;
+    };
+    if !object.split(',').any(|o| o == name) {
+        return;
+    }
+    match kind.strip_suffix(doing).and_then(|k| k.strip_suffix('-')) {
+        // SAFETY: signal(2) restores SIGSEGV's default action (Rust's runtime handles it
+        // to report stack overflows, and returns on a raised one), then raise(2) sends it.
+        Some("crash") => unsafe {
+            libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            libc::raise(libc::SIGSEGV);
+        },
+        Some("hang") => loop {
+            std::thread::park();
+        },
+        _ => {}
+    }
 }
 
 /// Sends one answer; a daemon gone leaves nobody to answer, and the read loop then ends.
