@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 
 import bench_remote
+import proc_memory
 
 MB = 1 << 20
 
@@ -50,7 +51,6 @@ class Mount:
         os.makedirs(point, exist_ok=True)
         self.proc = subprocess.Popen([arrfs, "-f", *extra, source, point], env=env,
                                      stderr=subprocess.DEVNULL)
-        # Mounting a file of a million datasets walks all of it first (the HDF5 check).
         deadline = time.time() + 900
         while not os.path.ismount(point):
             if self.proc.poll() is not None or time.time() > deadline:
@@ -58,11 +58,8 @@ class Mount:
             time.sleep(0.005)
 
     def peak_rss_mb(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
+        """Of the daemon and its libhdf5 workers, summed."""
+        return proc_memory.peak_rss_mb(self.proc.pid)
 
     def close(self):
         self.proc.send_signal(signal.SIGTERM)

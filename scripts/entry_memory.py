@@ -18,6 +18,8 @@ import time
 import h5py
 import numpy as np
 
+import proc_memory
+
 
 def write_forest(path, n, per_group=1000):
     if os.path.exists(path):
@@ -32,13 +34,8 @@ def write_forest(path, n, per_group=1000):
 
 
 def status(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    return out
+    """VmRSS and VmHWM of the daemon and its libhdf5 workers, summed."""
+    return proc_memory.mount_status(pid)
 
 
 def measure(arrfs, source, point, check):

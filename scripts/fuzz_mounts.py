@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 
+import proc_memory
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 MB = 1 << 20
@@ -68,14 +70,8 @@ def mutate(data, rng):
 
 
 def peak_rss_mb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    """Of the daemon and its libhdf5 workers, summed."""
+    return proc_memory.peak_rss_mb(pid)
 
 
 # Read front to back at most this much of each file: a mutant may declare a huge sparse
@@ -143,6 +139,10 @@ def run_case(arrfs, path, work, args, rng):
     elif rss > args.cache_mb + 64 + args.slack_mb:
         outcome = "memory over bound"
     proc.send_signal(signal.SIGTERM)
+    log.close()
+    if outcome == "mounted, read" and "in its worker process" in open(log.name, errors="replace").read():
+        # libhdf5 crashed or hung in a worker: those requests got EIO, the mount stayed up.
+        outcome = "mounted, read; a libhdf5 worker died (EIO)"
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:

@@ -57,8 +57,9 @@ pub struct MountArgs {
     pub foreground: bool,
     /// Mount options: allow_other, allow_root, auto_unmount, default_permissions,
     /// fsname=NAME, passthrough (plain `.npy` files read by the kernel from the source file
-    /// itself, FUSE passthrough, Linux >= 6.9 and root), no_hdf5_check (skip the crash-safe metadata walk of HDF5 files),
-    /// hdf5_check_timeout=SECONDS (longest one step of that walk may take, default 60),
+    /// itself, FUSE passthrough, Linux >= 6.9 and root), no_hdf5_check (run libhdf5 in
+    /// the daemon, not in a worker process per HDF5 file), hdf5_check_timeout=SECONDS
+    /// (longest one call of an HDF5 worker may take: open, listing, read; default 60),
     /// external_links=any (follow HDF5 external links and raw data files outside the
     /// source's directory); tree options (also for ls and cat): split_names=SEP (checkpoint
     /// tensor names split into directories at SEP, e.g. `.`), widen=f32 (bfloat16/float8

@@ -34,32 +34,18 @@ pub fn init(verbose: u8) {
     }
 }
 
-/// Environment of a worker process ([`crate::source::worker`]): the daemon's log filter,
-/// then `,syslog` if its lines go to syslog, so the worker logs where the daemon does.
+/// Environment of a worker process ([`crate::source::worker`]): the daemon's log filter.
 pub const WORKER_LOG_ENV: &str = "ARRFS_WORKER_LOG";
 
 /// [`WORKER_LOG_ENV`] for a worker of this process.
 pub fn worker_env() -> String {
-    let filter = log::max_level().to_string().to_lowercase();
-    if TO_SYSLOG.load(Ordering::Acquire) {
-        format!("{filter},syslog")
-    } else {
-        filter
-    }
+    log::max_level().to_string().to_lowercase()
 }
 
-/// In a worker: logs as its daemon does ([`worker_env`]).
+/// In a worker: logs with its daemon's filter ([`worker_env`]) on stderr, a pipe the
+/// daemon reads and hands on ([`forward`]).
 pub fn init_worker() {
-    let given = std::env::var(WORKER_LOG_ENV).unwrap_or_default();
-    let (filter, syslog) = match given.strip_suffix(",syslog") {
-        Some(filter) => (filter.to_string(), true),
-        None => (given, false),
-    };
-    let filter = if filter.is_empty() {
-        "warn".into()
-    } else {
-        filter
-    };
+    let filter = std::env::var(WORKER_LOG_ENV).unwrap_or_else(|_| "warn".into());
     let stderr = env_logger::Builder::new()
         .parse_filters(&format!("arrfs={filter}"))
         .format_timestamp_millis()
@@ -69,9 +55,20 @@ pub fn init_worker() {
     if log::set_logger(logger).is_ok() {
         log::set_max_level(max_level);
     }
-    if syslog {
-        to_syslog();
+}
+
+/// A line a worker logged, written where this process's own lines go now (stderr, or
+/// syslog once a detached daemon has left its terminal).
+pub fn forward(line: &str) {
+    if !TO_SYSLOG.load(Ordering::Acquire) {
+        eprintln!("{line}");
+        return;
     }
+    let Ok(line) = CString::new(line.replace('\0', "\\0")) else {
+        return;
+    };
+    // SAFETY: a constant "%s" format with one valid C string argument.
+    unsafe { libc::syslog(libc::LOG_WARNING, c"%s".as_ptr(), line.as_ptr()) };
 }
 
 /// The text of a caught panic.

@@ -383,13 +383,23 @@ impl Worker {
             .env(crate::logging::WORKER_LOG_ENV, crate::logging::worker_env())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            // Not the daemon's own stderr: a worker must not hold the terminal (or the pipe
+            // a parent waits on) once the daemon has left it.
+            .stderr(Stdio::piped());
         let (socket, shm, parent) = (theirs.as_raw_fd(), slots.fd(), std::process::id());
         // SAFETY: the closure runs in the forked child before exec and makes only the
         // async-signal-safe calls dup2, fcntl, sigprocmask, prctl and getppid.
         unsafe { command.pre_exec(move || prepare_child(socket, shm, parent)) };
-        let child = spawn(command).map_err(io)?;
+        let mut child = spawn(command).map_err(io)?;
         drop(theirs);
+        if let Some(stderr) = child.stderr.take() {
+            std::thread::spawn(move || {
+                for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                    let Ok(line) = line else { return };
+                    crate::logging::forward(&line);
+                }
+            });
+        }
         let pending: Arc<Pending> = Arc::new(Mutex::new(Some(HashMap::new())));
         let reader = ours.try_clone().map_err(io)?;
         let worker = Arc::new(Worker {
