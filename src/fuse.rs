@@ -341,8 +341,8 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectory,
     ) {
         let listed = guarded(|| {
-            self.fs.readdir(ino.0, offset, |entry, next| {
-                reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name)
+            self.fs.readdir(ino.0, offset, |name, attr, next| {
+                reply.add(INodeNo(attr.ino), next, file_type(attr.kind), name)
             })
         });
         match listed {
@@ -361,27 +361,19 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
-        let mut failed = None;
         let listed = guarded(|| {
-            self.fs.readdir(ino.0, offset, |entry, next| {
-                let attr = match self.fs.getattr(entry.ino) {
-                    Ok(attr) => file_attr(&attr),
-                    Err(e) => {
-                        failed = Some(e);
-                        return true;
-                    }
-                };
+            self.fs.readdir(ino.0, offset, |name, attr, next| {
                 reply.add(
-                    INodeNo(entry.ino),
+                    INodeNo(attr.ino),
                     next,
-                    &entry.name,
+                    name,
                     &TTL,
-                    &attr,
+                    &file_attr(attr),
                     Generation(0),
                 )
             })
         });
-        match listed.and_then(|()| failed.map_or(Ok(()), Err)) {
+        match listed {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }

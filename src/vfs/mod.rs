@@ -95,8 +95,13 @@ impl Fs {
         self.table.get(ino).ok_or(Error::NotFound)
     }
 
+    /// `f` of node `ino` (under the table's lock, without copying the node).
+    fn with_node<T>(&self, ino: Ino, f: impl FnOnce(&Node) -> T) -> Result<T> {
+        self.table.with(ino, f).ok_or(Error::NotFound)
+    }
+
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        Ok(self.attr_of(ino, &self.node(ino)?))
+        self.with_node(ino, |node| self.attr_of(ino, node))
     }
 
     fn attr_of(&self, ino: Ino, node: &Node) -> Attr {
@@ -120,44 +125,38 @@ impl Fs {
     }
 
     pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
-        let dir = self.dir_state(parent, &self.node(parent)?)?;
+        let dir = self.dir_state(parent)?;
         let ino = dir.lookup(name).ok_or(Error::NotFound)?;
         self.getattr(ino)
     }
 
     /// Hands `add` the entries of directory `ino` from position `offset` on (`.` and `..`
-    /// are positions 0 and 1), each with the position that follows it, until `add` returns
-    /// true (the reply is full). Each call costs only the entries it hands out, so listing a
-    /// directory of N entries in many calls costs O(N) in all.
+    /// are positions 0 and 1), each as its name and attributes with the position that
+    /// follows it, until `add` returns true (the reply is full). Each call costs only the
+    /// entries it hands out, so listing a directory of N entries in many calls costs O(N)
+    /// in all.
     pub fn readdir(
         &self,
         ino: Ino,
         offset: u64,
-        mut add: impl FnMut(DirEntry, u64) -> bool,
+        mut add: impl FnMut(&OsStr, &Attr, u64) -> bool,
     ) -> Result<()> {
-        let node = self.node(ino)?;
-        let dir = self.dir_state(ino, &node)?;
-        let dots = [(".", ino), ("..", node.parent)];
+        let dir = self.dir_state(ino)?;
+        let parent = self.with_node(ino, |node| node.parent)?;
+        let dots = [(".", ino), ("..", parent)];
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (i, (name, dot)) in dots.iter().enumerate().skip(start) {
-            let entry = DirEntry {
-                name: (*name).into(),
-                ino: *dot,
-                kind: Kind::Dir,
-            };
-            if add(entry, i as u64 + 1) {
+            if add(OsStr::new(name), &self.getattr(*dot)?, i as u64 + 1) {
                 return Ok(());
             }
         }
         for i in start.saturating_sub(2)..dir.len() {
             self.readdir_visits.fetch_add(1, Ordering::Relaxed);
-            let (name, child) = dir.child(i);
-            let entry = DirEntry {
-                name: name.into(),
-                ino: child,
-                kind: self.getattr(child)?.kind,
-            };
-            if add(entry, i as u64 + 3) {
+            let attr = self
+                .table
+                .with_child(&dir, i, |child, node| self.attr_of(child, node))
+                .ok_or(Error::NotFound)?;
+            if add(OsStr::new(dir.name(i)), &attr, i as u64 + 3) {
                 return Ok(());
             }
         }
@@ -167,8 +166,12 @@ impl Fs {
     /// Every entry of directory `ino`, without `.` and `..`.
     pub fn entries(&self, ino: Ino) -> Result<Vec<DirEntry>> {
         let mut out = Vec::new();
-        self.readdir(ino, 2, |entry, _| {
-            out.push(entry);
+        self.readdir(ino, 2, |name, attr, _| {
+            out.push(DirEntry {
+                name: name.to_owned(),
+                ino: attr.ino,
+                kind: attr.kind,
+            });
             false
         })?;
         Ok(out)
@@ -181,10 +184,10 @@ impl Fs {
 
     /// Checks that `ino` can be opened for reading.
     pub fn open(&self, ino: Ino, write: bool) -> Result<()> {
-        match self.node(ino)?.kind {
-            NodeKind::Dir(_) => Err(Error::IsDir),
-            _ if write => Err(Error::ReadOnly),
-            _ => Ok(()),
+        match self.with_node(ino, |node| matches!(node.kind, NodeKind::Dir(_)))? {
+            true => Err(Error::IsDir),
+            false if write => Err(Error::ReadOnly),
+            false => Ok(()),
         }
     }
 
@@ -248,31 +251,29 @@ impl Fs {
     /// read from its start (see `read_around.rs`), as (inode, size): those that follow it
     /// in its directory. Empty for a file that is not small itself.
     pub fn read_around(&self, ino: Ino) -> Vec<(Ino, u64)> {
-        let Ok(node) = self.node(ino) else {
+        let Ok((parent, size)) =
+            self.with_node(ino, |node| (node.parent, self.attr_of(ino, node).size))
+        else {
             return Vec::new();
         };
-        if self.attr_of(ino, &node).size > SMALL_FILE {
+        if size > SMALL_FILE {
             return Vec::new();
         }
-        let Ok(parent) = self.node(node.parent) else {
-            return Vec::new();
-        };
-        let Ok(dir) = self.dir_state(node.parent, &parent) else {
+        let Ok(dir) = self.dir_state(parent) else {
             return Vec::new();
         };
         let size_of = |child| {
-            let node = self.node(child).ok()?;
-            let attr = self.attr_of(child, &node);
+            let attr = self.getattr(child).ok()?;
             (attr.kind == Kind::File).then_some(attr.size)
         };
-        self.read_around.after_read(node.parent, &dir, ino, size_of)
+        self.read_around.after_read(parent, &dir, ino, size_of)
     }
 
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
-        match &self.node(ino)?.kind {
+        self.with_node(ino, |node| match &node.kind {
             NodeKind::Symlink(target) => Ok(target.as_bytes().to_vec()),
             _ => Err(Error::NotSymlink),
-        }
+        })?
     }
 
     /// The value of extended attribute `name`. Sources give only `user.` attributes: a
@@ -282,7 +283,7 @@ impl Fs {
     /// EOPNOTSUPP: 200,000 round trips fewer for a directory of 100,000 files.
     pub fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
         if !name.as_bytes().starts_with(USER_NAMESPACE) {
-            self.node(ino)?;
+            self.with_node(ino, |_| ())?;
             return Err(Error::XattrNamespace);
         }
         self.xattrs(ino)?
@@ -309,7 +310,7 @@ impl Fs {
         let dir;
         let packed = match &node.kind {
             NodeKind::Dir(_) => {
-                dir = self.dir_state(ino, &node)?;
+                dir = self.dir_state(ino)?;
                 &dir.xattrs
             }
             NodeKind::Npy(array) => {
@@ -333,29 +334,30 @@ impl Fs {
         let mut ino = ROOT_INO;
         for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
             ino = match part {
-                ".." => self.node(ino)?.parent,
+                ".." => self.with_node(ino, |node| node.parent)?,
                 _ => self.lookup(ino, OsStr::new(part))?.ino,
             };
         }
         Ok(ino)
     }
 
-    /// The listing of a directory node, read from the source on first use.
-    fn dir_state(&self, ino: Ino, node: &Node) -> Result<Arc<DirState>> {
-        let NodeKind::Dir(state) = &node.kind else {
-            return Err(Error::NotDir);
-        };
+    /// The listing of directory `ino`, read from the source on first use.
+    fn dir_state(&self, ino: Ino) -> Result<Arc<DirState>> {
+        let (state, key) = self.with_node(ino, |node| match &node.kind {
+            NodeKind::Dir(state) => Ok((state.clone(), node.key)),
+            _ => Err(Error::NotDir),
+        })??;
         let mut state = state.lock().unwrap();
         if let Some(loaded) = state.as_ref() {
             return Ok(loaded.clone());
         }
-        let loaded = Arc::new(self.load_dir(ino, node)?);
+        let loaded = Arc::new(self.load_dir(ino, key)?);
         *state = Some(loaded.clone());
         Ok(loaded)
     }
 
-    fn load_dir(&self, ino: Ino, node: &Node) -> Result<DirState> {
-        let listing = self.source.list(node.key)?;
+    fn load_dir(&self, ino: Ino, key: crate::source::Key) -> Result<DirState> {
+        let listing = self.source.list(key)?;
         let mut xattrs = listing.xattrs;
         if !listing.skipped.is_empty() {
             let text: String = listing
@@ -365,17 +367,31 @@ impl Fs {
                 .collect();
             xattrs.push(("user.arrfs.skipped".into(), text.into_bytes()));
         }
-        let mut names = UniqueNames::default();
-        let mut children = Vec::with_capacity(listing.entries.len());
-        for entry in listing.entries {
-            let name = names.claim(escape(&entry.name));
-            let child = self.add_child(ino, OsStr::new(&name), entry);
-            children.push((name, child));
+        let xattrs = self.shared.xattrs(&xattrs);
+        let mut entries = listing.entries;
+        let names: Vec<String> = entries
+            .iter_mut()
+            .map(|entry| escape(std::mem::take(&mut entry.name)))
+            .collect();
+        // Sorting the names (which a directory does for its lookups anyway) finds repeats
+        // without a set of every name; the rare directory with some claims them in order.
+        let mut dir = DirState::new(&names, xattrs.clone())?;
+        if dir.has_repeats() {
+            let mut unique = UniqueNames::default();
+            let names: Vec<String> = names.into_iter().map(|n| unique.claim(n)).collect();
+            dir = DirState::new(&names, xattrs)?;
         }
-        DirState::new(&children, self.shared.xattrs(&xattrs))
+        let nodes = entries.into_iter().enumerate().map(|(i, entry)| {
+            let name = OsStr::new(dir.name(i));
+            self.new_node(ino, name, entry)
+        });
+        let added = self.table.insert_all(nodes);
+        dir.set_nodes(added);
+        Ok(dir)
     }
 
-    fn add_child(&self, parent: Ino, name: &OsStr, entry: Entry) -> Ino {
+    /// Child `name` of directory `parent`, and the origin its inode number derives from.
+    fn new_node(&self, parent: Ino, name: &OsStr, entry: Entry) -> (u64, NewNode) {
         let origin = match entry.identity {
             Some(id) => stable_hash(&[b"object", &id.to_le_bytes()]),
             None => stable_hash(&[&parent.to_le_bytes(), name.as_bytes()]),
@@ -394,7 +410,7 @@ impl Fs {
             xattrs: self.shared.xattrs(&entry.xattrs),
             nlink,
         };
-        self.table.insert(origin, node)
+        (origin, node)
     }
 }
 

@@ -11,13 +11,15 @@ const KEPT_EXTENSION: usize = 16;
 
 /// Escapes what a file name cannot be or hold: `/` and NUL become `%2F` and `%00`, and the
 /// names `""`, `.` and `..` become `%00`-style escapes of themselves. Names longer than
-/// [`NAME_MAX`] bytes are then shortened (see [`shorten`]).
-pub fn escape(name: &str) -> String {
-    let escaped = match name {
+/// [`NAME_MAX`] bytes are then shortened (see [`shorten`]). A name that needs none of this
+/// is given back as it is, without a copy.
+pub fn escape(name: String) -> String {
+    let escaped = match name.as_str() {
         "" => "%".to_string(),
         "." => "%2E".to_string(),
         ".." => "%2E%2E".to_string(),
-        _ => name.replace('/', "%2F").replace('\0', "%00"),
+        _ if name.contains(['/', '\0']) => name.replace('/', "%2F").replace('\0', "%00"),
+        _ => name,
     };
     shorten(escaped)
 }
@@ -70,9 +72,9 @@ mod tests {
 
     #[test]
     fn escapes_what_paths_cannot_hold() {
-        assert_eq!(escape("a/b\0c"), "a%2Fb%00c");
-        assert_eq!(escape(".."), "%2E%2E");
-        assert_eq!(escape("x.npy"), "x.npy");
+        assert_eq!(escape("a/b\0c".into()), "a%2Fb%00c");
+        assert_eq!(escape("..".into()), "%2E%2E");
+        assert_eq!(escape("x.npy".into()), "x.npy");
     }
 
     #[test]
@@ -86,16 +88,16 @@ mod tests {
     #[test]
     fn long_names_are_cut_with_a_hash_and_keep_their_extension() {
         let long = format!("{}.npy", "a".repeat(4096));
-        let short = escape(&long);
+        let short = escape(long.clone());
         assert_eq!(short.len(), NAME_MAX);
         assert!(
             short.ends_with(".npy") && short.starts_with("aaaa"),
             "{short}"
         );
-        assert_eq!(escape(&long), short, "not deterministic");
+        assert_eq!(escape(long), short, "not deterministic");
         let other = format!("{}b.npy", "a".repeat(4095));
-        assert_ne!(escape(&other), short);
-        assert_eq!(escape(&"x".repeat(255)), "x".repeat(255));
+        assert_ne!(escape(other), short);
+        assert_eq!(escape("x".repeat(255)), "x".repeat(255));
     }
 
     #[test]
@@ -112,7 +114,7 @@ mod tests {
 
         #[test]
         fn escaped_names_are_valid_file_names(name in "\\PC{0,400}") {
-            let out = escape(&name);
+            let out = escape(name);
             prop_assert!(!out.is_empty() && out.len() <= NAME_MAX);
             prop_assert!(!out.contains('/') && !out.contains('\0'));
             prop_assert!(out != "." && out != "..");

@@ -4,9 +4,10 @@
 //! xattrs are one packed buffer rather than a vector of string pairs.
 
 use std::borrow::Borrow;
-use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashSet;
 
 use crate::npy::{NpyHeader, NpyLayout};
 use crate::source::Xattr;
@@ -26,16 +27,21 @@ pub struct PackedXattrs(Option<Arc<[u8]>>);
 impl PackedXattrs {
     /// (name, value) pairs in the order they were packed.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let mut rest: &[u8] = self.0.as_deref().unwrap_or_default();
-        std::iter::from_fn(move || {
-            if rest.is_empty() {
-                return None;
-            }
-            let name = take_field(&mut rest);
-            let value = take_field(&mut rest);
-            Some((name, value))
-        })
+        unpack(self.0.as_deref().unwrap_or_default())
     }
+}
+
+/// The (name, value) pairs of a buffer [`pack`] wrote.
+fn unpack(packed: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut rest = packed;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let name = take_field(&mut rest);
+        let value = take_field(&mut rest);
+        Some((name, value))
+    })
 }
 
 fn pack(xattrs: &[Xattr]) -> Vec<u8> {
@@ -99,23 +105,49 @@ impl PartialEq for ByHeader {
 impl Eq for ByHeader {}
 
 /// The values shared by the nodes of one tree. Entries are never dropped: nodes are not
-/// either.
+/// either. Every entry listed is looked up here, so the sets hash with Fx rather than
+/// SipHash: the values come from the mounted file, but a crafted file that made them
+/// collide would only slow its own listing down.
 #[derive(Default)]
 pub struct Interner {
-    arrays: Mutex<HashSet<ByHeader>>,
-    xattrs: Mutex<HashSet<Arc<[u8]>>>,
+    arrays: Mutex<Known<ByHeader>>,
+    xattrs: Mutex<Known<Arc<[u8]>>>,
+}
+
+/// The values of one kind, and the one given last: the entries of a listing come in turn
+/// and are mostly alike, and comparing with the last costs less than hashing (and, for
+/// xattrs, packing) each.
+struct Known<T> {
+    all: FxHashSet<T>,
+    last: Option<T>,
+}
+
+impl<T> Default for Known<T> {
+    fn default() -> Self {
+        Known {
+            all: FxHashSet::default(),
+            last: None,
+        }
+    }
 }
 
 impl Interner {
     /// The shared array whose header this is.
     pub fn array(&self, header: NpyHeader) -> Arc<NpyArray> {
         let mut arrays = self.arrays.lock().unwrap();
-        if let Some(known) = arrays.get(&header) {
-            return known.0.clone();
+        if let Some(last) = arrays.last.as_ref().filter(|last| last.0.header == header) {
+            return last.0.clone();
         }
-        let encoded = header.encode();
-        let array = Arc::new(new_array(header, encoded));
-        arrays.insert(ByHeader(array.clone()));
+        let array = match arrays.all.get(&header) {
+            Some(known) => known.0.clone(),
+            None => {
+                let encoded = header.encode();
+                let array = Arc::new(new_array(header, encoded));
+                arrays.all.insert(ByHeader(array.clone()));
+                array
+            }
+        };
+        arrays.last = Some(ByHeader(array.clone()));
         array
     }
 
@@ -124,15 +156,31 @@ impl Interner {
         if xattrs.is_empty() {
             return PackedXattrs(None);
         }
-        let packed = pack(xattrs);
         let mut known = self.xattrs.lock().unwrap();
-        if let Some(shared) = known.get(packed.as_slice()) {
-            return PackedXattrs(Some(shared.clone()));
+        if let Some(last) = known.last.as_ref().filter(|last| holds(last, xattrs)) {
+            return PackedXattrs(Some(last.clone()));
         }
-        let shared: Arc<[u8]> = packed.into();
-        known.insert(shared.clone());
+        let packed = pack(xattrs);
+        let shared = match known.all.get(packed.as_slice()) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<[u8]> = packed.into();
+                known.all.insert(shared.clone());
+                shared
+            }
+        };
+        known.last = Some(shared.clone());
         PackedXattrs(Some(shared))
     }
+}
+
+/// Whether `packed` is `xattrs` packed.
+fn holds(packed: &Arc<[u8]>, xattrs: &[Xattr]) -> bool {
+    let mut unpacked = unpack(packed);
+    xattrs
+        .iter()
+        .all(|(name, value)| unpacked.next() == Some((name.as_bytes(), value.as_slice())))
+        && unpacked.next().is_none()
 }
 
 fn new_array(header: NpyHeader, encoded: Vec<u8>) -> NpyArray {
@@ -168,6 +216,29 @@ mod tests {
             ]
         );
         assert_eq!(interner.xattrs(&[]).iter().count(), 0);
+    }
+
+    #[test]
+    fn values_asked_for_in_turn_are_each_given_as_they_are() {
+        let interner = Interner::default();
+        let a: Vec<Xattr> = vec![("user.a".into(), b"1".to_vec())];
+        let mut longer = a.clone();
+        longer.push(("user.b".into(), b"2".to_vec()));
+        let other: Vec<Xattr> = vec![("user.a".into(), b"2".to_vec())];
+        let renamed: Vec<Xattr> = vec![("user.c".into(), b"1".to_vec())];
+        for xattrs in [&a, &a, &longer, &a, &other, &renamed, &longer, &longer] {
+            let back: Vec<Xattr> = interner
+                .xattrs(xattrs)
+                .iter()
+                .map(|(n, v)| (String::from_utf8(n.to_vec()).unwrap(), v.to_vec()))
+                .collect();
+            assert_eq!(&back, xattrs);
+        }
+        let header =
+            |shape: Vec<u64>| NpyHeader::new(Dtype::plain('f', ByteOrder::Little, 8), shape);
+        for shape in [vec![], vec![], vec![3], vec![], vec![3, 1], vec![3]] {
+            assert_eq!(interner.array(header(shape.clone())).header.shape, shape);
+        }
     }
 
     #[test]

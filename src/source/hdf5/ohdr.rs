@@ -131,7 +131,8 @@ pub struct HeaderV1 {
     pub refcount: u32,
     /// Its messages, continuation messages left out.
     pub messages: Vec<Message>,
-    /// The messages' data, one after the other (one allocation for all).
+    /// Its blocks as read, one after the other (one allocation for all); messages point
+    /// into them.
     bytes: Vec<u8>,
 }
 
@@ -151,10 +152,9 @@ impl HeaderV1 {
         let mut header = HeaderV1 {
             refcount,
             messages: Vec::with_capacity(declared.min(64)),
-            bytes: Vec::with_capacity(size as usize),
+            bytes: Vec::new(),
         };
-        let mut block = read_block(read_at, addr.checked_add(16)?, layout, size).ok()?;
-        let mut walked = header.walk(&block)?;
+        let mut walked = header.read_block(read_at, addr.checked_add(16)?, layout, size)?;
         let mut pending = header.take_continuations(layout);
         let mut blocks = 1;
         while let Some((at, length)) = pending.pop() {
@@ -162,11 +162,24 @@ impl HeaderV1 {
             if blocks > MAX_BLOCKS || length > MAX_BLOCK_BYTES || walked > declared {
                 return None;
             }
-            block = read_block(read_at, at, layout, length).ok()?;
-            walked += header.walk(&block)?;
+            walked += header.read_block(read_at, at, layout, length)?;
             pending.extend(header.take_continuations(layout));
         }
         (walked == declared).then_some(header)
+    }
+
+    /// Reads the block of `length` bytes at `addr` and adds its messages; returns how many.
+    fn read_block(
+        &mut self,
+        read_at: ReadAt,
+        addr: u64,
+        layout: FileLayout,
+        length: u64,
+    ) -> Option<usize> {
+        let from = self.bytes.len();
+        self.bytes.resize(from + usize::try_from(length).ok()?, 0);
+        read_at(addr.checked_add(layout.base)?, &mut self.bytes[from..]).ok()?;
+        self.walk(from)
     }
 
     /// The data of message `m`.
@@ -174,26 +187,26 @@ impl HeaderV1 {
         &self.bytes[m.at..m.at + m.len]
     }
 
-    /// Adds the version 1 messages of one block, which they must fill exactly; returns how
-    /// many.
-    fn walk(&mut self, mut block: &[u8]) -> Option<usize> {
+    /// Adds the version 1 messages of the block that starts at `from` in `bytes` (the last
+    /// one), which they must fill exactly; returns how many.
+    fn walk(&mut self, from: usize) -> Option<usize> {
         let mut count = 0;
-        while !block.is_empty() {
-            let head = block.get(..8)?;
+        let mut at = from;
+        while at < self.bytes.len() {
+            let head = self.bytes.get(at..at + 8)?;
             let kind = u16::from_le_bytes([head[0], head[1]]);
             let len = usize::from(u16::from_le_bytes([head[2], head[3]]));
-            if len % 8 != 0 {
+            let flags = head[4];
+            if len % 8 != 0 || self.bytes.len() - (at + 8) < len {
                 return None;
             }
-            let data = block.get(8..8 + len)?;
             self.messages.push(Message {
                 kind,
-                flags: head[4],
-                at: self.bytes.len(),
+                flags,
+                at: at + 8,
                 len,
             });
-            self.bytes.extend_from_slice(data);
-            block = &block[8 + len..];
+            at += 8 + len;
             count += 1;
         }
         Some(count)
@@ -358,6 +371,58 @@ mod tests {
         msg.extend(b"x\0");
         msg.extend([9, 8, 5, 6]);
         assert_eq!(attribute_value(&msg, "x"), Some(&[5, 6][..]));
+    }
+
+    /// A version 1 message: type, size, flags, then `data` (a multiple of 8 bytes).
+    fn v1_message(kind: u16, flags: u8, data: &[u8]) -> Vec<u8> {
+        let mut out = kind.to_le_bytes().to_vec();
+        out.extend((data.len() as u16).to_le_bytes());
+        out.extend([flags, 0, 0, 0]);
+        out.extend(data);
+        out
+    }
+
+    #[test]
+    fn a_version_1_header_is_read_across_its_continuation() {
+        // At 100 (after a user block of 4): two messages, the second a continuation to a
+        // block of 24 bytes at 300 holding a third.
+        let mut continuation = 300u64.to_le_bytes().to_vec();
+        continuation.extend(24u64.to_le_bytes());
+        let mut first = v1_message(0x01, 0, &[7; 8]);
+        first.extend(v1_message(CONTINUATION, 0, &continuation));
+        let mut file = vec![0u8; 400];
+        let mut prefix = vec![1, 0, 3, 0, 1, 0, 0, 0];
+        prefix.extend((first.len() as u32).to_le_bytes());
+        prefix.extend([0; 4]);
+        file[104..120].copy_from_slice(&prefix);
+        file[120..120 + first.len()].copy_from_slice(&first);
+        file[304..328].copy_from_slice(&v1_message(0x03, 2, &[9; 16]));
+        let read_at = |offset: u64, buf: &mut [u8]| {
+            let at = offset as usize;
+            buf.copy_from_slice(file.get(at..at + buf.len()).ok_or(Error::NotFound)?);
+            Ok(())
+        };
+        let layout = FileLayout {
+            base: 4,
+            sizeof_addr: 8,
+            sizeof_size: 8,
+        };
+        let header = HeaderV1::read(&read_at, 100, layout).unwrap();
+        let found: Vec<_> = header
+            .messages
+            .iter()
+            .map(|m| (m.kind, m.flags, header.data(m).to_vec()))
+            .collect();
+        assert_eq!(found, [(0x01, 0, vec![7; 8]), (0x03, 2, vec![9; 16])]);
+        // A block that its messages do not fill exactly is refused.
+        file[304..306].copy_from_slice(&0x04u16.to_le_bytes());
+        file[306..308].copy_from_slice(&24u16.to_le_bytes());
+        let read_at = |offset: u64, buf: &mut [u8]| {
+            let at = offset as usize;
+            buf.copy_from_slice(&file[at..at + buf.len()]);
+            Ok(())
+        };
+        assert!(HeaderV1::read(&read_at, 100, layout).is_none());
     }
 
     #[test]

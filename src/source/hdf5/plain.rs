@@ -267,9 +267,9 @@ impl<'a> HeaderWindow<'a> {
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let mut window = self.window.borrow_mut();
         let end = offset.saturating_add(buf.len() as u64);
-        let (start, bytes) = &*window;
-        if offset >= *start && end <= start + bytes.len() as u64 {
-            let at = (offset - start) as usize;
+        let (start, bytes) = &mut *window;
+        if offset >= *start && end <= *start + bytes.len() as u64 {
+            let at = (offset - *start) as usize;
             buf.copy_from_slice(&bytes[at..at + buf.len()]);
             return Ok(());
         }
@@ -279,10 +279,15 @@ impl<'a> HeaderWindow<'a> {
             // Past the end: `read_at` says why.
             return (self.read_at)(offset, buf);
         }
-        let mut bytes = vec![0u8; len as usize];
-        (self.read_at)(offset, &mut bytes)?;
+        // The same buffer for every window (a fresh one cost page faults and zeroing each),
+        // emptied if a read fails, so that no window is left behind.
+        bytes.resize(len as usize, 0);
+        if let Err(e) = (self.read_at)(offset, bytes) {
+            bytes.clear();
+            return Err(e);
+        }
         buf.copy_from_slice(&bytes[..buf.len()]);
-        *window = (offset, bytes);
+        *start = offset;
         Ok(())
     }
 }
@@ -361,5 +366,34 @@ mod tests {
             assert_eq!(&buf[..], &file[offset as usize..offset as usize + 10]);
         }
         assert!(window.read(199_995, &mut [0u8; 10]).is_err());
+    }
+
+    #[test]
+    fn a_failed_read_leaves_no_window_behind() {
+        let file: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let fail = std::cell::Cell::new(false);
+        let read_at = |offset: u64, buf: &mut [u8]| {
+            if fail.get() {
+                return Err(crate::error::Error::NotFound);
+            }
+            let at = offset as usize;
+            buf.copy_from_slice(&file[at..at + buf.len()]);
+            Ok(())
+        };
+        let window = HeaderWindow::new(&read_at, file.len() as u64);
+        let mut buf = [0u8; 10];
+        window.read(0, &mut buf).unwrap();
+        fail.set(true);
+        assert!(window.read(100_000, &mut buf).is_err());
+        // Anything served now comes from what was read before the failure.
+        for offset in [5u64, 99_995, 100_000, 130_000] {
+            if window.read(offset, &mut buf).is_ok() {
+                let at = offset as usize;
+                assert_eq!(&buf[..], &file[at..at + 10], "at {offset}");
+            }
+        }
+        fail.set(false);
+        window.read(5, &mut buf).unwrap();
+        assert_eq!(&buf[..], &file[5..15]);
     }
 }

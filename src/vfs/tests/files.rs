@@ -86,7 +86,7 @@ fn directories_and_files_refuse_what_they_cannot_do() {
     assert_eq!(errno(fs.open(file, true)), libc::EROFS);
     assert!(fs.open(file, false).is_ok());
     assert_eq!(errno(fs.lookup(file, OsStr::new("x"))), libc::ENOTDIR);
-    assert_eq!(errno(fs.readdir(file, 0, |_, _| false)), libc::ENOTDIR);
+    assert_eq!(errno(fs.readdir(file, 0, |_, _, _| false)), libc::ENOTDIR);
     assert_eq!(errno(fs.lookup(d, OsStr::new("missing"))), libc::ENOENT);
     assert_eq!(errno(fs.getattr(999_999)), libc::ENOENT);
 }

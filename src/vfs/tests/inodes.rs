@@ -210,9 +210,9 @@ fn explore(fs: &Fs, steps: &[Step]) -> Vec<(Vec<OsString>, Ino)> {
         match step {
             Step::Readdir { dir, offset, page } => {
                 let (path, ino) = &dirs[dir.index(dirs.len())];
-                fs.readdir(*ino, *offset, |entry, _| {
-                    if entry.name != "." && entry.name != ".." {
-                        found.push((path.clone(), entry.name, entry.ino, entry.kind));
+                fs.readdir(*ino, *offset, |name, attr, _| {
+                    if name != "." && name != ".." {
+                        found.push((path.clone(), name.to_owned(), attr.ino, attr.kind));
                     }
                     found.len() == *page
                 })

@@ -39,8 +39,8 @@ fn listing_4n_entries_in_pages_costs_about_4_times_n() {
 /// The whole listing of `ino` from `offset` on: (name, inode, offset handed with it).
 fn listing_from(fs: &Fs, ino: Ino, offset: u64) -> Vec<(OsString, Ino, u64)> {
     let mut out = Vec::new();
-    fs.readdir(ino, offset, |entry, next| {
-        out.push((entry.name, entry.ino, next));
+    fs.readdir(ino, offset, |name, attr, next| {
+        out.push((name.to_owned(), attr.ino, next));
         false
     })
     .unwrap();
@@ -82,8 +82,8 @@ fn dot_is_the_directory_and_dot_dot_its_parent() {
         "the root is its own parent"
     );
     let mut kinds = Vec::new();
-    fs.readdir(d, 0, |entry, _| {
-        kinds.push(entry.kind);
+    fs.readdir(d, 0, |_, attr, _| {
+        kinds.push(attr.kind);
         false
     })
     .unwrap();

@@ -136,8 +136,8 @@ fn list_in_pages(fs: &Fs, ino: Ino, page: usize) -> Vec<(OsString, Ino)> {
     let mut offset = 0;
     loop {
         let mut got = 0;
-        fs.readdir(ino, offset, |entry, next| {
-            out.push((entry.name, entry.ino));
+        fs.readdir(ino, offset, |name, attr, next| {
+            out.push((name.to_owned(), attr.ino));
             offset = next;
             got += 1;
             got == page
