@@ -285,6 +285,9 @@ pub struct SourceOptions {
     pub verify_on_open: bool,
     /// The source's own directory (the directory mounted); None: the container's directory.
     pub root: Option<std::path::PathBuf>,
+    /// Whoever opens the source lists its root right away (a worker does): an HDF5 file
+    /// then skips reading its root's links at open, which that listing does anyway.
+    pub root_listed_at_open: bool,
 }
 
 /// `-o no_hdf5_check`: run libhdf5 in the daemon itself, with no worker process (for
@@ -361,6 +364,7 @@ impl Default for SourceOptions {
             external_links_any: false,
             verify_on_open: false,
             root: None,
+            root_listed_at_open: false,
         }
     }
 }

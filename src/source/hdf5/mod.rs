@@ -185,7 +185,9 @@ impl Hdf5Source {
         // Opening the root group and reading its links reads the superblock, the root
         // object header and its link index: a truncated or corrupt file fails here, at
         // mount, rather than on first `ls`.
-        root_readable(&file, &source).map_err(|e| Hdf5Error::from(e).opening(path))?;
+        if !options.root_listed_at_open {
+            root_readable(&file, &source).map_err(|e| Hdf5Error::from(e).opening(path))?;
+        }
         let per_dataset = (options.cache_size as usize / OPEN_DATASETS).clamp(1 << 20, 64 << 20);
         let fallback_forced = direct::fallback_forced();
         if fallback_forced {

@@ -112,11 +112,20 @@ pub fn open(location: &Location, options: &SourceOptions) -> Result<IsolatedSour
         first_root: Mutex::new(None),
         listing_turn: Mutex::new(()),
     };
+    let started = Instant::now();
     let worker = source.start("opening the file")?;
     *source.current.lock().unwrap() = Some(worker);
+    let opened = started.elapsed();
     // The root is listed now, so a file that crashes libhdf5 as soon as it is looked at
     // is refused when it is opened (at mount), not mounted empty.
     let root = source.list(ROOT)?;
+    log::debug!(
+        "{}: worker opened it in {:.1} ms, listed its root ({} entries) in {:.1} ms",
+        source.name.display(),
+        opened.as_secs_f64() * 1e3,
+        root.entries.len(),
+        (started.elapsed() - opened).as_secs_f64() * 1e3
+    );
     *source.first_root.lock().unwrap() = Some(root);
     Ok(source)
 }

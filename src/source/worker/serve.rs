@@ -17,8 +17,12 @@ use crate::error::{Error, Result};
 use crate::io::inflate::SeekPointStore;
 use crate::source::{self, Source, SourceOptions};
 
-/// Threads answering requests: as many reads decode at once as the daemon has slots.
-const THREADS: usize = super::slots::SLOTS;
+/// Threads answering requests: one per CPU, as the daemon has FUSE threads (more would
+/// only add malloc arenas, each keeping freed memory of its own: 16 threads doubled the
+/// peak memory of a read through libhdf5).
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
 
 /// `arrfs __worker ...`: serves until the daemon closes the socket. None when this process
 /// is not a worker. `main` calls it before parsing the command line.
@@ -48,7 +52,11 @@ pub fn run_if_requested() -> Option<ExitCode> {
 
 /// The source's options from the worker's arguments ([`super::worker_args`]), and SOURCE.
 fn parse(args: &[String]) -> Result<(SourceOptions, PathBuf)> {
-    let mut options = SourceOptions::default();
+    // The daemon lists the root as soon as the worker is ready ([`super::open`]).
+    let mut options = SourceOptions {
+        root_listed_at_open: true,
+        ..SourceOptions::default()
+    };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
@@ -97,7 +105,7 @@ fn serve(args: &[String], socket: UnixStream, shm: File) -> Result<()> {
     };
     let (tx, rx) = mpsc::channel::<(u64, Request)>();
     let rx = Arc::new(Mutex::new(rx));
-    for _ in 0..THREADS {
+    for _ in 0..threads() {
         let (source, slots, output, rx) =
             (source.clone(), slots.clone(), output.clone(), rx.clone());
         std::thread::spawn(move || work(&*source, &slots, &output, &rx));
@@ -136,7 +144,15 @@ fn work(
 fn handle(source: &dyn Source, slots: &Slots, request: Request) -> Answer {
     injected_fault(source, &request);
     let done = match request {
-        Request::List { dir } => source.list(dir).map(Answer::Listing),
+        Request::List { dir } => {
+            let t = std::time::Instant::now();
+            let r = source.list(dir).map(Answer::Listing);
+            log::debug!(
+                "TIMING list {dir} {:.1} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            r
+        }
         Request::Name { key } => Ok(Answer::Name(source.name_of(key))),
         Request::Read {
             file,
@@ -201,5 +217,7 @@ fn injected_fault(source: &dyn Source, request: &Request) {
 
 /// Sends one answer; a daemon gone leaves nobody to answer, and the read loop then ends.
 fn answer(output: &Mutex<UnixStream>, id: u64, answer: &Answer) {
+    let t = std::time::Instant::now();
     let _ = wire::send(&mut *output.lock().unwrap(), id, answer);
+    log::debug!("TIMING send {id} {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
 }
