@@ -45,10 +45,15 @@ def warm(path):
             pass
 
 
+# `-o` options for every mount (--mount-option).
+MOUNT_OPTIONS = []
+
+
 class Mount:
     def __init__(self, arrfs, source, point, env=None, extra=()):
         self.point = point
         os.makedirs(point, exist_ok=True)
+        extra = (*MOUNT_OPTIONS, *extra)
         self.proc = subprocess.Popen([arrfs, "-f", *extra, source, point], env=env,
                                      stderr=subprocess.DEVNULL)
         deadline = time.time() + 900
@@ -755,6 +760,9 @@ def main():
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--data", default="bench-data")
     p.add_argument("--only", default="", help="comma-separated case names, e.g. H1,H2")
+    p.add_argument("--mount-option", action="append", default=[], metavar="OPT",
+                   help="-o OPT for every mount (e.g. no_hdf5_check: libhdf5 in the daemon, "
+                        "to measure what the HDF5 worker process costs)")
     p.add_argument("--s1-chunks", type=int, default=250_000)
     p.add_argument("--s3-chunks", type=int, default=1_000_000)
     p.add_argument("--s4-datasets", type=int, default=100_000)
@@ -762,6 +770,8 @@ def main():
     p.add_argument("--s6-members", type=int, default=100_000)
     p.add_argument("--r2-mb", type=int, default=512)
     args = p.parse_args()
+    for opt in args.mount_option:
+        MOUNT_OPTIONS.extend(["-o", opt])
     os.makedirs(args.data, exist_ok=True)
     args.data = os.path.abspath(args.data)
     args.arrfs = os.path.abspath(args.arrfs)

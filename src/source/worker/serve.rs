@@ -217,7 +217,5 @@ fn injected_fault(source: &dyn Source, request: &Request) {
 
 /// Sends one answer; a daemon gone leaves nobody to answer, and the read loop then ends.
 fn answer(output: &Mutex<UnixStream>, id: u64, answer: &Answer) {
-    let t = std::time::Instant::now();
     let _ = wire::send(&mut *output.lock().unwrap(), id, answer);
-    log::debug!("TIMING send {id} {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
 }
