@@ -567,14 +567,19 @@ impl Blocks {
         data: Bytes,
         from_disk: bool,
     ) {
-        let id = (object.id, block);
-        self.memory.insert(id, data.clone());
         if let (Some(_), Some(_), false) = (&self.disk, &object.disk_name, from_disk) {
             let (blocks, object, copy) = (self.clone(), object.clone(), data.clone());
             let stored =
                 tokio::task::spawn_blocking(move || blocks.store_on_disk(&object, block, &copy));
             let _ = stored.await;
         }
+        self.deliver_cached(object, block, flight, data);
+    }
+
+    /// A block that needs no writing to disk is here: cache it in memory, wake its readers.
+    fn deliver_cached(&self, object: &ObjectState, block: u64, flight: &Flight, data: Bytes) {
+        let id = (object.id, block);
+        self.memory.insert(id, data.clone());
         self.leave(id, flight, Ok(data));
     }
 

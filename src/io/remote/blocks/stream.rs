@@ -18,7 +18,7 @@
 //! ranged GETs and ends. Streams are bounded to a quarter of `max_requests`, each holding
 //! one request permit while its GET is open; past that, sequential readers get ranged GETs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -130,7 +130,7 @@ impl Streams {
             object: object.clone(),
             generation,
             queue: receiver,
-            current: None,
+            owed: VecDeque::new(),
             _slot: slot,
         };
         runtime.spawn(task.run());
@@ -180,8 +180,9 @@ struct StreamTask {
     object: Arc<ObjectState>,
     generation: u64,
     queue: UnboundedReceiver<Item>,
-    /// The block being brought: finished on every way out, as the queued ones are.
-    current: Option<Item>,
+    /// The blocks taken from the queue and not delivered yet, in order: finished on every
+    /// way out, as the queued ones are.
+    owed: VecDeque<Item>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -191,19 +192,26 @@ impl StreamTask {
         loop {
             let next = tokio::time::timeout(STREAM_IDLE, self.queue.recv()).await;
             // Idle, or replaced by a newer stream and done with what it was handed.
-            let Ok(Some((block, flight))) = next else {
+            let Ok(Some(item)) = next else {
                 break;
             };
-            self.current = Some((block, flight.clone()));
-            match self.bring(block, &mut body).await {
-                Ok((data, from_disk)) => {
-                    let blocks = self.blocks.clone();
-                    blocks
-                        .deliver(&self.object, block, &flight, data, from_disk)
-                        .await;
-                    self.current = None;
+            // Everything handed over by now, so that the disk cache is asked once for all.
+            self.owed.push_back(item);
+            while let Ok(item) = self.queue.try_recv() {
+                self.owed.push_back(item);
+            }
+            self.deliver_from_disk().await;
+            while let Some((block, flight)) = self.owed.front().cloned() {
+                match self.bring(block, &mut body).await {
+                    Ok(data) => {
+                        let blocks = self.blocks.clone();
+                        blocks
+                            .deliver(&self.object, block, &flight, data, false)
+                            .await;
+                        self.owed.pop_front();
+                    }
+                    Err(end) => return self.fail(end),
                 }
-                Err(end) => return self.fail(end),
             }
         }
         // A block handed over while the stream was ending goes by range.
@@ -211,15 +219,12 @@ impl StreamTask {
         self.fetch_by_range(&left);
     }
 
-    /// `block`'s bytes, and whether they came from the disk cache.
+    /// `block`'s bytes from the body, which is opened (again) as needed.
     async fn bring(
         &self,
         block: u64,
         body: &mut Option<Body>,
-    ) -> std::result::Result<(Bytes, bool), StreamEnd> {
-        if let Some(data) = self.load_from_disk(block).await {
-            return Ok((data, true));
-        }
+    ) -> std::result::Result<Bytes, StreamEnd> {
         let range = self.blocks.block_range(&self.object, block);
         let skip_limit = self.blocks.pacing.skip_limit(MAX_GAP_BYTES);
         if body
@@ -238,26 +243,40 @@ impl StreamTask {
                     .map_err(StreamEnd::GetFailed)?,
             ),
         };
-        let data = body
-            .take(
-                range,
-                self.blocks.tuning.stall_limit,
-                &self.blocks.counters.get_bytes,
-            )
-            .await
-            .map_err(StreamEnd::Broken)?;
-        Ok((data, false))
+        body.take(
+            range,
+            self.blocks.tuning.stall_limit,
+            &self.blocks.counters.get_bytes,
+        )
+        .await
+        .map_err(StreamEnd::Broken)
     }
 
-    async fn load_from_disk(&self, block: u64) -> Option<Bytes> {
+    /// Delivers the owed blocks the disk cache has (one blocking task for all of them).
+    async fn deliver_from_disk(&mut self) {
         if self.blocks.disk.is_none() || self.object.disk_name.is_none() {
-            return None;
+            return;
         }
         let (blocks, object) = (self.blocks.clone(), self.object.clone());
-        tokio::task::spawn_blocking(move || blocks.load_from_disk(&object, block))
-            .await
-            .ok()
-            .flatten()
+        let numbers: Vec<u64> = self.owed.iter().map(|(block, _)| *block).collect();
+        let found = tokio::task::spawn_blocking(move || {
+            numbers
+                .into_iter()
+                .map(|block| blocks.load_from_disk(&object, block))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut found = found.into_iter();
+        self.owed
+            .retain(|(block, flight)| match found.next().flatten() {
+                Some(data) => {
+                    self.blocks
+                        .deliver_cached(&self.object, *block, flight, data);
+                    false
+                }
+                None => true,
+            });
     }
 
     /// Ends the stream early: its blocks fail as a ranged GET's would if its GET failed,
@@ -313,7 +332,7 @@ impl StreamTask {
             }
         }
         self.queue.close();
-        let mut items: Vec<Item> = self.current.take().into_iter().collect();
+        let mut items: Vec<Item> = self.owed.drain(..).collect();
         while let Ok(item) = self.queue.try_recv() {
             items.push(item);
         }
