@@ -849,8 +849,8 @@ fn a_reader_that_jumps_away_drops_its_stream() {
     };
     read_from(0, 8);
     assert_eq!(open_bodies_soon(&store, 1), 1);
-    // Forward, past what the stream would read through: its GET is dropped for one from
-    // there.
+    // Forward, past what the stream would read through: a new stream from there; the old
+    // one ends (its GET dropped) once it brought what it was handed.
     read_from(200 * BLOCK, 8);
     assert_eq!(open_bodies_soon(&store, 1), 1, "one GET open");
     let ranges = store.ranges.lock().unwrap().clone();

@@ -66,9 +66,11 @@ impl Streams {
     }
 
     /// Hands `items` (sorted: the missing blocks of a read, and of its read-ahead if it is
-    /// `sequential`) to `object`'s stream. A sequential reader's start a stream if there is
-    /// none or they do not continue it; a random reader's go to a stream they are a
-    /// little ahead of (with the blocks between), and else nowhere. Returns those no
+    /// `sequential`) to `object`'s stream. A sequential reader's go to the stream they
+    /// continue (at most `reach` past its last block), or start a new one (the reader went
+    /// back or jumped far ahead: it need not wait for the old stream's window first); a
+    /// random reader's go to a stream they are a little ahead of (with the blocks
+    /// between), and else nowhere. Returns those no
     /// stream took (all of them when every stream slot is busy), for ranged GETs.
     pub(super) fn feed(
         &self,
@@ -97,7 +99,8 @@ impl Streams {
             return send(feed, items, last);
         }
         if let Some(feed) = feeds.get_mut(&object.id) {
-            if first >= feed.next_block {
+            let gap = first.saturating_sub(feed.next_block) * blocks.tuning.block_size;
+            if first >= feed.next_block && gap <= reach(blocks) {
                 return send(feed, items, last);
             }
         }
