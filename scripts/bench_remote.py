@@ -39,9 +39,24 @@ class Server:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.hello = json.loads(self.proc.stdout.readline())
 
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
     def close(self):
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds process `pid` has used so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# Harness servers whose CPU each case reports (the store and the proxy share the 2 cores
+# with both readers: moto's CPU per GET is part of what R2 measures).
+SERVERS = {}
 
 
 def proxy_call(port, what):
@@ -56,12 +71,15 @@ def load(point):
 
 
 def counted(proxy_port, fn):
-    """fn()'s result, and the requests the proxy saw meanwhile, as text."""
+    """fn()'s result, and the requests the proxy saw meanwhile and the CPU seconds the
+    harness servers spent, as text."""
     proxy_call(proxy_port, "reset")
+    before = {name: server.cpu() for name, server in SERVERS.items()}
     result = fn()
     stats = proxy_call(proxy_port, "stats")
+    cpu = ", ".join(f"{name} {server.cpu() - before[name]:.1f} s CPU" for name, server in SERVERS.items())
     mib = stats.get("get_bytes", 0) / (1 << 20)
-    return result, f"{stats.get('GET', 0)} GET, {stats.get('HEAD', 0)} HEAD, {mib:.0f} MiB"
+    return result, f"{stats.get('GET', 0)} GET, {stats.get('HEAD', 0)} HEAD, {mib:.0f} MiB, {cpu}"
 
 
 def s3fs_python(args):
@@ -74,9 +92,17 @@ def s3fs_python(args):
 
 
 def wall(cmd, env=None):
-    t0 = time.perf_counter()
+    t0, cpu = time.perf_counter(), children_cpu()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    print(f"  {os.path.basename(cmd[0])}: {seconds:.2f} s, {children_cpu() - cpu:.1f} s CPU", file=sys.stderr)
+    return seconds
+
+
+def children_cpu():
+    """CPU seconds of this script's waited-for children so far (the readers)."""
+    usage = os.times()
+    return usage.children_user + usage.children_system
 
 
 def make_many(path):
@@ -108,8 +134,12 @@ def arrfs_case(args, url, env, action, extra=()):
     t0 = time.perf_counter()
     mount = args.mount_class(args.arrfs, url, point, env, extra)
     try:
+        reader = children_cpu()
         subprocess.run(action(point), check=True, stdout=subprocess.DEVNULL)
-        return time.perf_counter() - t0, mount.peak_rss_mb()
+        seconds = time.perf_counter() - t0
+        print(f"  arrfs {url}: {seconds:.2f} s, daemon {cpu_seconds(mount.proc.pid):.1f} s CPU, "
+              f"reader {children_cpu() - reader:.1f} s CPU", file=sys.stderr)
+        return seconds, mount.peak_rss_mb()
     finally:
         mount.close()
 
@@ -132,6 +162,8 @@ def http_case(args, rows, big, anchor_python):
     served = os.path.dirname(big)
     server = Server("range_server.py", served)
     proxy = Server("proxy.py", str(server.hello["port"]), "--delay-ms", str(LATENCY_MS))
+    SERVERS.clear()
+    SERVERS.update(server=server, proxy=proxy)
     pport = proxy.hello["port"]
     url = f"http://127.0.0.1:{pport}/{os.path.basename(big)}"
     try:
@@ -156,6 +188,8 @@ def s3_range_case(args, rows, big, anchor_python):
         os.link(big, served)
     server = Server("range_server.py", root)
     proxy = Server("proxy.py", str(server.hello["port"]), "--delay-ms", str(LATENCY_MS))
+    SERVERS.clear()
+    SERVERS.update(server=server, proxy=proxy)
     pport = proxy.hello["port"]
     endpoint = f"http://127.0.0.1:{pport}"
     env = dict(os.environ, AWS_ACCESS_KEY_ID="unused", AWS_SECRET_ACCESS_KEY="unused",
@@ -190,6 +224,8 @@ def remote_cases(args, rows, only, mount_class):
     s3 = Server("s3_server.py")
     port, key, secret = s3.hello["port"], s3.hello["access_key_id"], s3.hello["secret_access_key"]
     proxy = Server("proxy.py", str(port), "--delay-ms", str(LATENCY_MS))
+    SERVERS.clear()
+    SERVERS.update(moto=s3, proxy=proxy)
     endpoint = f"http://127.0.0.1:{proxy.hello['port']}"
     try:
         subprocess.run([PY, os.path.join(ROOT, "tests/py/s3_upload.py"), f"http://127.0.0.1:{port}", key, secret,

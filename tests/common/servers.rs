@@ -245,6 +245,8 @@ pub struct ProxyStats {
     pub heads: u64,
     /// Body bytes of the GET answers.
     pub get_bytes: u64,
+    /// GET answers cut mid-body (`cut_after`).
+    pub cuts: u64,
     /// The `Range` header of each GET.
     pub ranges: Vec<String>,
 }
@@ -285,6 +287,12 @@ impl Proxy {
         self.control(&format!("set?stall_from_head={n}"));
     }
 
+    /// The next GET answer longer than `n` bytes is cut after `n` bytes of body (the
+    /// connection closed mid-body), once.
+    pub fn cut_after(&self, n: u64) {
+        self.control(&format!("set?cut_after={n}"));
+    }
+
     pub fn reset(&self) {
         self.control("reset");
     }
@@ -296,6 +304,7 @@ impl Proxy {
             gets: count("GET"),
             heads: count("HEAD"),
             get_bytes: count("get_bytes"),
+            cuts: count("cuts"),
             ranges: stats["ranges"]
                 .as_array()
                 .map(|a| {

@@ -16,6 +16,9 @@ Controlled over HTTP on its own port (paths no S3 bucket or test file can have):
     GET /__proxy__/set?stall_from_head=N -> the Nth HEAD from now on (and every request after
                                       it) stalls: lets one client's requests through and
                                       holds the next client's (0: off)
+    GET /__proxy__/set?cut_after=N -> the next GET answer longer than N bytes is cut after N
+                                      bytes of its body (the connection closed mid-body, as a
+                                      dropped connection would), once (0: off)
 Control requests are not counted.
 """
 
@@ -40,6 +43,8 @@ class State:
     mode = "ok"
     stall_from_head = 0
     heads_to_stall = 0
+    cut_after = 0
+    cuts = 0
     counts = {}
     get_bytes = 0
     ranges = []
@@ -80,7 +85,8 @@ class Handler(BaseHTTPRequestHandler):
     def control(self, url):
         with State.lock:
             if url.path == "/__proxy__/stats":
-                stats = dict(State.counts, get_bytes=State.get_bytes, ranges=list(State.ranges))
+                stats = dict(State.counts, get_bytes=State.get_bytes, ranges=list(State.ranges),
+                             cuts=State.cuts)
                 return self.answer_json(stats)
             if url.path == "/__proxy__/reset":
                 State.counts, State.get_bytes, State.ranges = {}, 0, []
@@ -91,6 +97,8 @@ class Handler(BaseHTTPRequestHandler):
                     State.delay_ms = int(query["delay_ms"][0])
                 if "mode" in query:
                     State.mode = query["mode"][0]
+                if "cut_after" in query:
+                    State.cut_after = int(query["cut_after"][0])
                 if "stall_from_head" in query:
                     State.stall_from_head = int(query["stall_from_head"][0])
                     State.heads_to_stall = State.stall_from_head
@@ -155,6 +163,17 @@ class Handler(BaseHTTPRequestHandler):
             length = str(len(data))
         self.send_header("Content-Length", length)
         self.end_headers()
+        with State.lock:
+            cut = State.cut_after if self.command == "GET" and 0 < State.cut_after < len(data) else 0
+            if cut:
+                State.cut_after, State.cuts = 0, State.cuts + 1
+        if cut:
+            self.wfile.write(data[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            with State.lock:
+                State.get_bytes += cut
+            return
         if self.command != "HEAD":
             self.wfile.write(data)
             if self.command == "GET":

@@ -5,7 +5,8 @@
 //!
 //! Fetches run as tasks on the mount's tokio runtime; the FUSE threads that asked wait for
 //! their blocks on a condition variable, with a deadline, so a stalled store fails a read
-//! instead of hanging it.
+//! instead of hanging it. A sequential reader's blocks come from one streaming GET of the
+//! rest of the object instead (stream.rs).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -25,6 +26,8 @@ use super::RemoteStats;
 use crate::error::{Error, Result};
 use crate::io::readahead::SequentialReads;
 use crate::io::stable_hash;
+
+mod stream;
 
 /// Which version of an object a mount serves: any change of these is a changed object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,10 +126,15 @@ pub(crate) struct Tuning {
     /// Bytes read ahead of a sequential reader (more for a slow store, see
     /// `Blocks::read_ahead_window`).
     pub read_ahead: u64,
+    /// Sequential readers are served by a streaming GET (stream.rs).
+    pub stream_reads: bool,
     /// Longest a fetch may take (waiting for a request permit included) before it fails.
     /// Readers wait a little longer, so that they see its failure and a later read starts
     /// a new fetch instead of joining a stalled one.
     pub fetch_limit: Duration,
+    /// Longest a streaming GET may go without sending a byte it owes before it counts as
+    /// broken (its blocks are then fetched by range).
+    pub stall_limit: Duration,
 }
 
 /// Request counters.
@@ -270,12 +278,14 @@ pub(crate) struct Blocks {
     pub tuning: Tuning,
     pub counters: Counters,
     /// Bounds the requests in flight (GET, HEAD, LIST) to `max_requests`.
-    pub requests: tokio::sync::Semaphore,
+    pub requests: Arc<tokio::sync::Semaphore>,
     memory: BlockCache,
     disk: Option<DiskCache>,
     in_flight: Mutex<HashMap<BlockId, Arc<Flight>>>,
     sequential: SequentialReads,
     pacing: GetPacing,
+    /// The streaming GETs of sequentially read objects.
+    streams: stream::Streams,
     /// The read-ahead window grows up to this for a slow store: `read_ahead`, or half the
     /// memory cache if that is more (read-ahead blocks wait in the cache for their reader).
     widest_window: u64,
@@ -293,15 +303,22 @@ impl Blocks {
         Blocks {
             store,
             counters: Counters::default(),
-            requests: tokio::sync::Semaphore::new(max_requests.max(1)),
+            requests: Arc::new(tokio::sync::Semaphore::new(max_requests.max(1))),
             memory,
             disk,
             in_flight: Mutex::new(HashMap::new()),
             sequential: SequentialReads::default(),
             pacing: GetPacing::default(),
+            streams: stream::Streams::new(max_requests),
             widest_window: tuning.read_ahead.max(memory_bytes / 2),
             tuning,
         }
+    }
+
+    /// Streams alive.
+    #[cfg(test)]
+    pub(crate) fn streams_alive(&self) -> usize {
+        self.streams.alive()
     }
 
     /// Bytes the memory cache holds (as weighed against its capacity).
@@ -359,9 +376,25 @@ impl Blocks {
             })?;
         let size = self.tuning.block_size;
         let wanted = offset / size..end.div_ceil(size);
-        let ahead_get = self.read_ahead_get_bytes();
+        // A stream costs no request per read-ahead step: its window stays `read_ahead`
+        // (a wider one only lets read-ahead blocks be evicted before they are read).
+        let ahead_get = match self.tuning.stream_reads {
+            true => self.usual_get_bytes(),
+            false => self.read_ahead_get_bytes(),
+        };
         let ahead = self.read_ahead_blocks(object, offset, end, &wanted, ahead_get);
+        let sequential = ahead.is_some();
+        let ahead = ahead.unwrap_or(wanted.end..wanted.end);
         let (pending, to_fetch) = self.claim(object, wanted.clone(), ahead);
+        // A sequential reader's blocks, its own and those ahead, come from the object's
+        // stream, and so do a random reader's a little ahead of a stream; the rest (and
+        // all of them if no stream can be had) by range.
+        let to_fetch = match self.tuning.stream_reads {
+            true => self
+                .streams
+                .feed(self, runtime, object, to_fetch, sequential),
+            false => to_fetch,
+        };
         let first_ahead = to_fetch.partition_point(|(block, _)| *block < wanted.end);
         let (for_reader, for_later) = to_fetch.split_at(first_ahead);
         self.start_fetches(runtime, object, for_reader, self.tuning.max_get_blocks);
@@ -449,7 +482,7 @@ impl Blocks {
     }
 
     /// The blocks to read ahead of a sequential reader, past those it asked for, in GETs
-    /// of `get` bytes.
+    /// of `get` bytes (maybe none); `None` for a reader that is not sequential.
     fn read_ahead_blocks(
         &self,
         object: &ObjectState,
@@ -457,17 +490,15 @@ impl Blocks {
         end: u64,
         wanted: &Range<u64>,
         get: u64,
-    ) -> Range<u64> {
+    ) -> Option<Range<u64>> {
         let size = self.tuning.block_size;
         let last = object.version.size.div_ceil(size);
         let window = self.read_ahead_window(get);
-        match self
-            .sequential
-            .record_in_steps(object.id, offset, end, window, window / 2)
-        {
-            Some((from, to)) => (from / size).max(wanted.end)..to.div_ceil(size).min(last),
-            None => wanted.end..wanted.end,
-        }
+        let (from, to) =
+            self.sequential
+                .record_in_steps(object.id, offset, end, window, window / 2)?;
+        let (from, to) = ((from / size).max(wanted.end), to.div_ceil(size).min(last));
+        Some(from..to.max(from))
     }
 
     /// For each wanted block, the block or the flight that brings it; starts a flight for
@@ -536,14 +567,19 @@ impl Blocks {
         data: Bytes,
         from_disk: bool,
     ) {
-        let id = (object.id, block);
-        self.memory.insert(id, data.clone());
         if let (Some(_), Some(_), false) = (&self.disk, &object.disk_name, from_disk) {
             let (blocks, object, copy) = (self.clone(), object.clone(), data.clone());
             let stored =
                 tokio::task::spawn_blocking(move || blocks.store_on_disk(&object, block, &copy));
             let _ = stored.await;
         }
+        self.deliver_cached(object, block, flight, data);
+    }
+
+    /// A block that needs no writing to disk is here: cache it in memory, wake its readers.
+    fn deliver_cached(&self, object: &ObjectState, block: u64, flight: &Flight, data: Bytes) {
+        let id = (object.id, block);
+        self.memory.insert(id, data.clone());
         self.leave(id, flight, Ok(data));
     }
 
@@ -688,38 +724,8 @@ async fn get_blocks(
         .acquire()
         .await
         .map_err(|_| Failure::Transport("closing".into()))?;
-    bump(&blocks.counters.gets, 1);
-    log::debug!(
-        "{}: GET bytes {}-{}",
-        object.url,
-        range.start,
-        range.end - 1
-    );
     let sent = Instant::now();
-    let options = GetOptions::new()
-        .with_range(Some(range.clone()))
-        .with_if_match(object.version.e_tag.clone());
-    let result = blocks
-        .store
-        .get_opts(&object.path, options)
-        .await
-        .map_err(|e| match e {
-            object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. } => {
-                Failure::Changed
-            }
-            e => Failure::Transport(describe(&e)),
-        });
-    let result = match result {
-        Err(Failure::Changed) => {
-            object.mark_changed();
-            return Err(Failure::Changed);
-        }
-        other => other?,
-    };
-    if !object.version.matches(&result.meta) || result.range != range {
-        object.mark_changed();
-        return Err(Failure::Changed);
-    }
+    let result = send_get(blocks, object, range.clone()).await?;
     let mut body = result.into_stream();
     let mut next = stretch.iter();
     let mut filling: Vec<u8> = Vec::new();
@@ -764,6 +770,48 @@ async fn get_blocks(
             .record(first_byte - sent, range.end - range.start, body);
     }
     Ok(())
+}
+
+/// Sends one ranged GET of `object` carrying `If-Match` (the caller holds a request permit)
+/// and checks its answer is the version opened: a 412, a 404 or another version marks the
+/// object changed.
+async fn send_get(
+    blocks: &Blocks,
+    object: &ObjectState,
+    range: Range<u64>,
+) -> std::result::Result<object_store::GetResult, Failure> {
+    bump(&blocks.counters.gets, 1);
+    log::debug!(
+        "{}: GET bytes {}-{}",
+        object.url,
+        range.start,
+        range.end - 1
+    );
+    let options = GetOptions::new()
+        .with_range(Some(range.clone()))
+        .with_if_match(object.version.e_tag.clone());
+    let result = blocks
+        .store
+        .get_opts(&object.path, options)
+        .await
+        .map_err(|e| match e {
+            object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. } => {
+                Failure::Changed
+            }
+            e => Failure::Transport(describe(&e)),
+        });
+    let result = match result {
+        Err(Failure::Changed) => {
+            object.mark_changed();
+            return Err(Failure::Changed);
+        }
+        other => other?,
+    };
+    if !object.version.matches(&result.meta) || result.range != range {
+        object.mark_changed();
+        return Err(Failure::Changed);
+    }
+    Ok(result)
 }
 
 /// Finishes, as failed, the flights of a fetch that ended without finishing them (its task

@@ -50,6 +50,9 @@ pub struct RemoteOptions {
     pub block_size: u64,
     /// Bytes read ahead of a sequential reader.
     pub read_ahead: u64,
+    /// Serve a sequential reader from one streaming GET of the rest of the object
+    /// (blocks/stream.rs) rather than from a ranged GET per read-ahead step.
+    pub stream_reads: bool,
     /// Longest one request may take (connect, headers and body).
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -76,6 +79,7 @@ impl Default for RemoteOptions {
             disk_cache_size: 4 << 30,
             block_size: 1 << 20,
             read_ahead: 64 << 20,
+            stream_reads: true,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             retries: 4,
@@ -99,6 +103,7 @@ impl std::fmt::Debug for RemoteOptions {
             .field("disk_cache_size", &self.disk_cache_size)
             .field("block_size", &self.block_size)
             .field("read_ahead", &self.read_ahead)
+            .field("stream_reads", &self.stream_reads)
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .field("config_keys", &config_keys)
@@ -175,11 +180,13 @@ impl Core {
             block_size,
             max_get_blocks: (16 << 20) / block_size + 1,
             read_ahead: options.read_ahead,
+            stream_reads: options.stream_reads,
             // A request may take `timeout` per attempt, and retries go on for
             // `retry_timeout` (plus one backoff): past that nothing useful is coming.
             fetch_limit: options.retry_timeout
                 + options.timeout
                 + options.timeout.min(Duration::from_secs(5)),
+            stall_limit: options.timeout,
         };
         let blocks = Blocks::new(
             store,

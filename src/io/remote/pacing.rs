@@ -67,6 +67,17 @@ impl GetPacing {
         let worth = (WAIT_SHARE * first_byte * rate) as u64;
         worth.clamp(usual, longest.max(usual))
     }
+
+    /// Bytes a streaming GET may read and drop to reach a block further on rather than be
+    /// replaced by a new GET: what the store sends in the time a new GET waits for its
+    /// first byte (reading them costs no more than that wait), at least `least`.
+    pub(crate) fn skip_limit(&self, least: u64) -> u64 {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some(first_byte), Some(rate)) = (seen.first_byte, seen.rate) else {
+            return least;
+        };
+        ((first_byte * rate) as u64).max(least)
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +117,17 @@ mod tests {
             pacing.record(ms(400), 75_000_000, ms(1000));
         }
         assert_eq!(pacing.read_ahead_get(16 * MIB, 32 * MIB), 32 * MIB);
+    }
+
+    #[test]
+    fn a_stream_skips_what_the_store_sends_during_one_first_byte_wait() {
+        let pacing = GetPacing::default();
+        assert_eq!(pacing.skip_limit(MIB), MIB, "unmeasured");
+        pacing.record(ms(300), 100_000_000, ms(1000));
+        assert_eq!(pacing.skip_limit(MIB), 30_000_000);
+        let fast = GetPacing::default();
+        fast.record(ms(5), 100_000_000, ms(1000));
+        assert_eq!(fast.skip_limit(MIB), MIB);
     }
 
     #[test]

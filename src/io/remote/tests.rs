@@ -1,21 +1,22 @@
 //! The range reader over object_store's in-memory store, wrapped to count GETs and to make
 //! them fail or stall: caches, coalescing, read-ahead, one fetch per block, changed
-//! objects, the disk cache and its bound. No network.
+//! objects, the disk cache and its bound, streaming GETs. No network.
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
 use super::*;
@@ -30,6 +31,66 @@ struct TestStore {
     /// Every GET waits this long first.
     delay_ms: AtomicU64,
     ranges: std::sync::Mutex<Vec<Range<u64>>>,
+    bodies: Arc<Bodies>,
+}
+
+/// What happens to GET bodies: each is sent in `PIECE`s, one per poll, so how far a
+/// reader polled one shows.
+#[derive(Debug, Default)]
+struct Bodies {
+    /// Body bytes polled so far, all GETs.
+    polled: AtomicU64,
+    /// Bodies not dropped yet.
+    open: AtomicU64,
+    /// If not 0: the first poll of a body once this many bytes were polled in all fails
+    /// (a dropped connection), or never answers if `cut_stalls` (a stalled store). Once.
+    cut_after: AtomicU64,
+    cut_stalls: AtomicBool,
+}
+
+const PIECE: usize = 16 << 10;
+
+/// Counts a body open until it is dropped.
+struct OpenBody(Arc<Bodies>);
+
+impl Drop for OpenBody {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `data` as a body of `PIECE`s, under `bodies`' switches.
+fn in_pieces(bodies: &Arc<Bodies>, data: Bytes) -> BoxStream<'static, object_store::Result<Bytes>> {
+    bodies.open.fetch_add(1, Ordering::SeqCst);
+    let guard = OpenBody(bodies.clone());
+    let pieces: Vec<Bytes> = (0..data.len())
+        .step_by(PIECE)
+        .map(|at| data.slice(at..(at + PIECE).min(data.len())))
+        .collect();
+    futures::stream::iter(pieces)
+        .then(move |piece| {
+            let bodies = guard.0.clone();
+            async move {
+                let cut = bodies.cut_after.load(Ordering::SeqCst);
+                if cut > 0
+                    && bodies.polled.load(Ordering::SeqCst) >= cut
+                    && bodies.cut_after.swap(0, Ordering::SeqCst) == cut
+                {
+                    if bodies.cut_stalls.load(Ordering::SeqCst) {
+                        futures::future::pending::<()>().await;
+                    }
+                    return Err(object_store::Error::Generic {
+                        store: "TestStore",
+                        source: "connection reset by peer".into(),
+                    });
+                }
+                bodies
+                    .polled
+                    .fetch_add(piece.len() as u64, Ordering::SeqCst);
+                Ok(piece)
+            }
+        })
+        .boxed()
 }
 
 impl fmt::Display for TestStore {
@@ -76,7 +137,24 @@ impl ObjectStore for TestStore {
                 });
             }
         }
-        self.inner.get_opts(p, o).await
+        if o.head {
+            return self.inner.get_opts(p, o).await;
+        }
+        let result = self.inner.get_opts(p, o).await?;
+        let (meta, range, attributes, extensions) = (
+            result.meta.clone(),
+            result.range.clone(),
+            result.attributes.clone(),
+            result.extensions.clone(),
+        );
+        let data = result.bytes().await?;
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(in_pieces(&self.bodies, data)),
+            meta,
+            range,
+            attributes,
+            extensions,
+        })
     }
 
     fn delete_stream(
@@ -574,13 +652,15 @@ fn a_read_that_joined_a_read_ahead_which_failed_fetches_again() {
 }
 
 /// A sequential read of 96 MiB in 1 MiB pieces, with `delay_ms` before every GET's answer;
-/// the ranges the store was asked for.
+/// the ranges the store was asked for. Without streaming GETs: read-ahead by ranged GETs
+/// (what a sequential reader gets when every stream slot is taken).
 fn sequential_read_ranges(delay_ms: u64) -> Vec<Range<u64>> {
     let options = RemoteOptions {
         block_size: 1 << 20,
         read_ahead: 64 << 20,
         memory_cache: 256 << 20,
         timeout: Duration::from_secs(10),
+        stream_reads: false,
         ..options()
     };
     let (store, remote, object, data) = setup(96 << 20, &options);
@@ -616,11 +696,13 @@ fn read_ahead_gets_and_window_grow_when_the_first_byte_is_slow() {
     assert!(slow.len() < fast.len(), "slow {slow:?}, fast {fast:?}");
 }
 
-/// GETs and bytes fetched by a sequential read of `len` bytes in 16 KiB pieces.
-fn sequential_read_cost(len: usize) -> (u64, u64) {
+/// GETs and bytes fetched by a sequential read of `len` bytes in 16 KiB pieces, with or
+/// without streaming GETs.
+fn sequential_read_cost(len: usize, stream_reads: bool) -> (u64, u64) {
     let options = RemoteOptions {
         read_ahead: 16 * BLOCK,
         memory_cache: 64 * BLOCK,
+        stream_reads,
         ..options()
     };
     let (store, remote, object, data) = setup(len, &options);
@@ -630,10 +712,10 @@ fn sequential_read_cost(len: usize) -> (u64, u64) {
 }
 
 #[test]
-fn reading_4n_bytes_costs_about_4_times_the_gets_of_n() {
+fn without_streams_reading_4n_bytes_costs_about_4_times_the_gets_of_n() {
     let n = 64 * BLOCK as usize;
-    let (gets, bytes) = sequential_read_cost(n);
-    let (gets_4n, bytes_4n) = sequential_read_cost(4 * n);
+    let (gets, bytes) = sequential_read_cost(n, false);
+    let (gets_4n, bytes_4n) = sequential_read_cost(4 * n, false);
     assert_eq!(
         (bytes, bytes_4n),
         (n as u64, 4 * n as u64),
@@ -674,4 +756,249 @@ fn cached_blocks_between_missing_ones_are_fetched_again_rather_than_split_the_ge
         [11 * mib..12 * mib, 14 * mib..15 * mib],
         "{ranges:?}"
     );
+}
+
+#[test]
+fn with_streams_reading_4n_bytes_costs_the_gets_of_n() {
+    let n = 64 * BLOCK as usize;
+    let (gets, bytes) = sequential_read_cost(n, true);
+    let (gets_4n, bytes_4n) = sequential_read_cost(4 * n, true);
+    assert_eq!(
+        (bytes, bytes_4n),
+        (n as u64, 4 * n as u64),
+        "every byte once"
+    );
+    assert_eq!(
+        (gets, gets_4n),
+        (2, 2),
+        "the first read's GET, then one stream"
+    );
+}
+
+/// Options for the streaming tests: a 16-block read-ahead window in a 64-block cache.
+fn stream_options() -> RemoteOptions {
+    RemoteOptions {
+        read_ahead: 16 * BLOCK,
+        memory_cache: 64 * BLOCK,
+        ..options()
+    }
+}
+
+#[test]
+fn a_sequential_reader_is_served_by_one_streaming_get_read_no_further_than_its_window() {
+    let options = stream_options();
+    let (store, remote, object, data) = setup(256 * BLOCK as usize, &options);
+    let piece = 16 << 10;
+    for offset in (0..data.len()).step_by(piece) {
+        assert_eq!(
+            read(&object, offset as u64, piece),
+            data[offset..offset + piece]
+        );
+        // The body is polled only as far as the blocks handed to the stream: the reader's
+        // block and the read-ahead window past it (plus one piece being cut into a block).
+        let polled = store.bodies.polled.load(Ordering::SeqCst);
+        let limit = offset as u64 + piece as u64 + options.read_ahead + 2 * BLOCK;
+        assert!(
+            polled <= limit,
+            "{polled} bytes polled with the reader at {offset}"
+        );
+    }
+    let ranges = store.ranges.lock().unwrap().clone();
+    assert_eq!(
+        ranges,
+        [0..BLOCK, BLOCK..data.len() as u64],
+        "the first read (not yet sequential), then one GET of the rest"
+    );
+    assert_eq!(
+        remote.stats().get_bytes,
+        data.len() as u64,
+        "every byte once"
+    );
+    assert_eq!(remote.core.blocks.streams_alive(), 1);
+    drop((object, remote));
+    assert_eq!(
+        store.bodies.open.load(Ordering::SeqCst),
+        0,
+        "unmounting drops the stream's GET"
+    );
+}
+
+/// The bodies open once they are `expected` (a ranged GET drops its body just after
+/// waking its readers), or after a few seconds.
+fn open_bodies_soon(store: &TestStore, expected: u64) -> u64 {
+    for _ in 0..500 {
+        let open = store.bodies.open.load(Ordering::SeqCst);
+        if open == expected {
+            return open;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    store.bodies.open.load(Ordering::SeqCst)
+}
+
+#[test]
+fn a_reader_that_jumps_away_drops_its_stream() {
+    let options = stream_options();
+    let (store, _remote, object, data) = setup(256 * BLOCK as usize, &options);
+    let piece = 16 << 10;
+    let read_from = |start: u64, blocks: u64| {
+        for offset in (start..start + blocks * BLOCK).step_by(piece) {
+            let at = offset as usize;
+            assert_eq!(read(&object, offset, piece), data[at..at + piece]);
+        }
+    };
+    read_from(0, 8);
+    assert_eq!(open_bodies_soon(&store, 1), 1);
+    // Forward, past what the stream would read through: a new stream from there; the old
+    // one ends (its GET dropped) once it brought what it was handed.
+    read_from(200 * BLOCK, 8);
+    assert_eq!(open_bodies_soon(&store, 1), 1, "one GET open");
+    let ranges = store.ranges.lock().unwrap().clone();
+    assert_eq!(ranges.len(), 4, "{ranges:?}");
+    assert_eq!(ranges[3], 201 * BLOCK..data.len() as u64, "{ranges:?}");
+    // Back: a new stream from there; the old one ends with what it was handed.
+    read_from(100 * BLOCK, 8);
+    let ranges = store.ranges.lock().unwrap().clone();
+    assert_eq!(ranges.len(), 6, "{ranges:?}");
+    assert_eq!(ranges[5], 101 * BLOCK..data.len() as u64, "{ranges:?}");
+    let polled = store.bodies.polled.load(Ordering::SeqCst);
+    assert!(
+        polled < 3 * (8 + 16 + 2) * BLOCK,
+        "no stream read far past its reader: {polled} bytes"
+    );
+}
+
+#[test]
+fn a_random_read_a_little_ahead_of_a_stream_is_served_by_it() {
+    let (store, remote, object, data) = setup(256 * BLOCK as usize, &stream_options());
+    let piece = 16 << 10;
+    for offset in (0..8 * BLOCK as usize).step_by(piece) {
+        assert_eq!(
+            read(&object, offset as u64, piece),
+            data[offset..offset + piece]
+        );
+    }
+    assert_eq!(store.gets(), 2);
+    // Within the stream's reach (a 16-block window here): no GET of its own.
+    let at = 30 * BLOCK as usize + 7;
+    assert_eq!(read(&object, at as u64, 100), data[at..at + 100]);
+    assert_eq!(store.gets(), 2, "{:?}", store.ranges.lock().unwrap());
+    // Far ahead: a GET of its own; the stream is left alone.
+    let at = 200 * BLOCK as usize + 7;
+    assert_eq!(read(&object, at as u64, 100), data[at..at + 100]);
+    let ranges = store.ranges.lock().unwrap().clone();
+    assert_eq!(ranges.len(), 3, "{ranges:?}");
+    assert_eq!(ranges[2], 200 * BLOCK..201 * BLOCK);
+    assert_eq!(remote.core.blocks.streams_alive(), 1);
+    assert_eq!(
+        remote.stats().get_bytes,
+        31 * BLOCK + BLOCK,
+        "the stream read up to block 30, no further"
+    );
+}
+
+/// A sequential read of `data` in 16 KiB pieces by a stream whose body breaks off (or
+/// stalls) after 10 blocks: every read succeeds, its blocks fetched again by range.
+fn read_through_a_cut(stalls: bool, options: &RemoteOptions) {
+    let (store, remote, object, data) = setup(64 * BLOCK as usize, options);
+    store.bodies.cut_stalls.store(stalls, Ordering::SeqCst);
+    store.bodies.cut_after.store(10 * BLOCK, Ordering::SeqCst);
+    read_in_pieces(&object, &data, 16 << 10);
+    assert_eq!(store.bodies.cut_after.load(Ordering::SeqCst), 0, "cut");
+    assert_eq!(remote.stats().get_failures, 1, "{:?}", remote.stats());
+    let ranges = store.ranges.lock().unwrap().clone();
+    assert_eq!(ranges[1], BLOCK..data.len() as u64, "a stream: {ranges:?}");
+    assert!(ranges.len() >= 3, "then by range: {ranges:?}");
+}
+
+#[test]
+fn a_stream_cut_mid_body_is_refetched_by_range() {
+    read_through_a_cut(false, &stream_options());
+}
+
+#[test]
+fn a_stalled_stream_is_refetched_by_range_and_never_hangs() {
+    let options = RemoteOptions {
+        timeout: Duration::from_millis(200),
+        retry_timeout: Duration::from_millis(200),
+        ..stream_options()
+    };
+    read_through_a_cut(true, &options);
+}
+
+#[test]
+fn a_failed_streaming_get_fails_the_read_and_a_later_read_recovers() {
+    let (store, _remote, object, data) = setup(64 * BLOCK as usize, &stream_options());
+    read(&object, 0, 10);
+    store.failing_gets.store(1, Ordering::SeqCst);
+    // Sequential: block 0 is cached, so this read's GET is the stream's (for blocks 1..).
+    let mut buf = vec![0; BLOCK as usize];
+    let err = object.read_at(10, &mut buf).unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    assert_eq!(err.errno(), libc::EIO);
+    assert_eq!(
+        read(&object, 10, BLOCK as usize),
+        data[10..10 + BLOCK as usize]
+    );
+}
+
+#[test]
+fn an_object_replaced_mid_stream_fails_with_source_changed() {
+    let (store, _remote, object, data) = setup(64 * BLOCK as usize, &stream_options());
+    let piece = 16 << 10;
+    for offset in (0..4 * BLOCK as usize).step_by(piece) {
+        assert_eq!(
+            read(&object, offset as u64, piece),
+            data[offset..offset + piece]
+        );
+    }
+    assert_eq!(
+        store.ranges.lock().unwrap()[1],
+        BLOCK..data.len() as u64,
+        "a stream"
+    );
+    store.upload("data/file.bin", &pattern(data.len(), 99));
+    // The stream's GET serves the version it was sent for (If-Match held when it was
+    // sent): its blocks are still the opened object's. Once it breaks, the GETs that take
+    // over meet the new version: EIO for good, never a mix of two versions.
+    let polled = store.bodies.polled.load(Ordering::SeqCst);
+    store.bodies.cut_after.store(polled + 1, Ordering::SeqCst);
+    let mut failed = None;
+    for offset in (4 * BLOCK as usize..data.len()).step_by(piece) {
+        let mut buf = vec![0; piece];
+        match object.read_at(offset as u64, &mut buf) {
+            Ok(()) => assert_eq!(buf, data[offset..offset + piece], "at {offset}"),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let err = failed.expect("the replacement was noticed");
+    assert!(matches!(err, Error::SourceChanged { .. }), "{err}");
+    assert_eq!(err.errno(), libc::EIO);
+    let mut buf = vec![0; 10];
+    let err = object.read_at(0, &mut buf).unwrap_err();
+    assert!(
+        matches!(err, Error::SourceChanged { .. }),
+        "for good: {err}"
+    );
+}
+
+#[test]
+fn a_sequential_reader_on_a_warm_disk_cache_sends_no_gets() {
+    let dir = ScratchDir::new("remote-disk-stream");
+    let options = RemoteOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..stream_options()
+    };
+    let (store, first, object, data) = setup(128 * BLOCK as usize, &options);
+    read_in_pieces(&object, &data, 16 << 10);
+    assert_eq!(first.stats().disk_writes, 128);
+    drop((object, first));
+    let gets = store.gets();
+    let second = connect(&store, "s3://bucket/data/file.bin", &options).unwrap();
+    read_in_pieces(&second.root_object().unwrap(), &data, 16 << 10);
+    assert_eq!(store.gets(), gets, "no data GETs");
+    assert_eq!(second.stats().disk_hits, 128);
 }
