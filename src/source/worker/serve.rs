@@ -144,15 +144,7 @@ fn work(
 fn handle(source: &dyn Source, slots: &Slots, request: Request) -> Answer {
     injected_fault(source, &request);
     let done = match request {
-        Request::List { dir } => {
-            let t = std::time::Instant::now();
-            let r = source.list(dir).map(Answer::Listing);
-            log::debug!(
-                "TIMING list {dir} {:.1} ms",
-                t.elapsed().as_secs_f64() * 1e3
-            );
-            r
-        }
+        Request::List { dir } => source.list(dir).map(Answer::Listing),
         Request::Name { key } => Ok(Answer::Name(source.name_of(key))),
         Request::Read {
             file,

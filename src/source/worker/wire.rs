@@ -168,13 +168,9 @@ pub fn receive<T: for<'de> Deserialize<'de>>(
     }
     let mut body = vec![0; len];
     input.read_exact(&mut body)?;
-    let t = std::time::Instant::now();
-    let r = postcard::from_bytes(&body);
-    log::debug!(
-        "TIMING decode {len} B {:.1} ms",
-        t.elapsed().as_secs_f64() * 1e3
-    );
-    r.map(Some).map_err(std::io::Error::other)
+    postcard::from_bytes(&body)
+        .map(Some)
+        .map_err(std::io::Error::other)
 }
 
 #[cfg(test)]
