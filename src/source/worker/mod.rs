@@ -13,14 +13,15 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -33,14 +34,14 @@ mod wire;
 
 pub use serve::run_if_requested;
 use slots::{Slots, SLOT_BYTES};
-use wire::{Answer, Request, HELLO};
+use wire::{Answer, Request};
 
 /// The hidden first argument that makes `arrfs` a worker.
 pub const WORKER_ARG: &str = "__worker";
-/// The worker's end of the socket, as the worker finds it.
-const WORKER_SOCKET_FD: i32 = 3;
 /// The shared slots' memfd, as the worker finds it.
-const WORKER_SHM_FD: i32 = 4;
+const WORKER_SHM_FD: i32 = 3;
+/// The worker's end of its first connection; the others follow.
+const WORKER_FIRST_CONNECTION_FD: i32 = WORKER_SHM_FD + 1;
 /// Default of `-o hdf5_check_timeout`: one call (opening the file, one listing, one read)
 /// slower than this is taken as a hang. Listing a group of 100,000 datasets that libhdf5
 /// must describe takes about 2 s here.
@@ -77,22 +78,35 @@ struct Listed {
     keys: u64,
 }
 
-/// One worker process and the requests waiting for its answers.
+/// One worker process and its connections: one request at a time on each, each served by
+/// a thread of its own in the worker, so a request wakes one thread there and its answer
+/// the one thread that waits for it (a reader thread handing answers out cost two more
+/// wake-ups per read, each late behind the decoding threads on a busy machine: 0.8 ms).
 struct Worker {
     child: Mutex<Child>,
-    requests: Mutex<UnixStream>,
-    pending: Arc<Pending>,
-    next_id: AtomicU64,
+    idle: Mutex<Vec<UnixStream>>,
+    returned: Condvar,
+    /// Requests being answered now.
+    in_flight: AtomicUsize,
+    /// How many were in flight when one of them found the worker gone.
+    in_flight_at_end: OnceLock<usize>,
+    /// The daemon killed it (a call over the limit), rather than it dying of its own.
+    stopped: AtomicBool,
 }
-
-/// Requests waiting for an answer, by id; None once the worker's socket has closed.
-type Pending = Mutex<Option<HashMap<u64, SyncSender<Answer>>>>;
 
 /// Why a worker gave no answer.
 enum Fault {
-    /// Its socket closed: it died.
+    /// Its connection closed: it died.
     Gone,
     TimedOut,
+}
+
+/// Connections per worker: requests in flight at once (the FUSE threads, one per CPU, the
+/// page-cache pusher, and some to spare).
+fn connections() -> usize {
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get() * 2)
+        .max(4)
 }
 
 /// Opens `location` in a worker process; fails as opening it in this process would, or
@@ -165,12 +179,12 @@ impl IsolatedSource {
 
     /// Starts a worker and waits for it to open the file; `doing` names that in errors.
     fn start(&self, doing: &str) -> Result<Arc<Worker>> {
-        let (worker, hello) = Worker::spawn(&self.args, &self.slots)?;
+        let worker = Worker::spawn(&self.args, &self.slots)?;
         let started = Instant::now();
         let answer = loop {
-            match hello.recv_timeout(POLL) {
+            match worker.hello(POLL) {
                 Ok(answer) => break answer,
-                Err(RecvTimeoutError::Timeout) if started.elapsed() < self.limit => {
+                Err(Fault::TimedOut) if started.elapsed() < self.limit => {
                     if stop_requested() {
                         worker.end();
                         return Err(Error::Mount(format!(
@@ -179,7 +193,7 @@ impl IsolatedSource {
                         )));
                     }
                 }
-                Err(e) => return Err(self.failed_new(&worker, fault_of(e), doing)),
+                Err(fault) => return Err(self.failed_new(&worker, fault, doing)),
             }
         };
         match answer {
@@ -228,8 +242,7 @@ impl IsolatedSource {
 
     /// Sends `request` and waits for its answer, at most the call limit.
     fn ask(&self, worker: &Worker, request: Request) -> Result<Answer, Fault> {
-        let answer = worker.send(&request)?;
-        answer.recv_timeout(self.limit).map_err(fault_of)
+        worker.ask(&request, self.limit)
     }
 
     /// `request` (about object `key`) of the current worker.
@@ -246,10 +259,13 @@ impl IsolatedSource {
             Ok(Answer::Failed(e)) => Err(e.into()),
             Ok(answer) => Ok(answer),
             Err(fault) => {
-                let crashed = matches!(fault, Fault::Gone);
+                let gone = matches!(fault, Fault::Gone);
                 let cause = self.failed_current(&worker, fault, doing);
                 let what = self.name_of_key(key);
-                if crashed {
+                // Remembered only when it was the worker's one request: of several in
+                // flight, any may have crashed it.
+                let alone = worker.in_flight_at_end.get() == Some(&1);
+                if gone && alone && worker.crashed(worker.end()).is_some() {
                     let remembered = (what.clone(), cause.clone());
                     self.crashed_on.lock().unwrap().insert(key, remembered);
                 }
@@ -275,7 +291,15 @@ impl IsolatedSource {
     /// Kills and reaps `worker`; why it gave no answer while `doing`.
     fn end_with(&self, worker: &Worker, fault: Fault, doing: &str) -> String {
         let status = worker.end();
-        match (fault, status.and_then(|s| s.signal())) {
+        let stopped = status.and_then(|s| s.signal()).is_some() && worker.crashed(status).is_none();
+        if matches!(fault, Fault::Gone) && stopped {
+            return format!(
+                "the libhdf5 worker process was stopped while {doing}: another request on this \
+                 file did not finish within {} s",
+                self.limit.as_secs_f64()
+            );
+        }
+        match (fault, worker.crashed(status)) {
             (Fault::TimedOut, _) => format!(
                 "libhdf5 did not finish {doing} within {} s in its worker process (-o \
                  {STEP_LIMIT_OPTION}SECONDS): the file is corrupt or crafted, or its store stalled",
@@ -379,14 +403,20 @@ fn keys_of(listing: &Listing) -> u64 {
 }
 
 impl Worker {
-    /// Starts `arrfs __worker ARGS` with one end of a new socket pair and the slots.
-    fn spawn(args: &[OsString], slots: &Slots) -> Result<(Arc<Worker>, Receiver<Answer>)> {
+    /// Starts `arrfs __worker ARGS` with one end of each of its connections and the slots.
+    fn spawn(args: &[OsString], slots: &Slots) -> Result<Arc<Worker>> {
         let io = |e| Error::io("libhdf5 worker process", e);
-        let (ours, theirs) = UnixStream::pair().map_err(io)?;
+        let pairs = (0..connections())
+            .map(|_| UnixStream::pair())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(io)?;
+        let (ours, theirs): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
         let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
         let mut command = Command::new(exe);
         command
             .arg(WORKER_ARG)
+            .arg("--connections")
+            .arg(theirs.len().to_string())
             .args(args)
             .envs(crate::connect::remote_env())
             .env(crate::logging::WORKER_LOG_ENV, crate::logging::worker_env())
@@ -395,10 +425,13 @@ impl Worker {
             // Not the daemon's own stderr: a worker must not hold the terminal (or the pipe
             // a parent waits on) once the daemon has left it.
             .stderr(Stdio::piped());
-        let (socket, shm, parent) = (theirs.as_raw_fd(), slots.fd(), std::process::id());
+        let mut fds: Vec<i32> = vec![slots.fd()];
+        fds.extend(theirs.iter().map(|s| s.as_raw_fd()));
+        let parent = std::process::id();
         // SAFETY: the closure runs in the forked child before exec and makes only the
-        // async-signal-safe calls dup2, fcntl, sigprocmask, prctl and getppid.
-        unsafe { command.pre_exec(move || prepare_child(socket, shm, parent)) };
+        // async-signal-safe calls fcntl, dup2, sigprocmask, prctl and getppid; `fds` was
+        // allocated before the fork and is only read.
+        unsafe { command.pre_exec(move || prepare_child(&fds, parent)) };
         let mut child = spawn(command).map_err(io)?;
         drop(theirs);
         if let Some(stderr) = child.stderr.take() {
@@ -409,37 +442,75 @@ impl Worker {
                 }
             });
         }
-        let pending: Arc<Pending> = Arc::new(Mutex::new(Some(HashMap::new())));
-        let reader = ours.try_clone().map_err(io)?;
-        let worker = Arc::new(Worker {
+        Ok(Arc::new(Worker {
             child: Mutex::new(child),
-            requests: Mutex::new(ours),
-            pending: pending.clone(),
-            next_id: AtomicU64::new(HELLO + 1),
-        });
-        let (tx, hello) = mpsc::sync_channel(1);
-        pending.lock().unwrap().as_mut().unwrap().insert(HELLO, tx);
-        std::thread::spawn(move || read_answers(reader, &pending));
-        Ok((worker, hello))
+            idle: Mutex::new(ours),
+            returned: Condvar::new(),
+            in_flight: AtomicUsize::new(0),
+            in_flight_at_end: OnceLock::new(),
+            stopped: AtomicBool::new(false),
+        }))
     }
 
-    /// Sends `request`; where its answer will come.
-    fn send(&self, request: &Request) -> Result<Receiver<Answer>, Fault> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, answer) = mpsc::sync_channel(1);
-        match self.pending.lock().unwrap().as_mut() {
-            Some(pending) => pending.insert(id, tx),
-            None => return Err(Fault::Gone),
-        };
-        let sent = wire::send(&mut *self.requests.lock().unwrap(), id, request);
-        sent.map(|()| answer).map_err(|_| Fault::Gone)
+    /// The worker's first answer (on its first connection), waiting at most `wait`: Ready
+    /// once the source is open.
+    fn hello(&self, wait: Duration) -> Result<Answer, Fault> {
+        let idle = self.idle.lock().unwrap();
+        let first = idle.first().ok_or(Fault::Gone)?;
+        first
+            .set_read_timeout(Some(wait))
+            .map_err(|_| Fault::Gone)?;
+        // Small frames arrive whole: a wait that ends early has read nothing.
+        receive(&mut &*first)
+    }
+
+    /// Sends `request` on an idle connection and waits at most `limit` for the answer.
+    fn ask(&self, request: &Request, limit: Duration) -> Result<Answer, Fault> {
+        let mut conn = self.take();
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let answered = conn
+            .set_read_timeout(Some(limit))
+            .map_err(|_| Fault::Gone)
+            .and_then(|()| wire::send(&mut conn, 0, request).map_err(|_| Fault::Gone))
+            .and_then(|()| receive(&mut conn));
+        if answered.is_err() {
+            self.in_flight_at_end
+                .get_or_init(|| self.in_flight.load(Ordering::Acquire));
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if answered.is_ok() {
+            self.idle.lock().unwrap().push(conn);
+            self.returned.notify_one();
+        }
+        answered
+    }
+
+    /// An idle connection, waiting for one if all are in use.
+    fn take(&self) -> UnixStream {
+        let mut idle = self.idle.lock().unwrap();
+        loop {
+            if let Some(conn) = idle.pop() {
+                return conn;
+            }
+            idle = self.returned.wait(idle).unwrap();
+        }
     }
 
     /// Kills the worker (if it still runs) and reaps it; its exit status.
     fn end(&self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.lock().unwrap();
-        let _ = child.kill();
+        if let Ok(None) = child.try_wait() {
+            self.stopped.store(true, Ordering::Release);
+            let _ = child.kill();
+        }
         child.wait().ok()
+    }
+
+    /// Whether it died of a signal of its own (a crash), not of the daemon's SIGKILL.
+    fn crashed(&self, status: Option<std::process::ExitStatus>) -> Option<i32> {
+        let signal = status?.signal()?;
+        let killed = signal == libc::SIGKILL && self.stopped.load(Ordering::Acquire);
+        (!killed).then_some(signal)
     }
 }
 
@@ -449,23 +520,16 @@ impl Drop for Worker {
     }
 }
 
-fn fault_of(e: RecvTimeoutError) -> Fault {
-    match e {
-        RecvTimeoutError::Timeout => Fault::TimedOut,
-        RecvTimeoutError::Disconnected => Fault::Gone,
-    }
-}
-
-/// Reads the worker's answers and hands each to its request, until the socket closes;
-/// then every request still waiting learns that it will get no answer.
-fn read_answers(mut socket: UnixStream, pending: &Pending) {
-    while let Ok(Some((id, answer))) = wire::receive::<Answer>(&mut socket) {
-        let waiting = pending.lock().unwrap().as_mut().and_then(|p| p.remove(&id));
-        if let Some(tx) = waiting {
-            let _ = tx.send(answer);
+/// One answer from `conn`: a wait past its read timeout is [`Fault::TimedOut`], a closed or
+/// broken connection [`Fault::Gone`].
+fn receive(conn: &mut impl std::io::Read) -> Result<Answer, Fault> {
+    match wire::receive::<Answer>(conn) {
+        Ok(Some((_, answer))) => Ok(answer),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(Fault::TimedOut)
         }
+        Ok(None) | Err(_) => Err(Fault::Gone),
     }
-    pending.lock().unwrap().take();
 }
 
 /// Starts `command` from one long-lived thread: a worker is killed when the *thread* that
@@ -492,12 +556,21 @@ fn spawn(command: Command) -> std::io::Result<Child> {
         .map_err(|_| std::io::Error::other("spawner thread gone"))?
 }
 
-/// In the child, between fork and exec: the socket and the slots at their fixed numbers,
-/// no signal blocked (the daemon blocks SIGINT/SIGTERM), and SIGKILL when the daemon dies.
-fn prepare_child(socket: i32, shm: i32, parent: u32) -> std::io::Result<()> {
-    // Either may sit at the other's fixed number: both move above them first.
-    let (socket, shm) = (move_above_fixed(socket)?, move_above_fixed(shm)?);
-    for (fd, at) in [(socket, WORKER_SOCKET_FD), (shm, WORKER_SHM_FD)] {
+/// In the child, between fork and exec: the slots and the connections at their fixed
+/// numbers ([`WORKER_SHM_FD`], then one each from [`WORKER_FIRST_CONNECTION_FD`]), no
+/// signal blocked (the daemon blocks SIGINT/SIGTERM), and SIGKILL when the daemon dies.
+fn prepare_child(fds: &[i32], parent: u32) -> std::io::Result<()> {
+    let top = WORKER_SHM_FD + fds.len() as i32;
+    // Any may sit at another's fixed number: all move above them first (no allocation
+    // here, between fork and exec: a fixed array).
+    let mut moved = [0; 64];
+    let moved = moved
+        .get_mut(..fds.len())
+        .ok_or(std::io::ErrorKind::InvalidInput)?;
+    for (slot, &fd) in moved.iter_mut().zip(fds) {
+        *slot = move_above(fd, top)?;
+    }
+    for (at, &fd) in (WORKER_SHM_FD..).zip(moved.iter()) {
         // SAFETY: dup2 on descriptors of this (child) process; the copy has no CLOEXEC.
         if unsafe { libc::dup2(fd, at) } < 0 {
             return Err(std::io::Error::last_os_error());
@@ -512,10 +585,10 @@ fn prepare_child(socket: i32, shm: i32, parent: u32) -> std::io::Result<()> {
     die_with_parent(parent)
 }
 
-/// A copy of `fd` numbered above the fixed numbers (closed on exec).
-fn move_above_fixed(fd: i32) -> std::io::Result<i32> {
+/// A copy of `fd` numbered at least `top` (closed on exec).
+fn move_above(fd: i32, top: i32) -> std::io::Result<i32> {
     // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor of this (child) process.
-    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, WORKER_SHM_FD + 1) };
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, top) };
     if copy < 0 {
         return Err(std::io::Error::last_os_error());
     }

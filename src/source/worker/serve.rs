@@ -1,47 +1,32 @@
-//! The worker process: `arrfs __worker SOURCE ...` opens SOURCE as a source of its format
-//! (isolation off: it is the isolation) and answers the daemon's requests on fd 3, with
-//! read payloads in the shared slots on fd 4, on a few threads so reads decode in parallel.
+//! The worker process: `arrfs __worker --connections N ... SOURCE` opens SOURCE as a source
+//! of its format (isolation off: it is the isolation) and answers the daemon's requests on
+//! N connections (fds 4 to 4+N-1), one thread each, with read payloads in the shared slots
+//! (fd 3).
 
 use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
 
 use super::slots::Slots;
 use super::wire::{self, Answer, Request, WireError, HELLO};
-use super::{WORKER_ARG, WORKER_SHM_FD, WORKER_SOCKET_FD};
+use super::{WORKER_ARG, WORKER_FIRST_CONNECTION_FD, WORKER_SHM_FD};
 use crate::error::{Error, Result};
 use crate::io::inflate::SeekPointStore;
 use crate::source::{self, Source, SourceOptions};
 
-/// Threads answering requests: one per CPU, as the daemon has FUSE threads (more would
-/// only add malloc arenas, each keeping freed memory of its own: 16 threads doubled the
-/// peak memory of a read through libhdf5).
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
-}
-
-/// `arrfs __worker ...`: serves until the daemon closes the socket. None when this process
-/// is not a worker. `main` calls it before parsing the command line.
+/// `arrfs __worker ...`: serves until the daemon closes its connections. None when this
+/// process is not a worker. `main` calls it before parsing the command line.
 pub fn run_if_requested() -> Option<ExitCode> {
     let mut args = std::env::args_os().skip(1);
     if args.next()? != WORKER_ARG {
         return None;
     }
     let args: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
-    // SAFETY: the daemon passes the socket as fd 3 and the memfd as fd 4 (dup2 before
-    // exec); nothing else in this process owns them.
-    let (socket, shm) = unsafe {
-        (
-            UnixStream::from_raw_fd(WORKER_SOCKET_FD),
-            File::from_raw_fd(WORKER_SHM_FD),
-        )
-    };
     crate::logging::init_worker();
-    Some(match serve(&args, socket, shm) {
+    keep_freed_memory();
+    Some(match serve(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("worker: {e}");
@@ -50,16 +35,37 @@ pub fn run_if_requested() -> Option<ExitCode> {
     })
 }
 
+/// Decoded chunks are a few MiB each, allocated and freed all the time: above glibc's
+/// default threshold each is a fresh mmap whose pages fault in and are zeroed again (a
+/// third of the worker's CPU on a 1 GiB gzip read). Served from the heap and kept there
+/// instead, they reuse warm pages; the chunk cache bounds how many are alive.
+fn keep_freed_memory() {
+    // SAFETY: mallopt only changes malloc's tunables of this process, before any thread
+    // but this one exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
 /// The source's options from the worker's arguments ([`super::worker_args`]), and SOURCE.
-fn parse(args: &[String]) -> Result<(SourceOptions, PathBuf)> {
+fn parse(args: &[String]) -> Result<(SourceOptions, usize, PathBuf)> {
     // The daemon lists the root as soon as the worker is ready ([`super::open`]).
     let mut options = SourceOptions {
         root_listed_at_open: true,
         ..SourceOptions::default()
     };
+    let mut connections = 0;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
+            "--connections" => {
+                connections = rest
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=60).contains(n))
+                    .ok_or_else(|| Error::Usage("--connections N".into()))?
+            }
             "--cache-size" => {
                 options.cache_size = rest
                     .next()
@@ -76,16 +82,22 @@ fn parse(args: &[String]) -> Result<(SourceOptions, PathBuf)> {
     let source = rest
         .next()
         .ok_or_else(|| Error::Usage("worker: no SOURCE".into()))?;
-    Ok((options, PathBuf::from(source)))
+    Ok((options, connections, PathBuf::from(source)))
 }
 
-fn serve(args: &[String], socket: UnixStream, shm: File) -> Result<()> {
-    let io = |e| Error::io("worker socket", e);
-    let mut input = socket.try_clone().map_err(io)?;
-    let output = Arc::new(Mutex::new(socket));
-    let slots = Arc::new(Slots::map(shm)?);
-    let opened = parse(args).and_then(|(options, path)| {
-        let location = crate::connect::locate_in_worker(&path, options.cache_size)?;
+fn serve(args: &[String]) -> Result<()> {
+    let (options, connections, path) = parse(args)?;
+    // SAFETY: the daemon passes the memfd as fd 3 and the connections from fd 4 on (dup2
+    // before exec); nothing else in this process owns them.
+    let (shm, connections) = unsafe {
+        let shm = File::from_raw_fd(WORKER_SHM_FD);
+        let connections: Vec<UnixStream> = (0..connections as i32)
+            .map(|i| UnixStream::from_raw_fd(WORKER_FIRST_CONNECTION_FD + i))
+            .collect();
+        (shm, connections)
+    };
+    let slots = Slots::map(shm)?;
+    let opened = crate::connect::locate_in_worker(&path, options.cache_size).and_then(|location| {
         source::open_container(
             &location,
             source::detect(&location)?,
@@ -93,41 +105,26 @@ fn serve(args: &[String], socket: UnixStream, shm: File) -> Result<()> {
             &SeekPointStore::new(options.cache_size),
         )
     });
+    let mut first = &connections[0];
     let source = match opened {
-        Ok(source) => {
-            answer(&output, HELLO, &Answer::Ready);
-            source
-        }
+        Ok(source) => source,
         Err(e) => {
-            answer(&output, HELLO, &Answer::Failed(WireError::from(&e)));
+            let _ = wire::send(&mut first, HELLO, &Answer::Failed(WireError::from(&e)));
             return Ok(());
         }
     };
-    let (tx, rx) = mpsc::channel::<(u64, Request)>();
-    let rx = Arc::new(Mutex::new(rx));
-    for _ in 0..threads() {
-        let (source, slots, output, rx) =
-            (source.clone(), slots.clone(), output.clone(), rx.clone());
-        std::thread::spawn(move || work(&*source, &slots, &output, &rx));
-    }
-    while let Some((id, request)) = wire::receive::<Request>(&mut input).map_err(io)? {
-        if tx.send((id, request)).is_err() {
-            break;
+    let _ = wire::send(&mut first, HELLO, &Answer::Ready);
+    std::thread::scope(|threads| {
+        for connection in &connections {
+            threads.spawn(|| answer_all(&*source, &slots, connection));
         }
-    }
+    });
     Ok(())
 }
 
-/// One answering thread: takes requests until the channel closes.
-fn work(
-    source: &dyn Source,
-    slots: &Slots,
-    output: &Mutex<UnixStream>,
-    requests: &Mutex<Receiver<(u64, Request)>>,
-) {
-    loop {
-        let next = requests.lock().unwrap().recv();
-        let Ok((id, request)) = next else { return };
+/// Answers the requests of one connection, one at a time, until the daemon closes it.
+fn answer_all(source: &dyn Source, slots: &Slots, mut connection: &UnixStream) {
+    while let Ok(Some((id, request))) = wire::receive::<Request>(&mut connection) {
         let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             handle(source, slots, request)
         }))
@@ -137,7 +134,9 @@ fn work(
                 crate::logging::panic_message(&*panic)
             )))
         });
-        answer(output, id, &answered);
+        if wire::send(&mut connection, id, &answered).is_err() {
+            return;
+        }
     }
 }
 
@@ -205,9 +204,4 @@ fn injected_fault(source: &dyn Source, request: &Request) {
         },
         _ => {}
     }
-}
-
-/// Sends one answer; a daemon gone leaves nobody to answer, and the read loop then ends.
-fn answer(output: &Mutex<UnixStream>, id: u64, answer: &Answer) {
-    let _ = wire::send(&mut *output.lock().unwrap(), id, answer);
 }
