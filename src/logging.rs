@@ -24,9 +24,12 @@ pub fn init(verbose: u8) {
         _ => "trace",
     };
     let env = env_logger::Env::default().default_filter_or(format!("arrfs={level}"));
-    let stderr = env_logger::Builder::from_env(env)
-        .format_timestamp_millis()
-        .build();
+    install(env_logger::Builder::from_env(env));
+}
+
+/// Installs `builder`'s logger, with millisecond timestamps, as this process's.
+fn install(mut builder: env_logger::Builder) {
+    let stderr = builder.format_timestamp_millis().build();
     let max_level = stderr.filter();
     let logger = LOGGER.get_or_init(|| Logger { stderr });
     if log::set_logger(logger).is_ok() {
@@ -46,15 +49,9 @@ pub fn worker_env() -> String {
 /// daemon reads and hands on ([`forward`]).
 pub fn init_worker() {
     let filter = std::env::var(WORKER_LOG_ENV).unwrap_or_else(|_| "warn".into());
-    let stderr = env_logger::Builder::new()
-        .parse_filters(&format!("arrfs={filter}"))
-        .format_timestamp_millis()
-        .build();
-    let max_level = stderr.filter();
-    let logger = LOGGER.get_or_init(|| Logger { stderr });
-    if log::set_logger(logger).is_ok() {
-        log::set_max_level(max_level);
-    }
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(&format!("arrfs={filter}"));
+    install(builder);
 }
 
 /// A line a worker logged, written where this process's own lines go now (stderr, or

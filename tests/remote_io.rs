@@ -277,12 +277,7 @@ fn stalled_dropped_and_failing_requests_fail_the_read_and_then_recover() {
     let data = random_file(&dir.join("d.bin"), 4 << 20, 9);
     s3.upload("bucket", &[("d.bin", &dir.join("d.bin"))]);
     let proxy = Proxy::start(s3.port);
-    let options = RemoteOptions {
-        timeout: Duration::from_secs(1),
-        retries: 1,
-        retry_timeout: Duration::from_secs(2),
-        ..options(Some(&s3), Some(proxy.endpoint()))
-    };
+    let options = quick_to_fail(&s3, &proxy);
     let remote = Remote::connect("s3://bucket/d.bin", &options).unwrap();
     let object = remote.root_object().unwrap();
     let block = 256 << 10;
@@ -393,12 +388,7 @@ fn a_stream_cut_while_the_server_is_down_fails_reads_and_they_recover() {
     let data = random_file(&dir.join("d.bin"), 8 << 20, 12);
     s3.upload("bucket", &[("d.bin", &dir.join("d.bin"))]);
     let proxy = Proxy::start(s3.port);
-    let options = RemoteOptions {
-        timeout: Duration::from_secs(1),
-        retries: 1,
-        retry_timeout: Duration::from_secs(2),
-        ..options(Some(&s3), Some(proxy.endpoint()))
-    };
+    let options = quick_to_fail(&s3, &proxy);
     let remote = Remote::connect("s3://bucket/d.bin", &options).unwrap();
     let object = remote.root_object().unwrap();
     proxy.cut_after(3 << 20);
@@ -465,4 +455,14 @@ fn an_object_replaced_under_a_stream_fails_reads_with_source_changed() {
     assert!(matches!(err, Error::SourceChanged { .. }), "{err}");
     assert!(err.to_string().contains("remount"), "{err}");
     assert!(object.read_at(0, &mut [0; 10]).is_err(), "for good");
+}
+
+/// Options that give up on a store quickly (1 s per request, one retry), through `proxy`.
+fn quick_to_fail(s3: &S3Server, proxy: &Proxy) -> RemoteOptions {
+    RemoteOptions {
+        timeout: Duration::from_secs(1),
+        retries: 1,
+        retry_timeout: Duration::from_secs(2),
+        ..options(Some(s3), Some(proxy.endpoint()))
+    }
 }
