@@ -1,9 +1,10 @@
-"""Daemon memory per mounted entry (issue 10, bench case S5).
+"""Mount memory per mounted entry (issue 10, bench case S5).
 
 h5py writes a file of N scalar datasets in N/1000 groups; arrfs mounts it, every file is
-walked and stat'ed (`os.walk` + `os.stat`, as `ls -lR` or `find` would), and the daemon's
-VmRSS is read from /proc before and after the walk. The baseline is a mount of a
-one-dataset file walked the same way, so bytes per entry = (RSS after walk - baseline) / N.
+walked and stat'ed (`os.walk` + `os.stat`, as `ls -lR` or `find` would), and the VmRSS of
+the daemon and its HDF5 worker process, summed, is read from /proc before and after the
+walk. The baseline is a mount of a one-dataset file walked the same way, so bytes per
+entry = (RSS after walk - baseline) / N.
 
     .venv/bin/python scripts/entry_memory.py --arrfs target/release/arrfs -n 100000
 """
@@ -38,9 +39,9 @@ def status(pid):
     return proc_memory.mount_status(pid)
 
 
-def measure(arrfs, source, point, check):
+def measure(arrfs, source, point, in_daemon):
     os.makedirs(point, exist_ok=True)
-    extra = [] if check else ["-o", "no_hdf5_check"]
+    extra = ["-o", "no_hdf5_check"] if in_daemon else []
     proc = subprocess.Popen([arrfs, "-f", *extra, source, point], stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 900
@@ -68,7 +69,8 @@ def main():
     p.add_argument("--arrfs", default="target/release/arrfs")
     p.add_argument("-n", type=int, default=100_000, help="datasets (1,000 per group)")
     p.add_argument("--data", default=tempfile.gettempdir(), help="where the files are written")
-    p.add_argument("--check", action="store_true", help="keep the HDF5 crash-check child")
+    p.add_argument("--no-worker", action="store_true",
+                   help="libhdf5 in the daemon (-o no_hdf5_check) instead of a worker process")
     args = p.parse_args()
     one = os.path.join(args.data, "entry-memory-1.h5")
     many = os.path.join(args.data, f"entry-memory-{args.n}.h5")
@@ -76,8 +78,8 @@ def main():
     write_forest(many, args.n)
     point = tempfile.mkdtemp(prefix="arrfs-mem-")
     try:
-        empty_base, empty_after, _, _ = measure(args.arrfs, one, point, args.check)
-        base, after, files, walk_s = measure(args.arrfs, many, point, args.check)
+        empty_base, empty_after, _, _ = measure(args.arrfs, one, point, args.no_worker)
+        base, after, files, walk_s = measure(args.arrfs, many, point, args.no_worker)
     finally:
         os.rmdir(point)
     if files != args.n:
