@@ -242,3 +242,43 @@ fn ls_of_a_file_that_crashes_its_worker_says_so_in_one_line() {
         "{stderr}"
     );
 }
+
+/// More readers than a worker has connections, while it crashes under them: every read
+/// ends (EIO or h5py's bytes); none waits forever for a connection of the dead worker.
+#[test]
+fn readers_queued_for_a_crashing_worker_all_get_an_answer() {
+    let dir = TempDir::new("worker-crowd");
+    let src = worker_cases(&dir);
+    let a = src.join("a.h5");
+    let fault = "crash-reading:/g/boom";
+    let mount = Mount::with_env(&a, &["--threads", "12"], &[(FAULT_ENV, fault)]);
+    walk(&mount.point).unwrap();
+    let files = ["g/y", "g/boom", "h/z", "h/v", "k/u", "k/s"];
+    let (done, finished) = std::sync::mpsc::channel();
+    for round in 0..3 {
+        for file in files {
+            let (path, done) = (mount.path(&format!("{file}.npy")), done.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0; 64 << 10];
+                let at = (round * 40_000) as u64;
+                let read = std::fs::File::open(&path)
+                    .and_then(|fd| std::os::unix::fs::FileExt::read_at(&fd, &mut buf, at));
+                let _ = done.send((path, read.map_err(|e| e.raw_os_error())));
+            });
+        }
+    }
+    drop(done);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut answered = 0;
+    while answered < 3 * files.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let (path, read) = finished
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("{answered} of {} reads ended", 3 * files.len()));
+        if let Err(errno) = read {
+            assert_eq!(errno, Some(libc::EIO), "{}", path.display());
+        }
+        answered += 1;
+    }
+    assert!(std::fs::read_dir(&mount.point).is_ok(), "the mount answers");
+}

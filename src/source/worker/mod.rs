@@ -92,6 +92,8 @@ struct Worker {
     in_flight_at_end: OnceLock<usize>,
     /// The daemon killed it (a call over the limit), rather than it dying of its own.
     stopped: AtomicBool,
+    /// A connection failed (the worker died or hung): no request may wait for one.
+    failed: AtomicBool,
 }
 
 /// Why a worker gave no answer.
@@ -449,6 +451,7 @@ impl Worker {
             in_flight: AtomicUsize::new(0),
             in_flight_at_end: OnceLock::new(),
             stopped: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
         }))
     }
 
@@ -466,7 +469,7 @@ impl Worker {
 
     /// Sends `request` on an idle connection and waits at most `limit` for the answer.
     fn ask(&self, request: &Request, limit: Duration) -> Result<Answer, Fault> {
-        let mut conn = self.take();
+        let mut conn = self.take().ok_or(Fault::Gone)?;
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let answered = conn
             .set_read_timeout(Some(limit))
@@ -478,19 +481,30 @@ impl Worker {
                 .get_or_init(|| self.in_flight.load(Ordering::Acquire));
         }
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if answered.is_ok() {
-            self.idle.lock().unwrap().push(conn);
-            self.returned.notify_one();
+        let mut idle = self.idle.lock().unwrap();
+        match answered {
+            Ok(_) => {
+                idle.push(conn);
+                self.returned.notify_one();
+            }
+            Err(_) => {
+                self.failed.store(true, Ordering::Release);
+                self.returned.notify_all();
+            }
         }
         answered
     }
 
-    /// An idle connection, waiting for one if all are in use.
-    fn take(&self) -> UnixStream {
+    /// An idle connection, waiting for one if all are in use; None once one has failed (a
+    /// failed connection is not given back, so waiting for it would never end).
+    fn take(&self) -> Option<UnixStream> {
         let mut idle = self.idle.lock().unwrap();
         loop {
+            if self.failed.load(Ordering::Acquire) {
+                return None;
+            }
             if let Some(conn) = idle.pop() {
-                return conn;
+                return Some(conn);
             }
             idle = self.returned.wait(idle).unwrap();
         }
