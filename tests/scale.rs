@@ -62,3 +62,48 @@ fn reading_4n_chunks_costs_about_4_times_n() {
         4 * n
     );
 }
+
+/// A PyTables index that a flipped bit made 4,294,967,297 rows of 1-row chunks, two of them
+/// written (tests/fixtures/hdf5/fuzzed/006733-flip-indexes_2_1.h5): a read far from the
+/// written chunks is filled at once, without looking up each of its 131,072 chunks (it was
+/// served at 4 MB/s chunk by chunk), and equals h5py's reading.
+#[test]
+fn a_read_of_never_written_chunks_does_not_visit_them_one_by_one() {
+    let dir = TempDir::new("scale-unwritten");
+    let h5 = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hdf5/fuzzed/006733-flip-indexes_2_1.h5");
+    let (start, rows) = (4_194_304u64, 65_536u64);
+    let expected_path = dir.join("rows.bin");
+    let (a, b) = (start.to_string(), (start + rows).to_string());
+    run_py(
+        "scale_cases.py",
+        &[
+            OsStr::new("rows"),
+            h5.as_os_str(),
+            OsStr::new("_i_table1/var2/indices"),
+            OsStr::new(&a),
+            OsStr::new(&b),
+            expected_path.as_os_str(),
+        ],
+    );
+    let expected = std::fs::read(&expected_path).unwrap();
+    let src = source::open(&arrfs::io::Location::local(&h5), &SourceOptions::default()).unwrap();
+    let mut dir_key = ROOT;
+    for name in ["_i_table1", "var2"] {
+        let listing = src.list(dir_key).unwrap();
+        dir_key = listing.entries.iter().find(|e| e.name == name).unwrap().key;
+    }
+    let listing = src.list(dir_key).unwrap();
+    let indices = listing
+        .entries
+        .iter()
+        .find(|e| e.name == "indices.npy")
+        .unwrap();
+    let mut got = vec![0u8; expected.len()];
+    src.read(indices.key, 0, &mut [0u8; 16]).unwrap();
+    let before = arrfs::source::hdf5::chunk_table_work();
+    src.read(indices.key, start * 16, &mut got).unwrap();
+    let work = arrfs::source::hdf5::chunk_table_work() - before;
+    assert!(got == expected, "the rows differ from h5py's reading");
+    assert!(work < 1_000, "{work} chunk-table probes for one 1 MiB read");
+}

@@ -6,6 +6,7 @@ datasets in groups of 1,000 (bench case S5: memory per entry).
     python scale_cases.py chunks N OUT.h5 OUT.npy
     python scale_cases.py datasets N OUT.h5
     python scale_cases.py forest N OUT.h5
+    python scale_cases.py rows FILE DATASET START STOP OUT   h5py's rows, raw bytes
 """
 import sys
 
@@ -36,8 +37,18 @@ def forest(n, out):
             f[f"g{i // 1000:04d}/d{i % 1000:04d}"] = np.int32(i)
 
 
+def rows(path, name, start, stop, out):
+    """h5py's reading of rows [start, stop) of dataset `name`, as raw bytes into `out`."""
+    with h5py.File(path, "r") as f:
+        data = f[name][start:stop]
+    with open(out, "wb") as o:
+        o.write(np.ascontiguousarray(data).tobytes())
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "chunks":
+    if sys.argv[1] == "rows":
+        rows(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+    elif sys.argv[1] == "chunks":
         chunks(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif sys.argv[1] == "datasets":
         datasets(int(sys.argv[2]), sys.argv[3])

@@ -89,6 +89,17 @@ impl ChunkGrid {
         (last_flat + 1) * self.unit as u64
     }
 
+    /// The lowest and the highest number of the chunks that intersect `b` (not empty): those
+    /// of its first and its last corner, as numbers grow with every coordinate.
+    pub fn numbers_of_box(&self, b: &ElementBox) -> (u64, u64) {
+        let corner = |last: u64| -> Vec<u64> {
+            (0..b.start.len())
+                .map(|k| (b.start[k] + last * (b.count[k] - 1)) / self.chunk[k] * self.chunk[k])
+                .collect()
+        };
+        (self.number(&corner(0)), self.number(&corner(1)))
+    }
+
     /// The origins (first element) of the chunks that intersect `b`, in C order.
     pub fn chunks_of_box(&self, b: &ElementBox) -> Vec<Vec<u64>> {
         if b.is_empty() {
@@ -255,6 +266,12 @@ impl ChunkTable {
             };
             (c.number, location)
         })
+    }
+
+    /// Whether any chunk numbered from `first` to `last` (both included) is written.
+    pub fn any_written(&self, first: u64, last: u64) -> bool {
+        let at = self.stored.partition_point(|c| c.number < first);
+        self.stored.get(at).is_some_and(|c| c.number <= last)
     }
 
     /// Bytes this table holds.

@@ -233,6 +233,10 @@ impl DirectReader {
         let unit = grid.unit() as u64;
         let mut passed = self.passed.lock().unwrap();
         for b in boxes_of_range(grid.shape(), offset / unit, end.div_ceil(unit)) {
+            // Never-written chunks are filled, not cached: nothing to drop.
+            if self.never_written(ds, &b).unwrap_or(false) {
+                continue;
+            }
             for origin in grid.chunks_of_box(&b) {
                 let key = (ds.key, grid.number(&origin));
                 if !passed.iter().rev().take(64).any(|(k, _)| *k == key) {
@@ -259,11 +263,28 @@ impl DirectReader {
     /// cache).
     fn fill_boxes(&self, ds: &DatasetRead, boxes: &[ElementBox], out: &mut [u8]) -> Result<()> {
         let grid = &ds.chunks.grid;
-        let per_box: Vec<Vec<Vec<u64>>> = boxes.iter().map(|b| grid.chunks_of_box(b)).collect();
+        let unwritten = boxes
+            .iter()
+            .map(|b| self.never_written(ds, b))
+            .collect::<Result<Vec<bool>>>()?;
+        let per_box: Vec<Vec<Vec<u64>>> = boxes
+            .iter()
+            .zip(&unwritten)
+            .map(|(b, &none)| {
+                if none {
+                    Vec::new()
+                } else {
+                    grid.chunks_of_box(b)
+                }
+            })
+            .collect();
         self.decode_in_background(ds, per_box.iter().flatten().skip(1).cloned().collect());
         let mut at = 0;
-        for (b, origins) in boxes.iter().zip(&per_box) {
+        for ((b, origins), &none) in boxes.iter().zip(&per_box).zip(&unwritten) {
             let len = b.len() as usize * grid.unit();
+            if none {
+                fill_with(&mut out[at..at + len], &ds.chunks.fill);
+            }
             for origin in origins {
                 let chunk = self.loader.chunk(ds, origin)?;
                 grid.copy_from_chunk(origin, &chunk, b, &mut out[at..at + len]);
@@ -271,6 +292,20 @@ impl DirectReader {
             at += len;
         }
         Ok(())
+    }
+
+    /// Whether no chunk that `b` touches was ever written: it then reads as the fill value,
+    /// in one fill rather than one per chunk (a sparse or damaged dataset may have
+    /// billions of tiny chunks: a damaged one served 1 MiB in 0.26 s chunk by chunk).
+    fn never_written(&self, ds: &DatasetRead, b: &ElementBox) -> Result<bool> {
+        if b.is_empty() {
+            return Ok(false);
+        }
+        let (first, last) = ds.chunks.grid.numbers_of_box(b);
+        Ok(match self.loader.table(ds)?.as_ref() {
+            TableState::Ready(table) => !table.any_written(first, last),
+            TableState::OverBudget => false,
+        })
     }
 
     /// Starts decoding the chunks that hold payload bytes `[from, to)`.
@@ -282,6 +317,7 @@ impl DirectReader {
         let end = to.div_ceil(unit).min(elements);
         let origins = boxes_of_range(direct.grid.shape(), first, end)
             .iter()
+            .filter(|b| !self.never_written(ds, b).unwrap_or(true))
             .flat_map(|b| direct.grid.chunks_of_box(b))
             .collect();
         self.decode_in_background(ds, origins);
@@ -305,5 +341,16 @@ impl DirectReader {
                 }
             });
         }
+    }
+}
+
+/// Fills `out` with copies of one element's `fill` bytes (`out` arrives zeroed, so a zero
+/// fill value costs nothing).
+fn fill_with(out: &mut [u8], fill: &[u8]) {
+    if fill.iter().all(|&b| b == 0) {
+        return;
+    }
+    for element in out.chunks_mut(fill.len()) {
+        element.copy_from_slice(&fill[..element.len()]);
     }
 }
