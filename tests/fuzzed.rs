@@ -20,6 +20,8 @@ fn fixtures() -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension() == Some(OsStr::new("h5")))
+        // The others there have tests of their own (the README says which).
+        .filter(|p| p.to_string_lossy().contains("vlen_string"))
         .collect();
     files.sort();
     files
