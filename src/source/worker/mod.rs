@@ -474,7 +474,7 @@ impl Worker {
         let answered = conn
             .set_read_timeout(Some(limit))
             .map_err(|_| Fault::Gone)
-            .and_then(|()| wire::send(&mut conn, 0, request).map_err(|_| Fault::Gone))
+            .and_then(|()| wire::send(&mut conn, request).map_err(|_| Fault::Gone))
             .and_then(|()| receive(&mut conn));
         if answered.is_err() {
             self.in_flight_at_end
@@ -538,7 +538,7 @@ impl Drop for Worker {
 /// broken connection [`Fault::Gone`].
 fn receive(conn: &mut impl std::io::Read) -> Result<Answer, Fault> {
     match wire::receive::<Answer>(conn) {
-        Ok(Some((_, answer))) => Ok(answer),
+        Ok(Some(answer)) => Ok(answer),
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
             Err(Fault::TimedOut)
         }

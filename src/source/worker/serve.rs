@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::slots::Slots;
-use super::wire::{self, Answer, Request, WireError, HELLO};
+use super::wire::{self, Answer, Request, WireError};
 use super::{WORKER_ARG, WORKER_FIRST_CONNECTION_FD, WORKER_SHM_FD};
 use crate::error::{Error, Result};
 use crate::io::inflate::SeekPointStore;
@@ -112,11 +112,11 @@ fn serve(args: &[String]) -> Result<()> {
     let source = match opened {
         Ok(source) => source,
         Err(e) => {
-            let _ = wire::send(&mut first, HELLO, &Answer::Failed(WireError::from(&e)));
+            let _ = wire::send(&mut first, &Answer::Failed(WireError::from(&e)));
             return Ok(());
         }
     };
-    let _ = wire::send(&mut first, HELLO, &Answer::Ready);
+    let _ = wire::send(&mut first, &Answer::Ready);
     std::thread::scope(|threads| {
         for connection in &connections {
             threads.spawn(|| answer_all(&*source, &slots, connection));
@@ -127,7 +127,7 @@ fn serve(args: &[String]) -> Result<()> {
 
 /// Answers the requests of one connection, one at a time, until the daemon closes it.
 fn answer_all(source: &dyn Source, slots: &Slots, mut connection: &UnixStream) {
-    while let Ok(Some((id, request))) = wire::receive::<Request>(&mut connection) {
+    while let Ok(Some(request)) = wire::receive::<Request>(&mut connection) {
         let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             handle(source, slots, request)
         }))
@@ -137,7 +137,7 @@ fn answer_all(source: &dyn Source, slots: &Slots, mut connection: &UnixStream) {
                 crate::logging::panic_message(&*panic)
             )))
         });
-        if wire::send(&mut connection, id, &answered).is_err() {
+        if wire::send(&mut connection, &answered).is_err() {
             return;
         }
     }

@@ -1,6 +1,6 @@
-//! What the daemon and a worker say to each other over their socket: length-prefixed frames
-//! (`u32` length, little-endian, then postcard), each a request or an answer tagged with the
-//! id of the request it belongs to. Payload bytes of reads do not cross here: the worker
+//! What the daemon and a worker say to each other over a connection: length-prefixed frames
+//! (`u32` length, little-endian, then postcard), each a request or its answer (one request
+//! at a time on a connection, so an answer needs no id). Payload bytes of reads do not cross here: the worker
 //! writes them into a shared slot ([`super::slots`]).
 
 use std::io::{Read, Write};
@@ -13,9 +13,6 @@ use crate::source::{Key, Listing};
 
 /// The largest frame either side accepts: a listing of a few million entries.
 const MAX_FRAME: usize = 1 << 30;
-
-/// Id of the worker's first frame, sent once its source is open (or failed to open).
-pub const HELLO: u64 = 0;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
@@ -37,7 +34,7 @@ pub enum Request {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Answer {
-    /// The source is open ([`HELLO`]).
+    /// The source is open (the worker's first frame, on its first connection).
     Ready,
     Listing(Listing),
     /// The read's bytes are in its slot.
@@ -142,9 +139,9 @@ impl From<WireError> for Error {
     }
 }
 
-/// Writes one frame: `id` and `message`.
-pub fn send<T: Serialize>(out: &mut impl Write, id: u64, message: &T) -> std::io::Result<()> {
-    let body = postcard::to_stdvec(&(id, message)).map_err(std::io::Error::other)?;
+/// Writes one frame: `message`.
+pub fn send<T: Serialize>(out: &mut impl Write, message: &T) -> std::io::Result<()> {
+    let body = postcard::to_stdvec(message).map_err(std::io::Error::other)?;
     let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_le_bytes());
@@ -153,9 +150,7 @@ pub fn send<T: Serialize>(out: &mut impl Write, id: u64, message: &T) -> std::io
 }
 
 /// Reads one frame; None at a clean end of the stream.
-pub fn receive<T: for<'de> Deserialize<'de>>(
-    input: &mut impl Read,
-) -> std::io::Result<Option<(u64, T)>> {
+pub fn receive<T: for<'de> Deserialize<'de>>(input: &mut impl Read) -> std::io::Result<Option<T>> {
     let mut len = [0; 4];
     match input.read_exact(&mut len) {
         Ok(()) => {}
@@ -202,9 +197,8 @@ mod tests {
             skipped: vec![Skipped::new("y", SkipReason::Broken("bad".into()))],
         };
         let mut frame = Vec::new();
-        send(&mut frame, 5, &Answer::Listing(listing.clone())).unwrap();
-        let (id, answer): (u64, Answer) = receive(&mut frame.as_slice()).unwrap().unwrap();
-        assert_eq!(id, 5);
+        send(&mut frame, &Answer::Listing(listing.clone())).unwrap();
+        let answer: Answer = receive(&mut frame.as_slice()).unwrap().unwrap();
         let Answer::Listing(back) = answer else {
             panic!("{answer:?}")
         };
@@ -234,7 +228,7 @@ mod tests {
     #[test]
     fn a_cut_stream_is_an_error_and_an_empty_one_the_end() {
         let mut frame = Vec::new();
-        send(&mut frame, 1, &Request::List { dir: 0 }).unwrap();
+        send(&mut frame, &Request::List { dir: 0 }).unwrap();
         let cut = &frame[..frame.len() - 1];
         assert!(receive::<Request>(&mut &cut[..]).is_err());
         assert!(receive::<Request>(&mut &[][..]).unwrap().is_none());
