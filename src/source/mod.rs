@@ -27,6 +27,11 @@ pub const ROOT: Key = 0;
 /// An extended attribute: full name (`user.h5.units`) and value.
 pub type Xattr = (String, Vec<u8>);
 
+/// An entry's extended attributes, shared: the entries of a large group mostly have the
+/// same ones (a layout and no attributes), and a listing that crossed from a worker process
+/// gives them one copy instead of five allocations per entry.
+pub type Xattrs = Arc<[Xattr]>;
+
 /// What a directory holds.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Listing {
@@ -89,7 +94,7 @@ pub struct Entry {
     pub name: String,
     pub key: Key,
     pub kind: EntryKind,
-    pub xattrs: Vec<Xattr>,
+    pub xattrs: Xattrs,
     /// Objects reachable by several links share this identity (and so one inode).
     pub identity: Option<u64>,
     pub nlink: u32,
@@ -116,7 +121,7 @@ impl Entry {
             name,
             key,
             kind,
-            xattrs: Vec::new(),
+            xattrs: Xattrs::default(),
             identity: None,
             nlink: 1,
         }

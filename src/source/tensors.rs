@@ -154,7 +154,7 @@ impl Source for TensorFile {
                 Ok(TreeNode::Leaf(Leaf::Tensor(t, _))) => {
                     let mut entry =
                         Entry::new(name.clone(), *key, EntryKind::Array(t.header.clone()));
-                    entry.xattrs = t.xattrs.clone();
+                    entry.xattrs = t.xattrs.as_slice().into();
                     entry
                 }
                 _ => Entry::new(name.clone(), *key, EntryKind::Dir),

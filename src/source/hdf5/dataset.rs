@@ -256,9 +256,10 @@ impl DatasetInfo {
 
     /// A dataset described from its object header ([`PlainDataset`]): what [`Self::describe`]
     /// gives for it.
-    pub fn plain(path: &str, plain: PlainDataset) -> DatasetInfo {
+    pub fn plain(plain: PlainDataset) -> DatasetInfo {
         DatasetInfo {
-            path: path.to_string(),
+            // Only the string checks name the dataset, and a plain one holds no strings.
+            path: String::new(),
             unit: plain.dtype.itemsize(),
             shape: plain.shape,
             element: ElementType::Fixed {

@@ -164,10 +164,11 @@ fn entry(nodes: &[Node], name: &str, index: usize) -> Option<Entry> {
         Node::Array(array) => array.logical,
         Node::Dir(_) => None,
     } {
-        entry.xattrs.push((
+        entry.xattrs = [(
             "user.arrfs.dtype_logical".into(),
             logical.as_bytes().to_vec(),
-        ));
+        )]
+        .into();
     }
     Some(entry)
 }

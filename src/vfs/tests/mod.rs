@@ -117,7 +117,9 @@ fn linked(mut entry: Entry, identity: u64, nlink: u32) -> Entry {
 }
 
 fn with_xattr(mut entry: Entry, name: &str, value: &[u8]) -> Entry {
-    entry.xattrs.push((name.into(), value.to_vec()));
+    let mut xattrs = entry.xattrs.to_vec();
+    xattrs.push((name.into(), value.to_vec()));
+    entry.xattrs = xattrs.into();
     entry
 }
 
