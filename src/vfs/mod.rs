@@ -407,7 +407,7 @@ impl Fs {
             parent,
             key: entry.key,
             kind,
-            xattrs: self.shared.xattrs(&entry.xattrs),
+            xattrs: self.shared.entry_xattrs(&entry.xattrs),
             nlink,
         };
         (origin, node)

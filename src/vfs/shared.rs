@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use rustc_hash::FxHashSet;
 
 use crate::npy::{NpyHeader, NpyLayout};
-use crate::source::Xattr;
+use crate::source::{Xattr, Xattrs};
 
 /// A `.npy` file's header, both as dtype and shape (for the xattrs) and encoded (for reads).
 #[derive(Debug)]
@@ -112,6 +112,8 @@ impl Eq for ByHeader {}
 pub struct Interner {
     arrays: Mutex<Known<ByHeader>>,
     xattrs: Mutex<Known<Arc<[u8]>>>,
+    /// The entry xattrs given last (kept, so their address is not reused) and their packing.
+    last_entry_xattrs: Mutex<Option<(Xattrs, PackedXattrs)>>,
 }
 
 /// The values of one kind, and the one given last: the entries of a listing come in turn
@@ -149,6 +151,21 @@ impl Interner {
         };
         arrays.last = Some(ByHeader(array.clone()));
         array
+    }
+
+    /// An entry's `xattrs` packed, as [`Interner::xattrs`]; at once when they are the copy
+    /// given last, as the entries of a listing mostly share one.
+    pub fn entry_xattrs(&self, xattrs: &Xattrs) -> PackedXattrs {
+        let mut last = self.last_entry_xattrs.lock().unwrap();
+        if let Some((_, packed)) = last
+            .as_ref()
+            .filter(|(given, _)| Arc::ptr_eq(given, xattrs))
+        {
+            return packed.clone();
+        }
+        let packed = self.xattrs(xattrs);
+        *last = Some((xattrs.clone(), packed.clone()));
+        packed
     }
 
     /// `xattrs` packed, shared with every node that has the same.
@@ -238,6 +255,32 @@ mod tests {
             |shape: Vec<u64>| NpyHeader::new(Dtype::plain('f', ByteOrder::Little, 8), shape);
         for shape in [vec![], vec![], vec![3], vec![], vec![3, 1], vec![3]] {
             assert_eq!(interner.array(header(shape.clone())).header.shape, shape);
+        }
+    }
+
+    #[test]
+    fn entry_xattrs_asked_for_in_turn_are_each_given_as_they_are() {
+        let interner = Interner::default();
+        let unpacked = |packed: PackedXattrs| -> Vec<Xattr> {
+            packed
+                .iter()
+                .map(|(n, v)| (String::from_utf8(n.to_vec()).unwrap(), v.to_vec()))
+                .collect()
+        };
+        let a: Xattrs = [("user.a".into(), b"1".to_vec())].into();
+        let same_values: Xattrs = a.to_vec().into();
+        let b: Xattrs = [("user.a".into(), b"2".to_vec())].into();
+        for xattrs in [
+            &a,
+            &a,
+            &b,
+            &a,
+            &same_values,
+            &same_values,
+            &b,
+            &Xattrs::default(),
+        ] {
+            assert_eq!(unpacked(interner.entry_xattrs(xattrs)), xattrs.to_vec());
         }
     }
 

@@ -67,9 +67,13 @@ def write(out):
     with h5py.File(os.path.join(out, "latest.h5"), "w", libver="latest") as f:
         numbers(f)
         near_misses(f)
+    # Enough links for a B-tree of several levels, and for arrfs to describe them on
+    # several threads; every 7th has an attribute, which leaves it to libhdf5.
     with h5py.File(os.path.join(out, "many.h5"), "w") as f:
-        for i in range(2000):
+        for i in range(5000):
             f[f"d{i:05d}"] = np.float64(i)
+            if i % 7 == 3:
+                f[f"d{i:05d}"].attrs["units"] = "m"
 
 
 if __name__ == "__main__":

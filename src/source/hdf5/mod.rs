@@ -495,8 +495,11 @@ impl Hdf5Source {
                 ffi::links(group.id()).map_err(|e| Hdf5Error::from(e).at(self.path(), &gpath))?
             }
         };
-        let headers = plain::HeaderWindow::new(&read_at, self.source.len());
-        let read_window = |offset, buf: &mut [u8]| headers.read(offset, buf);
+        let mut described = match plain_file {
+            Some(file) => self.describe_all(&links, file),
+            None => Vec::new(),
+        }
+        .into_iter();
         listing.entries.reserve(links.len());
         let mut new = Vec::with_capacity(links.len());
         // Indices of the entries whose key is an index into `new`.
@@ -504,11 +507,10 @@ impl Hdf5Source {
         let mut described_plain = 0;
         for link in links {
             let objects = new.len();
-            let plain_entry = plain_file.and_then(|file| {
-                let addr = link.address?;
-                let found = plain::describe(&read_window, addr, file)?;
-                Some(self.plain_entry(&link.name, found, &mut new))
-            });
+            let plain_entry = described
+                .next()
+                .flatten()
+                .map(|found| self.plain_entry(&link.name, found, &mut new));
             let entry = match plain_entry {
                 Some(entry) => {
                     described_plain += 1;
@@ -539,6 +541,39 @@ impl Hdf5Source {
             owners,
             described_plain,
             links_read_ourselves,
+        })
+    }
+
+    /// The plain datasets among `links`, in their order (None: libhdf5 describes that
+    /// one). Reading object headers is most of the cost of listing a large group, and each
+    /// stands alone: a large group's are read on every CPU at once, each thread with a
+    /// window of its own.
+    fn describe_all(
+        &self,
+        links: &[ffi::Link],
+        file: plain::PlainFile,
+    ) -> Vec<Option<plain::PlainDataset>> {
+        let describe_part = |part: &[ffi::Link]| -> Vec<_> {
+            let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
+            let window = plain::HeaderWindow::new(&read_at, self.source.len());
+            let read_window = |offset, buf: &mut [u8]| window.read(offset, buf);
+            part.iter()
+                .map(|link| plain::describe(&read_window, link.address?, file))
+                .collect()
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        if threads == 1 || links.len() < DESCRIBED_IN_PARALLEL_FROM {
+            return describe_part(links);
+        }
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = links
+                .chunks(links.len().div_ceil(threads))
+                .map(|part| scope.spawn(move || describe_part(part)))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|part| part.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
         })
     }
 
@@ -758,6 +793,10 @@ fn root_readable(file: &hdf5::File, source: &SourceFile) -> hdf5::Result<()> {
     root.links(IndexType::Name, IterationOrder::Increasing)
         .map(drop)
 }
+
+/// Groups with fewer links than this are described on one thread: starting threads would
+/// cost more than it saves.
+const DESCRIBED_IN_PARALLEL_FROM: usize = 4096;
 
 fn join(group: &str, name: &str) -> String {
     match group {
