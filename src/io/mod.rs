@@ -16,6 +16,7 @@ pub mod location;
 pub mod readahead;
 pub mod remote;
 pub mod verify;
+pub mod window;
 
 /// Reads exactly `buf.len()` bytes at `offset`.
 pub fn pread_exact(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {

@@ -255,8 +255,9 @@ impl ZipSource {
 pub(crate) fn read_central_directory(file: &SourceFile) -> Result<Vec<MemberInfo>> {
     let (path, len) = (file.path(), file.len());
     let bad = |e: zip::result::ZipError| Error::format(path, format!("not a readable zip: {e}"));
-    // Buffered: the zip crate reads the central directory in small pieces.
-    let reader = std::io::BufReader::with_capacity(64 << 10, file.reader());
+    // Windowed: the zip crate reads the central directory in small pieces, and seeks to
+    // every member's local header (`data_start`), which a `BufReader` would read 64 KiB for.
+    let reader = crate::io::window::WindowReader::new(file, 64 << 10);
     let mut archive = zip::ZipArchive::new(reader).map_err(bad)?;
     let mut members = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {

@@ -6,6 +6,7 @@ datasets in groups of 1,000 (bench case S5: memory per entry).
     python scale_cases.py chunks N OUT.h5 OUT.npy
     python scale_cases.py datasets N OUT.h5
     python scale_cases.py forest N OUT.h5
+    python scale_cases.py npz N OUT.npz                        N scalar members, np.savez
     python scale_cases.py rows FILE DATASET START STOP OUT   h5py's rows, raw bytes
 """
 import sys
@@ -37,6 +38,10 @@ def forest(n, out):
             f[f"g{i // 1000:04d}/d{i % 1000:04d}"] = np.int32(i)
 
 
+def npz(n, out):
+    np.savez(out, **{f"a{i:06d}": np.float32(i) for i in range(n)})
+
+
 def rows(path, name, start, stop, out):
     """h5py's reading of rows [start, stop) of dataset `name`, as raw bytes into `out`."""
     with h5py.File(path, "r") as f:
@@ -52,6 +57,8 @@ if __name__ == "__main__":
         chunks(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif sys.argv[1] == "datasets":
         datasets(int(sys.argv[2]), sys.argv[3])
+    elif sys.argv[1] == "npz":
+        npz(int(sys.argv[2]), sys.argv[3])
     elif sys.argv[1] == "forest":
         forest(int(sys.argv[2]), sys.argv[3])
     else:
