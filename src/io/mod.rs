@@ -184,17 +184,21 @@ impl std::io::Read for SourceReader<'_> {
 
 impl std::io::Seek for SourceReader<'_> {
     fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
-        let target = match to {
-            std::io::SeekFrom::Start(at) => Some(at),
-            std::io::SeekFrom::End(delta) => self.len.checked_add_signed(delta),
-            std::io::SeekFrom::Current(delta) => self.pos.checked_add_signed(delta),
-        };
-        let target = target.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
-        })?;
-        self.pos = target;
-        Ok(target)
+        self.pos = seek_target(to, self.pos, self.len)?;
+        Ok(self.pos)
     }
+}
+
+/// Where `to` moves a cursor at `pos` over `len` bytes (`Seek` for positioned readers).
+pub fn seek_target(to: std::io::SeekFrom, pos: u64, len: u64) -> std::io::Result<u64> {
+    let target = match to {
+        std::io::SeekFrom::Start(at) => Some(at),
+        std::io::SeekFrom::End(delta) => len.checked_add_signed(delta),
+        std::io::SeekFrom::Current(delta) => pos.checked_add_signed(delta),
+    };
+    target.ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+    })
 }
 
 /// FNV-1a over byte strings: small, and stable across builds and platforms (inode numbers

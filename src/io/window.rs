@@ -74,14 +74,7 @@ impl Read for WindowReader<'_> {
 
 impl Seek for WindowReader<'_> {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(at) => Some(at),
-            SeekFrom::End(delta) => self.file.len().checked_add_signed(delta),
-            SeekFrom::Current(delta) => self.pos.checked_add_signed(delta),
-        };
-        self.pos = target.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
-        })?;
+        self.pos = super::seek_target(to, self.pos, self.file.len())?;
         Ok(self.pos)
     }
 }

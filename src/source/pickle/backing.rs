@@ -156,12 +156,7 @@ impl Read for BackingReader<'_> {
 
 impl Seek for BackingReader<'_> {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let pos = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-            SeekFrom::End(d) => self.backing.len().checked_add_signed(d),
-        };
-        self.pos = pos.ok_or_else(|| std::io::Error::other("seek before the start"))?;
+        self.pos = crate::io::seek_target(to, self.pos, self.backing.len())?;
         Ok(self.pos)
     }
 }
