@@ -257,7 +257,8 @@ pub(crate) fn read_central_directory(file: &SourceFile) -> Result<Vec<MemberInfo
     let bad = |e: zip::result::ZipError| Error::format(path, format!("not a readable zip: {e}"));
     // Windowed: the zip crate reads the central directory in small pieces, and seeks to
     // every member's local header (`data_start`), which a `BufReader` would read 64 KiB for.
-    let reader = crate::io::window::WindowReader::new(file, 64 << 10);
+    let reader =
+        crate::io::window::WindowReader::new(|at, buf: &mut [u8]| file.read_at(at, buf), len);
     let mut archive = zip::ZipArchive::new(reader).map_err(bad)?;
     let mut members = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {

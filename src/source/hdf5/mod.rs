@@ -62,6 +62,7 @@ use direct::{DatasetRead, DirectReader};
 use error::Hdf5Error;
 
 use crate::error::{Error, Result};
+use crate::io::window::ReadWindow;
 use crate::io::{stable_hash, Location, SourceFile};
 use crate::source::{Entry, EntryKind, Key, Listing, Skipped, Source, SourceOptions, Xattrs, ROOT};
 
@@ -485,7 +486,7 @@ impl Hdf5Source {
             .then(|| self.plain_file(&group))
             .flatten();
         // Symbol nodes and object headers lie in different places: a window each.
-        let nodes = plain::HeaderWindow::new(&read_at, self.source.len());
+        let nodes = ReadWindow::new(&read_at, self.source.len());
         let read_nodes = |offset, buf: &mut [u8]| nodes.read(offset, buf);
         let ours = plain_file.and_then(|file| self.symbol_table(&group, &read_nodes, file));
         let links_read_ourselves = ours.is_some();
@@ -555,7 +556,7 @@ impl Hdf5Source {
     ) -> Vec<Option<plain::PlainDataset>> {
         let describe_part = |part: &[ffi::Link]| -> Vec<_> {
             let read_at = |offset, buf: &mut [u8]| self.source.read_at(offset, buf);
-            let window = plain::HeaderWindow::new(&read_at, self.source.len());
+            let window = ReadWindow::new(&read_at, self.source.len());
             let read_window = |offset, buf: &mut [u8]| window.read(offset, buf);
             part.iter()
                 .map(|link| plain::describe(&read_window, link.address?, file))
@@ -785,7 +786,7 @@ fn root_readable(file: &hdf5::File, source: &SourceFile) -> hdf5::Result<()> {
         ffi::symbol_k(id),
     ) {
         let read_at = |offset, buf: &mut [u8]| source.read_at(offset, buf);
-        let nodes = plain::HeaderWindow::new(&read_at, source.len());
+        let nodes = ReadWindow::new(&read_at, source.len());
         if stab::links(&|offset, buf| nodes.read(offset, buf), addr, layout, k).is_some() {
             return Ok(());
         }

@@ -13,11 +13,8 @@
 //! would be (`tests/hdf5_plain.rs` compares both on every dataset the tests write and on the
 //! third-party corpus). Anything else gives None, and the caller asks libhdf5 as before.
 
-use std::cell::RefCell;
-
 use super::heap::{FileLayout, ReadAt};
 use super::ohdr::{HeaderV1, Message};
-use crate::error::Result;
 use crate::npy::{ByteOrder, Dtype};
 
 /// A dataset this module could describe.
@@ -240,58 +237,6 @@ fn le(bytes: &[u8]) -> u64 {
     bytes.iter().rev().fold(0, |n, &b| (n << 8) | u64::from(b))
 }
 
-/// Reads of one listing's metadata, served from a window of the file: the headers of a
-/// group's datasets usually lie close together, and one `pread` then serves many. Reads
-/// that jump between two regions (symbol nodes, then object headers) each want a window of
-/// their own.
-pub struct HeaderWindow<'a> {
-    read_at: ReadAt<'a>,
-    len: u64,
-    window: RefCell<(u64, Vec<u8>)>,
-}
-
-/// Bytes read at once into a [`HeaderWindow`].
-const WINDOW: u64 = 64 << 10;
-
-impl<'a> HeaderWindow<'a> {
-    /// Windows over a file of `len` bytes read by `read_at`.
-    pub fn new(read_at: ReadAt<'a>, len: u64) -> Self {
-        HeaderWindow {
-            read_at,
-            len,
-            window: RefCell::new((0, Vec::new())),
-        }
-    }
-
-    /// Exactly `buf.len()` bytes at `offset`, as `read_at` would give them.
-    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let mut window = self.window.borrow_mut();
-        let end = offset.saturating_add(buf.len() as u64);
-        let (start, bytes) = &mut *window;
-        if offset >= *start && end <= *start + bytes.len() as u64 {
-            let at = (offset - *start) as usize;
-            buf.copy_from_slice(&bytes[at..at + buf.len()]);
-            return Ok(());
-        }
-        let want = (buf.len() as u64).max(WINDOW);
-        let len = want.min(self.len.saturating_sub(offset));
-        if len < buf.len() as u64 {
-            // Past the end: `read_at` says why.
-            return (self.read_at)(offset, buf);
-        }
-        // The same buffer for every window (a fresh one cost page faults and zeroing each),
-        // emptied if a read fails, so that no window is left behind.
-        bytes.resize(len as usize, 0);
-        if let Err(e) = (self.read_at)(offset, bytes) {
-            bytes.clear();
-            return Err(e);
-        }
-        buf.copy_from_slice(&bytes[..buf.len()]);
-        *start = offset;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,56 +289,5 @@ mod tests {
         assert!(!mtime_is_plain(MTIME, &[2, 0, 0, 0, 9, 9, 9, 9]));
         assert!(mtime_is_plain(MTIME_OLD, b"20261126233000\0\0"));
         assert!(!mtime_is_plain(MTIME_OLD, b"2026112623300x\0\0"));
-    }
-
-    #[test]
-    fn windows_read_what_the_file_holds() {
-        let file: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-        let read_at = |offset: u64, buf: &mut [u8]| {
-            let at = offset as usize;
-            match file.get(at..at + buf.len()) {
-                Some(bytes) => {
-                    buf.copy_from_slice(bytes);
-                    Ok(())
-                }
-                None => Err(crate::error::Error::NotFound),
-            }
-        };
-        let window = HeaderWindow::new(&read_at, file.len() as u64);
-        for offset in [0u64, 100, 65_530, 70_000, 199_990, 5] {
-            let mut buf = [0u8; 10];
-            window.read(offset, &mut buf).unwrap();
-            assert_eq!(&buf[..], &file[offset as usize..offset as usize + 10]);
-        }
-        assert!(window.read(199_995, &mut [0u8; 10]).is_err());
-    }
-
-    #[test]
-    fn a_failed_read_leaves_no_window_behind() {
-        let file: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let fail = std::cell::Cell::new(false);
-        let read_at = |offset: u64, buf: &mut [u8]| {
-            if fail.get() {
-                return Err(crate::error::Error::NotFound);
-            }
-            let at = offset as usize;
-            buf.copy_from_slice(&file[at..at + buf.len()]);
-            Ok(())
-        };
-        let window = HeaderWindow::new(&read_at, file.len() as u64);
-        let mut buf = [0u8; 10];
-        window.read(0, &mut buf).unwrap();
-        fail.set(true);
-        assert!(window.read(100_000, &mut buf).is_err());
-        // Anything served now comes from what was read before the failure.
-        for offset in [5u64, 99_995, 100_000, 130_000] {
-            if window.read(offset, &mut buf).is_ok() {
-                let at = offset as usize;
-                assert_eq!(&buf[..], &file[at..at + 10], "at {offset}");
-            }
-        }
-        fail.set(false);
-        window.read(5, &mut buf).unwrap();
-        assert_eq!(&buf[..], &file[5..15]);
     }
 }

@@ -79,6 +79,9 @@ fn parse(args: &[String]) -> Result<(SourceOptions, usize, PathBuf)> {
             other => return Err(Error::Usage(format!("worker: unknown argument {other}"))),
         }
     }
+    if connections == 0 {
+        return Err(Error::Usage("worker: no --connections N".into()));
+    }
     let source = rest
         .next()
         .ok_or_else(|| Error::Usage("worker: no SOURCE".into()))?;
